@@ -1,0 +1,276 @@
+//! Command line and TOML configuration, turned into one validated [`Config`].
+//!
+//! Every key of the file has a command-line flag of the same name where an operator would
+//! want one; the command line wins over the file. Every limit of [`crate::limits`] can be
+//! overridden under `[limits]`. Errors are one line and the process exits with status 2.
+
+use crate::inspect::InspectorKind;
+use crate::limits::Limits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:1344";
+pub const DEFAULT_SIGNATURES: &str = "./signatures";
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub signatures: PathBuf,
+    /// CPUs to run shards on, in order; one shard per entry.
+    pub cpus: Vec<usize>,
+    pub inspector: InspectorKind,
+    pub limits: Limits,
+    /// Only check the configuration, then exit.
+    pub check: bool,
+    /// How long SIGTERM waits for in-flight transactions.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    signatures: Option<PathBuf>,
+    shards: Option<usize>,
+    cpus: Option<String>,
+    inspector: Option<String>,
+    shutdown_grace_ms: Option<u64>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    icap_header_bytes_max: Option<usize>,
+    icap_header_count_max: Option<usize>,
+    http_header_bytes_max: Option<usize>,
+    preview_bytes_max: Option<usize>,
+    chunk_line_bytes_max: Option<usize>,
+    trailer_bytes_max: Option<usize>,
+    connections_per_shard_max: Option<usize>,
+    idle_keepalive_ms: Option<u64>,
+    header_read_deadline_ms: Option<u64>,
+    body_inactivity_ms: Option<u64>,
+    recv_block_bytes: Option<usize>,
+    idle_block_bytes: Option<usize>,
+    body_retain_bytes_max: Option<usize>,
+    holdback_bytes: Option<usize>,
+    body_segments_max: Option<usize>,
+    options_ttl_ms: Option<u64>,
+}
+
+pub const USAGE: &str = "\
+icapd: thread-per-core ICAP (RFC 3507) content-scanning server
+
+USAGE:
+    icapd [OPTIONS]
+
+OPTIONS:
+    --config FILE        TOML configuration file (keys as below, limits under [limits])
+    --listen ADDR        address to listen on [default: 0.0.0.0:1344]
+    --signatures DIR     signature folder [default: ./signatures]
+    --shards N           number of shards (one per CPU of the allowed set by default)
+    --cpus LIST          CPUs to pin shards to, e.g. 0-3,6 (default: the inherited affinity mask)
+    --inspector KIND     null | test  [default: null]
+    --check              validate the configuration and exit
+    --help               print this help
+    --version            print the version
+
+Every limit can be set in the file under [limits]; see README.md for the list and defaults.
+";
+
+/// What the command line asked for.
+pub enum Parsed {
+    Run(Config),
+    Help,
+    Version,
+}
+
+/// Parses `args` (without the program name). `allowed_cpus` is the inherited affinity mask.
+pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> {
+    let mut file_path: Option<PathBuf> = None;
+    let mut listen: Option<String> = None;
+    let mut signatures: Option<PathBuf> = None;
+    let mut shards: Option<usize> = None;
+    let mut cpus: Option<String> = None;
+    let mut inspector: Option<String> = None;
+    let mut check = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{name} needs a value"))
+        };
+        match flag {
+            "--config" => file_path = Some(value("--config")?.into()),
+            "--listen" => listen = Some(value("--listen")?),
+            "--signatures" => signatures = Some(value("--signatures")?.into()),
+            "--shards" => shards = Some(parse_count(&value("--shards")?, "--shards")?),
+            "--cpus" => cpus = Some(value("--cpus")?),
+            "--inspector" => inspector = Some(value("--inspector")?),
+            "--check" => check = true,
+            "--help" | "-h" => return Ok(Parsed::Help),
+            "--version" | "-V" => return Ok(Parsed::Version),
+            other => return Err(format!("unknown argument '{other}' (see --help)")),
+        }
+    }
+    let file = match &file_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| format!("{}: {}", path.display(), e.to_string().lines().collect::<Vec<_>>().join(" ")))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen_text = listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| format!("invalid listen address '{listen_text}' (want IP:PORT)"))?;
+    let cpus_text = cpus.or(file.cpus);
+    let mut cpu_list = match &cpus_text {
+        Some(text) => {
+            let list = parse_cpu_list(text)?;
+            if let Some(bad) = list.iter().find(|c| !allowed_cpus.contains(c)) {
+                return Err(format!("CPU {bad} is not in the allowed set {allowed_cpus:?}"));
+            }
+            list
+        }
+        None => allowed_cpus.to_vec(),
+    };
+    if cpu_list.is_empty() {
+        return Err("no CPU to run on".into());
+    }
+    if let Some(n) = shards.or(file.shards) {
+        if n == 0 {
+            return Err("--shards must be at least 1".into());
+        }
+        if n > cpu_list.len() {
+            return Err(format!("--shards {n} exceeds the {} CPUs available {cpu_list:?}", cpu_list.len()));
+        }
+        cpu_list.truncate(n);
+    }
+    let inspector_text = inspector.or(file.inspector).unwrap_or_else(|| "null".into());
+    let inspector = InspectorKind::parse(&inspector_text).ok_or(format!("unknown inspector '{inspector_text}' (null, test)"))?;
+    let limits = apply_limits(file.limits)?;
+    Ok(Parsed::Run(Config {
+        listen,
+        signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
+        cpus: cpu_list,
+        inspector,
+        limits,
+        check,
+        shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
+    }))
+}
+
+fn apply_limits(f: FileLimits) -> Result<Limits, String> {
+    let d = Limits::default();
+    let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+    let limits = Limits {
+        icap_header_bytes_max: f.icap_header_bytes_max.unwrap_or(d.icap_header_bytes_max),
+        icap_header_count_max: f.icap_header_count_max.unwrap_or(d.icap_header_count_max),
+        http_header_bytes_max: f.http_header_bytes_max.unwrap_or(d.http_header_bytes_max),
+        preview_bytes_max: f.preview_bytes_max.unwrap_or(d.preview_bytes_max),
+        chunk_line_bytes_max: f.chunk_line_bytes_max.unwrap_or(d.chunk_line_bytes_max),
+        trailer_bytes_max: f.trailer_bytes_max.unwrap_or(d.trailer_bytes_max),
+        connections_per_shard_max: f.connections_per_shard_max.unwrap_or(d.connections_per_shard_max),
+        idle_keepalive: ms(f.idle_keepalive_ms, d.idle_keepalive),
+        header_read_deadline: ms(f.header_read_deadline_ms, d.header_read_deadline),
+        body_inactivity: ms(f.body_inactivity_ms, d.body_inactivity),
+        recv_block_bytes: f.recv_block_bytes.unwrap_or(d.recv_block_bytes),
+        idle_block_bytes: f.idle_block_bytes.unwrap_or(d.idle_block_bytes),
+        body_retain_bytes_max: f.body_retain_bytes_max.unwrap_or(d.body_retain_bytes_max),
+        holdback_bytes: f.holdback_bytes.unwrap_or(d.holdback_bytes),
+        body_segments_max: f.body_segments_max.unwrap_or(d.body_segments_max),
+        options_ttl: ms(f.options_ttl_ms, d.options_ttl),
+    };
+    limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
+    Ok(limits)
+}
+
+fn parse_count(text: &str, name: &str) -> Result<usize, String> {
+    text.parse().map_err(|_| format!("{name}: '{text}' is not a number"))
+}
+
+/// Parses a CPU list like `0-3,6,8-9`.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let bad = || format!("invalid CPU list '{text}' (want e.g. 0-3,6)");
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+            None => {
+                let c: usize = part.parse().map_err(|_| bad())?;
+                (c, c)
+            }
+        };
+        if a > b || b >= 4096 {
+            return Err(bad());
+        }
+        for c in a..=b {
+            if !cpus.contains(&c) {
+                cpus.push(c);
+            }
+        }
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse(&args, &[0, 1, 2, 3])? {
+            Parsed::Run(c) => Ok(c),
+            _ => Err("not a run".into()),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:1344");
+        assert_eq!(c.cpus, [0, 1, 2, 3]);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn cpus_and_shards() {
+        assert_eq!(run(&["--cpus", "1-2"]).unwrap().cpus, [1, 2]);
+        assert_eq!(run(&["--shards=2"]).unwrap().cpus, [0, 1]);
+        assert!(run(&["--cpus", "7"]).unwrap_err().contains("not in the allowed set"));
+        assert!(run(&["--shards", "9"]).is_err());
+        assert!(run(&["--shards", "0"]).is_err());
+        assert!(run(&["--cpus", "3-1"]).is_err());
+        assert_eq!(parse_cpu_list("0-2,1,5").unwrap(), [0, 1, 2, 5]);
+    }
+
+    #[test]
+    fn file_and_errors() {
+        let dir = std::env::temp_dir().join(format!("icapd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:2000\"\n[limits]\nholdback_bytes = 4096\nidle_keepalive_ms = 5000\n").unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.listen.port(), 2000);
+        assert_eq!(c.limits.holdback_bytes, 4096);
+        assert_eq!(c.limits.idle_keepalive, Duration::from_secs(5));
+        let c = run(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:3000"]).unwrap();
+        assert_eq!(c.listen.port(), 3000, "the command line wins");
+        std::fs::write(&path, "[limits]\nbogus = 1\n").unwrap();
+        let err = run(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("bogus") && !err.contains('\n'), "{err}");
+        std::fs::write(&path, "[limits]\nrecv_block_bytes = 1024\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("recv_block_bytes"));
+        assert!(run(&["--listen", "nope"]).is_err());
+        assert!(run(&["--frobnicate"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

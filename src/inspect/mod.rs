@@ -1,0 +1,93 @@
+//! The inspection hook: what the connection state machine calls with body bytes.
+//!
+//! An [`Inspector`] is one per connection and reused for every transaction on it, so it can
+//! allocate its scanning state once. The connection calls [`Inspector::begin`] when a request
+//! with a body starts, [`Inspector::feed`] with each run of body bytes as a slice of the
+//! receive buffer it arrived in (never a copy), and [`Inspector::finish`] at the end of the
+//! body. A feed may return a verdict early, which lets the server answer during a preview or
+//! stop an echo before the object is delivered whole.
+//!
+//! Two inspectors ship with the core: [`NullInspector`] (finds nothing, for measuring the
+//! protocol path) and [`TestInspector`] (flags a marker string, for testing every verdict path
+//! without the signature engine).
+
+mod null;
+mod test_marker;
+
+pub use null::NullInspector;
+pub use test_marker::{TestInspector, TEST_MARKER};
+
+use crate::proto::Method;
+
+/// What the inspector decided about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    /// A threat was found; the name goes into `X-Infection-Found` and the block page.
+    Infected { threat: Box<str> },
+}
+
+/// What a feed says about the object so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Keep feeding; no conclusion yet.
+    More,
+    /// The verdict is known; further bytes cannot change it.
+    Done(Verdict),
+}
+
+/// Facts about the transaction an inspector may use to set itself up.
+#[derive(Clone, Copy, Debug)]
+pub struct Txn<'a> {
+    pub method: Method,
+    pub service: &'static str,
+    /// The encapsulated HTTP request head, if any (REQMOD, and RESPMOD when the client sent it).
+    pub req_hdr: Option<&'a [u8]>,
+    /// The encapsulated HTTP response head, if any (RESPMOD).
+    pub res_hdr: Option<&'a [u8]>,
+}
+
+/// The hook the signature engine implements. Implementations must not block: the connection
+/// hands them at most one receive block per call and yields to other connections in between.
+pub trait Inspector {
+    /// A new transaction with a body begins; forget anything about the previous one.
+    fn begin(&mut self, txn: &Txn<'_>);
+    /// More body bytes, in order.
+    fn feed(&mut self, data: &[u8]) -> Progress;
+    /// The preview ended without `ieof` and nothing was found in it. Returning `Some` answers
+    /// the preview with that verdict (a 204 for `Clean`) instead of `100 Continue`; only an
+    /// explicit policy should do that, never merely because the first bytes looked clean.
+    fn preview_verdict(&mut self) -> Option<Verdict> {
+        None
+    }
+    /// The body ended; give the verdict.
+    fn finish(&mut self) -> Verdict;
+    /// The value of ISTag (without quotes, at most 32 bytes) that describes what this
+    /// inspector checks; it must change whenever the checks change.
+    fn istag(&self) -> &str;
+}
+
+/// Which built-in inspector the server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InspectorKind {
+    Null,
+    Test,
+}
+
+impl InspectorKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "null" => Some(InspectorKind::Null),
+            "test" => Some(InspectorKind::Test),
+            _ => None,
+        }
+    }
+
+    /// Builds a fresh inspector for one connection.
+    pub fn build(self) -> Box<dyn Inspector> {
+        match self {
+            InspectorKind::Null => Box::new(NullInspector),
+            InspectorKind::Test => Box::new(TestInspector::new()),
+        }
+    }
+}

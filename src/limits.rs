@@ -1,0 +1,173 @@
+//! Every bound the server enforces, in one place.
+//!
+//! Each default is a named constant with its unit last, and [`Limits`] carries the values in
+//! force (the defaults unless the configuration overrides them). Exceeding a bound is always a
+//! typed error ([`crate::proto::error::ProtoError`]) that maps to exactly one ICAP status; the
+//! protocol code never clamps silently.
+//!
+//! The defaults are chosen for a busy proxy: thousands of keep-alive connections per shard,
+//! header sizes that accept what Squid itself accepts, and deadlines long enough for a slow
+//! origin server that Squid is still waiting on.
+
+use std::time::Duration;
+
+/// Largest ICAP request head (request line + headers + blank line). Squid's heads are well
+/// under 2 KiB; 16 KiB leaves room for long `X-` headers without inviting memory abuse.
+pub const ICAP_HEADER_BYTES_MAX: usize = 16 * 1024;
+/// Largest number of ICAP header lines in one request.
+pub const ICAP_HEADER_COUNT_MAX: usize = 64;
+/// Largest encapsulated HTTP header block (req-hdr plus res-hdr). Squid's own
+/// `reply_header_max_size` defaults to 64 KB, so we accept as much.
+pub const HTTP_HEADER_BYTES_MAX: usize = 64 * 1024;
+/// Preview size advertised in OPTIONS; a request asking for more is rejected (400).
+pub const PREVIEW_BYTES_MAX: usize = 1024;
+/// Longest chunk-size line including extensions and CRLF. It bounds chunk extensions too
+/// (Squid CVE-2024-25111 came from unbounded extension lists).
+pub const CHUNK_LINE_BYTES_MAX: usize = 256;
+/// Largest trailer section after the last chunk.
+pub const TRAILER_BYTES_MAX: usize = 4 * 1024;
+/// Open connections one shard serves at once; one more is answered 503 and closed.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 4096;
+/// A keep-alive connection with no request in progress is closed after this long.
+pub const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
+/// A request head (ICAP head plus encapsulated headers) must arrive completely within this.
+pub const HEADER_READ_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest silence allowed inside a body, or while the client is not reading our answer.
+/// Squid waits on slow origin servers, so this is generous (c-icap uses 300 s too).
+pub const BODY_INACTIVITY: Duration = Duration::from_secs(300);
+/// Size of the receive blocks bodies are read into and retained in (zero copy).
+pub const RECV_BLOCK_BYTES: usize = 128 * 1024;
+/// Size of the small block an idle keep-alive connection waits with, so that thousands of idle
+/// connections cost kilobytes each rather than a full receive block.
+pub const IDLE_BLOCK_BYTES: usize = 4 * 1024;
+/// With `Allow: 204`, body bytes kept in memory so that a clean object can still be answered
+/// 204; past this the answer is committed to a streamed 200 echo.
+pub const BODY_RETAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// The newest body bytes kept back from the client while an echo streams, so that a threat
+/// found at the very end still stops the object from arriving whole. Without `Allow: 204` this
+/// is also all that is retained before the 200 starts (Squid stalls when a server waits).
+pub const HOLDBACK_BYTES: usize = 32 * 1024;
+/// Retained body segments (one per received chunk piece) before the echo is committed; bounds
+/// bookkeeping memory when a client sends tiny chunks.
+pub const BODY_SEGMENTS_MAX: usize = 16 * 1024;
+/// `Options-TTL` advertised in OPTIONS.
+pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
+
+/// The bounds in force for one server. Built from the defaults above, overridden by config,
+/// and checked by [`Limits::validate`] before any shard starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub icap_header_bytes_max: usize,
+    pub icap_header_count_max: usize,
+    pub http_header_bytes_max: usize,
+    pub preview_bytes_max: usize,
+    pub chunk_line_bytes_max: usize,
+    pub trailer_bytes_max: usize,
+    pub connections_per_shard_max: usize,
+    pub idle_keepalive: Duration,
+    pub header_read_deadline: Duration,
+    pub body_inactivity: Duration,
+    pub recv_block_bytes: usize,
+    pub idle_block_bytes: usize,
+    pub body_retain_bytes_max: usize,
+    pub holdback_bytes: usize,
+    pub body_segments_max: usize,
+    pub options_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            icap_header_bytes_max: ICAP_HEADER_BYTES_MAX,
+            icap_header_count_max: ICAP_HEADER_COUNT_MAX,
+            http_header_bytes_max: HTTP_HEADER_BYTES_MAX,
+            preview_bytes_max: PREVIEW_BYTES_MAX,
+            chunk_line_bytes_max: CHUNK_LINE_BYTES_MAX,
+            trailer_bytes_max: TRAILER_BYTES_MAX,
+            connections_per_shard_max: CONNECTIONS_PER_SHARD_MAX,
+            idle_keepalive: IDLE_KEEPALIVE,
+            header_read_deadline: HEADER_READ_DEADLINE,
+            body_inactivity: BODY_INACTIVITY,
+            recv_block_bytes: RECV_BLOCK_BYTES,
+            idle_block_bytes: IDLE_BLOCK_BYTES,
+            body_retain_bytes_max: BODY_RETAIN_BYTES_MAX,
+            holdback_bytes: HOLDBACK_BYTES,
+            body_segments_max: BODY_SEGMENTS_MAX,
+            options_ttl: OPTIONS_TTL,
+        }
+    }
+}
+
+// The defaults must satisfy the same relations `validate` checks on overrides.
+const _: () = assert!(ICAP_HEADER_BYTES_MAX + HTTP_HEADER_BYTES_MAX <= RECV_BLOCK_BYTES);
+const _: () = assert!(IDLE_BLOCK_BYTES <= RECV_BLOCK_BYTES);
+const _: () = assert!(HOLDBACK_BYTES <= BODY_RETAIN_BYTES_MAX);
+const _: () = assert!(ICAP_HEADER_COUNT_MAX <= u16::MAX as usize);
+
+impl Limits {
+    /// Checks the relations the protocol code relies on. A message head (ICAP head plus the
+    /// encapsulated headers) is parsed in one receive block, so both header bounds together
+    /// must fit in one.
+    pub fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("icap_header_bytes_max", self.icap_header_bytes_max),
+            ("icap_header_count_max", self.icap_header_count_max),
+            ("http_header_bytes_max", self.http_header_bytes_max),
+            ("chunk_line_bytes_max", self.chunk_line_bytes_max),
+            ("connections_per_shard_max", self.connections_per_shard_max),
+            ("recv_block_bytes", self.recv_block_bytes),
+            ("idle_block_bytes", self.idle_block_bytes),
+            ("body_segments_max", self.body_segments_max),
+        ];
+        for (name, value) in nonzero {
+            if value == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.chunk_line_bytes_max < 8 {
+            return Err("chunk_line_bytes_max must be at least 8".into());
+        }
+        if self.icap_header_bytes_max + self.http_header_bytes_max > self.recv_block_bytes {
+            return Err(format!(
+                "icap_header_bytes_max + http_header_bytes_max ({}) must not exceed recv_block_bytes ({})",
+                self.icap_header_bytes_max + self.http_header_bytes_max,
+                self.recv_block_bytes
+            ));
+        }
+        if self.idle_block_bytes > self.recv_block_bytes {
+            return Err("idle_block_bytes must not exceed recv_block_bytes".into());
+        }
+        if self.icap_header_count_max > u16::MAX as usize {
+            return Err("icap_header_count_max must be at most 65535".into());
+        }
+        if self.holdback_bytes > self.body_retain_bytes_max {
+            return Err("holdback_bytes must not exceed body_retain_bytes_max".into());
+        }
+        if self.recv_block_bytes > u32::MAX as usize / 2 {
+            return Err("recv_block_bytes is too large".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn header_bounds_must_fit_a_block() {
+        let limits = Limits { recv_block_bytes: 32 * 1024, ..Limits::default() };
+        assert!(limits.validate().unwrap_err().contains("recv_block_bytes"));
+    }
+
+    #[test]
+    fn zero_bounds_are_refused() {
+        let limits = Limits { icap_header_count_max: 0, ..Limits::default() };
+        assert!(limits.validate().is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! The icapd binary: parse the configuration, start the shards, wait for signals. This is the
+//! only place that exits the process.
+
+use icapd::config::{self, Parsed};
+use icapd::server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let allowed = server::cpus::allowed_cpus();
+    let config = match config::parse(&args, &allowed) {
+        Ok(Parsed::Run(c)) => c,
+        Ok(Parsed::Help) => {
+            print!("{}", config::USAGE);
+            return;
+        }
+        Ok(Parsed::Version) => {
+            println!("icapd {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Err(e) => {
+            eprintln!("icapd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if config.check {
+        println!(
+            "icapd: configuration ok: listen {}, {} shard(s) on CPUs {:?}, inspector {:?}",
+            config.listen,
+            config.cpus.len(),
+            config.cpus,
+            config.inspector
+        );
+        return;
+    }
+    std::process::exit(server::run(config));
+}

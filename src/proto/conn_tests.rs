@@ -1,0 +1,415 @@
+//! Whole-connection tests of the state machine: requests fed whole, at every split point and
+//! byte by byte must produce the same responses (compared after decoding the chunked bodies,
+//! since where an echo's chunk boundaries fall depends on how the input arrived).
+
+use super::blocks::BlockPool;
+use super::chunked::{Chunk, ChunkDecoder};
+use super::conn::{Conn, State};
+use super::response::ServerInfo;
+use super::testutil::for_each_split;
+use crate::inspect::{InspectorKind, TEST_MARKER};
+use crate::limits::Limits;
+use std::io::IoSlice;
+use std::time::{Duration, Instant};
+
+const INFO: ServerInfo = ServerInfo { max_connections: 100, preview_bytes: 1024, options_ttl_secs: 3600 };
+
+/// One decoded response.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resp {
+    pub head: String,
+    pub hdr: Vec<u8>,
+    pub body: Option<Vec<u8>>,
+    /// False when the chunked body was cut off.
+    pub complete: bool,
+}
+
+impl Resp {
+    pub fn status(&self) -> u16 {
+        self.head[9..12].parse().unwrap()
+    }
+}
+
+/// Splits raw server output into responses, decoding chunked bodies.
+pub fn decode_responses(mut out: &[u8]) -> Vec<Resp> {
+    let mut resps = Vec::new();
+    while !out.is_empty() {
+        let end = memchr::memmem::find(out, b"\r\n\r\n").expect("response head ends") + 4;
+        let head = String::from_utf8(out[..end].to_vec()).unwrap();
+        out = &out[end..];
+        let encap = head.lines().find_map(|l| l.strip_prefix("Encapsulated: "));
+        let mut resp = Resp { head: head.clone(), hdr: Vec::new(), body: None, complete: true };
+        if let Some(encap) = encap {
+            let entries: Vec<(&str, usize)> = encap
+                .split(", ")
+                .map(|e| {
+                    let (n, o) = e.split_once('=').unwrap();
+                    (n, o.parse().unwrap())
+                })
+                .collect();
+            let (last_name, body_off) = *entries.last().unwrap();
+            resp.hdr = out[..body_off].to_vec();
+            out = &out[body_off..];
+            if last_name != "null-body" {
+                let mut dec = ChunkDecoder::new(256, 4096);
+                let mut body = Vec::new();
+                let mut complete = false;
+                while !out.is_empty() {
+                    let (n, chunk) = dec.decode(out).unwrap();
+                    if let Chunk::Data { start, end } = chunk {
+                        body.extend_from_slice(&out[start..end]);
+                    }
+                    out = &out[n..];
+                    if let Chunk::End { .. } = chunk {
+                        complete = true;
+                        break;
+                    }
+                }
+                resp.body = Some(body);
+                resp.complete = complete;
+            }
+        }
+        resps.push(resp);
+    }
+    resps
+}
+
+pub struct Run {
+    pub resps: Vec<Resp>,
+    pub state: State,
+}
+
+/// Feeds `input` in the pieces given by `cuts`, writing out everything the connection offers.
+pub fn drive(input: &[u8], cuts: &[usize], kind: InspectorKind, limits: Limits) -> Run {
+    let now = Instant::now();
+    let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
+    let mut conn = Conn::new(limits, INFO, kind.build(), now);
+    let mut out = Vec::new();
+    let mut prev = 0;
+    'feed: for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let mut piece = &input[prev..cut];
+        prev = cut;
+        while !piece.is_empty() {
+            if !conn.wants_read() {
+                break 'feed;
+            }
+            let buf = conn.recv_buf(&mut pool);
+            let n = buf.len().min(piece.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            piece = &piece[n..];
+            conn.handle_read(n, now, 0);
+            flush(&mut conn, &mut pool, &mut out);
+        }
+    }
+    flush(&mut conn, &mut pool, &mut out);
+    Run { resps: decode_responses(&out), state: conn.state() }
+}
+
+fn flush(conn: &mut Conn, pool: &mut BlockPool, out: &mut Vec<u8>) {
+    while conn.has_output() {
+        let mut iov = [IoSlice::new(&[]); 8];
+        let n = conn.poll_transmit(&mut iov);
+        let mut written = 0;
+        for s in &iov[..n] {
+            out.extend_from_slice(s);
+            written += s.len();
+        }
+        conn.handle_written(written, pool);
+    }
+}
+
+/// Runs every split and checks they agree; returns the whole-input run.
+fn drive_all_ways(input: &[u8], kind: InspectorKind, limits: Limits) -> Run {
+    let whole = drive(input, &[], kind, limits);
+    for_each_split(input.len(), |cuts| {
+        let run = drive(input, cuts, kind, limits);
+        assert_eq!(run.resps, whole.resps, "cuts {cuts:?}");
+        assert_eq!(run.state, whole.state, "cuts {cuts:?}");
+    });
+    whole
+}
+
+fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+const REQ_HDR: &str = "GET http://origin.test/file HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+const RES_HDR: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
+
+/// A RESPMOD request. `preview`: Some(n) sends the first n bytes as preview (with ieof when the
+/// body fits) and, if it does not fit, the rest after it (as a client does after 100 Continue).
+pub fn respmod(body: &[u8], preview: Option<usize>, allow_204: bool) -> Vec<u8> {
+    let mut out = format!(
+        "RESPMOD icap://icap.test/respmod ICAP/1.0\r\nHost: icap.test\r\n{}{}Encapsulated: req-hdr=0, res-hdr={}, res-body={}\r\n\r\n{REQ_HDR}{RES_HDR}",
+        if allow_204 { "Allow: 204\r\n" } else { "" },
+        preview.map(|p| format!("Preview: {p}\r\n")).unwrap_or_default(),
+        REQ_HDR.len(),
+        REQ_HDR.len() + RES_HDR.len()
+    )
+    .into_bytes();
+    match preview {
+        Some(p) if body.len() <= p => {
+            out.extend(chunked(body, 4096));
+            out.extend_from_slice(b"0; ieof\r\n\r\n");
+        }
+        Some(p) => {
+            out.extend(chunked(&body[..p], 4096));
+            out.extend_from_slice(b"0\r\n\r\n");
+            out.extend(chunked(&body[p..], 4096));
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        None => {
+            out.extend(chunked(body, 4096));
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    out
+}
+
+fn header<'a>(resp: &'a Resp, name: &str) -> Option<&'a str> {
+    resp.head.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+}
+
+#[test]
+fn options_answer() {
+    let run = drive_all_ways(b"OPTIONS icap://h/respmod ICAP/1.0\r\nHost: h\r\n\r\n", InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps.len(), 1);
+    assert_eq!(run.resps[0].status(), 200);
+    assert_eq!(header(&run.resps[0], "Methods"), Some("RESPMOD"));
+    assert_eq!(header(&run.resps[0], "ISTag"), Some("\"icapd-null\""));
+    assert_eq!(run.state, State::Idle);
+}
+
+#[test]
+fn preview_with_ieof_answers_204_without_continue() {
+    let run = drive_all_ways(&respmod(b"hello world", Some(1024), false), InspectorKind::Test, Limits::default());
+    assert_eq!(run.resps.len(), 1);
+    assert_eq!(run.resps[0].status(), 204);
+}
+
+#[test]
+fn preview_then_continue_then_204_or_echo() {
+    let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let run = drive_all_ways(&respmod(&body, Some(100), true), InspectorKind::Test, Limits::default());
+    let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+    assert_eq!(statuses, [100, 204]);
+    let run = drive_all_ways(&respmod(&body, Some(100), false), InspectorKind::Test, Limits::default());
+    let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+    assert_eq!(statuses, [100, 200]);
+    assert_eq!(run.resps[1].hdr, RES_HDR.as_bytes());
+    assert_eq!(run.resps[1].body.as_deref(), Some(body.as_slice()));
+    assert!(run.resps[1].complete);
+}
+
+#[test]
+fn no_allow_204_echoes_byte_exact() {
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+    let run = drive(&respmod(&body, None, false), &[], InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps.len(), 1);
+    assert_eq!(run.resps[0].status(), 200);
+    assert_eq!(run.resps[0].body.as_deref(), Some(body.as_slice()));
+    assert!(run.resps[0].complete);
+    assert_eq!(header(&run.resps[0], "Encapsulated"), Some(format!("res-hdr=0, res-body={}", RES_HDR.len()).as_str()));
+}
+
+#[test]
+fn threat_in_preview_blocks_without_continue() {
+    let mut body = b"prefix ".to_vec();
+    body.extend_from_slice(TEST_MARKER);
+    body.resize(3000, b'x');
+    // A client sends nothing after the preview until told to continue, so the input ends there.
+    let mut input = respmod(&body, Some(1024), true);
+    let preview_end = memchr::memmem::find(&input, b"\r\n0\r\n\r\n").unwrap() + 7;
+    input.truncate(preview_end);
+    let run = drive_all_ways(&input, InspectorKind::Test, Limits::default());
+    assert_eq!(run.resps.len(), 1, "{:?}", run.resps);
+    let block = &run.resps[0];
+    assert_eq!(block.status(), 200);
+    assert_eq!(header(block, "X-Infection-Found"), Some("Type=0; Resolution=2; Threat=Icapd.Test.Marker;"));
+    assert!(block.hdr.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
+    assert!(String::from_utf8_lossy(block.body.as_ref().unwrap()).contains("Icapd.Test.Marker"));
+    assert_eq!(run.state, State::Idle);
+}
+
+#[test]
+fn threat_after_continue_blocks() {
+    let mut body = vec![b'a'; 5000];
+    body[3000..3000 + TEST_MARKER.len()].copy_from_slice(TEST_MARKER);
+    for allow in [true, false] {
+        let run = drive_all_ways(&respmod(&body, Some(1024), allow), InspectorKind::Test, Limits::default());
+        let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+        assert_eq!(statuses, [100, 200]);
+        assert!(run.resps[1].hdr.starts_with(b"HTTP/1.1 403"));
+        assert_eq!(run.state, State::Idle, "the rest of the body is drained, the connection stays usable");
+    }
+}
+
+#[test]
+fn threat_after_commit_cuts_the_echo_before_the_holdback() {
+    let limits = Limits { holdback_bytes: 1000, ..Limits::default() };
+    let mut body = vec![b'z'; 20_000];
+    let at = body.len() - TEST_MARKER.len();
+    body[at..].copy_from_slice(TEST_MARKER);
+    let input = respmod(&body, None, false);
+    let run = drive(&input, &[], InspectorKind::Test, limits);
+    assert_eq!(run.resps.len(), 1);
+    assert_eq!(run.resps[0].status(), 200);
+    assert!(!run.resps[0].complete, "the echo must not be terminated");
+    let sent = run.resps[0].body.as_ref().unwrap().len();
+    assert!(sent <= body.len() - 1000, "sent {sent} bytes: the held-back window leaked");
+    assert_eq!(run.state, State::Closing);
+    for_each_split(input.len(), |cuts| {
+        let r = drive(&input, cuts, InspectorKind::Test, limits);
+        assert!(!r.resps[0].complete && r.resps[0].body.as_ref().unwrap().len() <= body.len() - 1000);
+        assert_eq!(r.state, State::Closing);
+    });
+}
+
+#[test]
+fn pipelined_requests_answer_in_order() {
+    let mut input = b"OPTIONS icap://h/reqmod ICAP/1.0\r\n\r\n".to_vec();
+    input.extend(respmod(b"abc", Some(10), false));
+    let mut infected = b"..".to_vec();
+    infected.extend_from_slice(TEST_MARKER);
+    input.extend(respmod(&infected, None, true));
+    input.extend(respmod(b"tail", None, false));
+    let run = drive_all_ways(&input, InspectorKind::Test, Limits::default());
+    let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+    assert_eq!(statuses, [200, 204, 200, 200]);
+    assert_eq!(header(&run.resps[0], "Methods"), Some("REQMOD"));
+    assert!(run.resps[2].hdr.starts_with(b"HTTP/1.1 403"));
+    assert_eq!(run.resps[3].body.as_deref(), Some(&b"tail"[..]));
+}
+
+#[test]
+fn reqmod_null_body_204_or_echo() {
+    let head = format!("REQMOD icap://h/reqmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{REQ_HDR}", REQ_HDR.len());
+    let run = drive_all_ways(head.as_bytes(), InspectorKind::Test, Limits::default());
+    assert_eq!(run.resps[0].status(), 204);
+    let head = head.replace("Allow: 204\r\n", "");
+    let run = drive_all_ways(head.as_bytes(), InspectorKind::Test, Limits::default());
+    assert_eq!(run.resps[0].status(), 200);
+    assert_eq!(header(&run.resps[0], "Encapsulated"), Some(format!("req-hdr=0, null-body={}", REQ_HDR.len()).as_str()));
+    assert_eq!(run.resps[0].hdr, REQ_HDR.as_bytes());
+}
+
+#[test]
+fn errors_answer_once_and_close() {
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (b"OPTIONS icap://h/respmod ICAP/1.1\r\n\r\n".to_vec(), 505),
+        (b"PURGE icap://h/respmod ICAP/1.0\r\n\r\n".to_vec(), 501),
+        (b"OPTIONS icap://h/none ICAP/1.0\r\n\r\n".to_vec(), 404),
+        (b"REQMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body=5\r\n\r\n".to_vec(), 405),
+        (b"RESPMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: res-hdr=0, res-body=5\r\n\r\nabcde0\r\n\r\n".to_vec(), 400),
+        (respmod(b"abc", None, false).iter().map(|&b| if b == b'3' { b'x' } else { b }).collect(), 400),
+        (b"OPTIONS icap://h/respmod ICAP/1.0\nHost: x\n\n".to_vec(), 400),
+    ];
+    for (input, status) in cases {
+        let run = drive_all_ways(&input, InspectorKind::Null, Limits::default());
+        assert_eq!(run.resps.len(), 1, "{:?}", String::from_utf8_lossy(&input));
+        assert_eq!(run.resps[0].status(), status, "{:?}", String::from_utf8_lossy(&input));
+        assert_eq!(header(&run.resps[0], "Connection"), Some("close"));
+        assert_eq!(run.state, State::Closing);
+    }
+}
+
+#[test]
+fn preview_overrun_is_refused() {
+    // The client announces Preview: 4 but sends 10 bytes before the zero chunk.
+    let head = format!(
+        "RESPMOD icap://h/respmod ICAP/1.0\r\nPreview: 4\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{RES_HDR}a\r\n0123456789\r\n0\r\n\r\n",
+        RES_HDR.len()
+    );
+    let run = drive_all_ways(head.as_bytes(), InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps[0].status(), 400);
+}
+
+#[test]
+fn oversized_head_is_431_even_across_blocks() {
+    let mut input = b"OPTIONS icap://h/respmod ICAP/1.0\r\n".to_vec();
+    while input.len() < crate::limits::ICAP_HEADER_BYTES_MAX + 100 {
+        input.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    input.extend_from_slice(b"\r\n");
+    let limits = Limits { icap_header_count_max: 10_000, ..Limits::default() };
+    let run = drive(&input, &[], InspectorKind::Null, limits);
+    assert_eq!(run.resps[0].status(), 431);
+    let every: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(drive(&input, &every, InspectorKind::Null, limits).resps[0].status(), 431);
+}
+
+#[test]
+fn large_encapsulated_headers_cross_block_boundaries() {
+    // A 40 KB response header read into a small idle block first must be relocated intact.
+    let big_hdr = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "b".repeat(40_000));
+    let input = format!(
+        "RESPMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{big_hdr}3\r\nabc\r\n0\r\n\r\n",
+        big_hdr.len()
+    );
+    let run = drive(input.as_bytes(), &[], InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps[0].status(), 200);
+    assert_eq!(run.resps[0].hdr, big_hdr.as_bytes());
+    assert_eq!(run.resps[0].body.as_deref(), Some(&b"abc"[..]));
+    let run = drive(input.as_bytes(), &[10, 4000, 4100, 30_000], InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps[0].hdr, big_hdr.as_bytes());
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let input = b"OPTIONS icap://h/respmod ICAP/1.0\r\nConnection: close\r\n\r\nOPTIONS icap://h/respmod ICAP/1.0\r\n\r\n";
+    let run = drive_all_ways(input, InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps.len(), 1);
+    assert_eq!(run.state, State::Closing);
+}
+
+#[test]
+fn deadlines_follow_the_phase() {
+    let limits = Limits::default();
+    let t0 = Instant::now();
+    let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
+    let mut conn = Conn::new(limits, INFO, InspectorKind::Null.build(), t0);
+    assert_eq!(conn.poll_deadline(), Some(t0 + limits.idle_keepalive));
+    let part = b"OPTIONS icap://h/respmod";
+    let t1 = t0 + Duration::from_secs(1);
+    let buf = conn.recv_buf(&mut pool);
+    buf[..part.len()].copy_from_slice(part);
+    conn.handle_read(part.len(), t1, 0);
+    assert_eq!(conn.poll_deadline(), Some(t1 + limits.header_read_deadline));
+    conn.handle_timeout(t1 + Duration::from_secs(1), 0);
+    assert_eq!(conn.state(), State::Head, "not yet due");
+    conn.handle_timeout(t1 + limits.header_read_deadline, 0);
+    assert_eq!(conn.state(), State::Closing);
+    let mut out = Vec::new();
+    flush(&mut conn, &mut pool, &mut out);
+    assert_eq!(decode_responses(&out)[0].status(), 408);
+}
+
+#[test]
+fn idle_connections_shrink_to_a_small_block() {
+    let limits = Limits::default();
+    let now = Instant::now();
+    let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
+    let mut conn = Conn::new(limits, INFO, InspectorKind::Null.build(), now);
+    let body = vec![7u8; 300_000];
+    let input = respmod(&body, None, false);
+    let mut rest = &input[..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let buf = conn.recv_buf(&mut pool);
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        conn.handle_read(n, now, 0);
+        flush(&mut conn, &mut pool, &mut out);
+    }
+    assert_eq!(decode_responses(&out)[0].body.as_deref(), Some(body.as_slice()));
+    assert_eq!(conn.recv_buf(&mut pool).len(), limits.idle_block_bytes);
+    assert!(pool.free_counts().0 >= 1, "large blocks went back to the pool");
+}

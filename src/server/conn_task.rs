@@ -1,0 +1,110 @@
+//! The task that drives one connection: a loop around the sans-IO state machine.
+//!
+//! write everything pending -> read (with the phase deadline as timeout) -> handle -> yield.
+//!
+//! Output is flushed before more input is read, so a client that stops reading our answers
+//! stops being read too (TCP back-pressure instead of unbounded buffering).
+
+use super::sendmsg::{send_vectored, IOV_MAX};
+use super::shard::ShardCtx;
+use crate::proto::conn::{Conn, State};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Decrements the shard's connection count however the task ends.
+struct Active(Rc<ShardCtx>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
+    ctx.active.set(ctx.active.get() + 1);
+    let active = Active(ctx.clone());
+    let id = ctx.next_id();
+    // A panic in one transaction must not take the shard down: it ends this connection only.
+    let result = AssertUnwindSafe(drive(stream, &ctx, id)).catch_unwind().await;
+    ctx.idle.borrow_mut().remove(&id);
+    if result.is_err() {
+        eprintln!("icapd: connection task panicked; connection closed, shard continues");
+    }
+    drop(active);
+}
+
+async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let limits = ctx.limits;
+    let mut conn = Conn::new(limits, ctx.info, ctx.inspector.build(), Instant::now());
+    loop {
+        while conn.has_output() {
+            match write_some(&mut stream, &conn, limits.body_inactivity).await {
+                Ok(n) => conn.handle_written(n, &mut ctx.pool.borrow_mut()),
+                Err(_) => {
+                    conn.release(&mut ctx.pool.borrow_mut());
+                    return;
+                }
+            }
+        }
+        if conn.is_done() || !conn.wants_read() {
+            break;
+        }
+        let idle = conn.state() == State::Idle;
+        if idle && ctx.draining.get() {
+            break;
+        }
+        let now = Instant::now();
+        let deadline = conn.poll_deadline().expect("a reading connection has a deadline");
+        if deadline <= now {
+            conn.handle_timeout(now, unix_now());
+            continue;
+        }
+        let _ = stream.set_read_timeout(Some(deadline - now));
+        if idle {
+            ctx.idle.borrow_mut().insert(id, fd);
+        }
+        let buf = conn.recv_buf(&mut ctx.pool.borrow_mut());
+        let read = stream.read(buf).await;
+        if idle {
+            ctx.idle.borrow_mut().remove(&id);
+        }
+        match read {
+            Ok(0) => conn.handle_eof(),
+            Ok(n) => conn.handle_read(n, Instant::now(), unix_now()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => conn.handle_timeout(Instant::now(), unix_now()),
+            Err(_) => conn.handle_eof(),
+        }
+        glommio::yield_if_needed().await;
+    }
+    conn.release(&mut ctx.pool.borrow_mut());
+    let _ = stream.close().await;
+}
+
+/// Writes some of the pending output: one vectored `sendmsg` when the socket has room,
+/// otherwise glommio's readiness wait (bounded by `stall`) for the first slice.
+async fn write_some(stream: &mut TcpStream, conn: &Conn, stall: std::time::Duration) -> io::Result<usize> {
+    let mut iov = [IoSlice::new(&[]); IOV_MAX];
+    let n = conn.poll_transmit(&mut iov);
+    match send_vectored(stream.as_raw_fd(), &iov[..n]) {
+        Ok(written) => Ok(written),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            stream.set_write_timeout(Some(stall))?;
+            match stream.write(&iov[0]).await {
+                Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+                other => other,
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

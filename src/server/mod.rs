@@ -1,0 +1,166 @@
+//! The only module that does I/O: shards, listeners, connection tasks, signals.
+//!
+//! One glommio executor per allowed CPU, pinned to it. Each shard binds its own listener on
+//! the same address with SO_REUSEPORT, so the kernel spreads new connections across shards and
+//! a connection lives and dies on the shard that accepted it. A shard owns its connections,
+//! its receive-block pool and its counters: nothing on the per-request path is shared between
+//! threads or locked. The main thread only starts shards, forwards signals to them over
+//! crossbeam channels and watches for a shard that dies.
+
+mod conn_task;
+pub mod cpus;
+mod sendmsg;
+mod shard;
+
+use crate::config::Config;
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::time::{Duration, Instant};
+
+/// Messages from the main thread to a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop accepting, finish in-flight transactions, close idle connections, exit.
+    Stop,
+}
+
+/// Messages from a shard to the main thread.
+#[derive(Debug)]
+pub enum ShardEvent {
+    Listening { shard: usize, cpu: usize },
+    Failed { shard: usize, error: String },
+    Exited { shard: usize, panicked: bool },
+}
+
+/// Sends `Exited` when the shard thread ends, however it ends.
+struct ExitGuard {
+    shard: usize,
+    events: Sender<ShardEvent>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = self.events.send(ShardEvent::Exited { shard: self.shard, panicked: std::thread::panicking() });
+    }
+}
+
+/// Memory glommio registers per executor for io_uring buffers. We use no DMA file I/O on the
+/// request path, and the default (10 MiB) exceeds common memlock limits (8 MiB here).
+const IO_MEMORY_BYTES: usize = 1024 * 1024;
+/// How often the executor asks long-running tasks to yield.
+const PREEMPT_TIMER: Duration = Duration::from_millis(10);
+
+/// Runs the server until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(config: Config) -> i32 {
+    // A peer that resets while we write must be an error, not a process-killing signal.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let (event_tx, event_rx) = unbounded::<ShardEvent>();
+    let mut controls: Vec<Sender<Control>> = Vec::new();
+    let shards = config.cpus.len();
+    for (shard, &cpu) in config.cpus.iter().enumerate() {
+        let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);
+        controls.push(ctl_tx);
+        let events = event_tx.clone();
+        let cfg = config.clone();
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("icapd-shard-{shard}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(PREEMPT_TIMER)
+            .spawn(move || async move {
+                let _guard = ExitGuard { shard, events: events.clone() };
+                shard::run(shard, cpu, shards, cfg, ctl_rx, events).await;
+            });
+        if let Err(e) = spawned {
+            eprintln!("icapd: cannot start shard {shard} on CPU {cpu}: {e}");
+            return 1;
+        }
+    }
+    let signals = match signal_channel() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("icapd: cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    wait(config, controls, event_rx, signals)
+}
+
+fn signal_channel() -> std::io::Result<Receiver<i32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new().name("icapd-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if tx.send(sig).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+fn wait(config: Config, controls: Vec<Sender<Control>>, events: Receiver<ShardEvent>, signals: Receiver<i32>) -> i32 {
+    let shards = controls.len();
+    let mut listening = 0;
+    let mut exited = 0;
+    let mut stopping: Option<Instant> = None;
+    loop {
+        let timeout = match stopping {
+            Some(t) => (t + config.shutdown_grace + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        select! {
+            recv(events) -> event => match event {
+                Ok(ShardEvent::Listening { shard, cpu }) => {
+                    eprintln!("icapd: shard {shard} pinned to CPU {cpu}, listening on {}", config.listen);
+                    listening += 1;
+                    if listening == shards {
+                        eprintln!("icapd: ready: {shards} shard(s), inspector {:?}", config.inspector);
+                    }
+                }
+                Ok(ShardEvent::Failed { shard, error }) => {
+                    eprintln!("icapd: shard {shard} failed: {error}");
+                    return 1;
+                }
+                Ok(ShardEvent::Exited { shard, panicked }) => {
+                    if stopping.is_none() {
+                        eprintln!("icapd: shard {shard} exited unexpectedly (panicked: {panicked}); exiting so a supervisor restarts the service");
+                        return 1;
+                    }
+                    exited += 1;
+                    if exited == shards {
+                        eprintln!("icapd: stopped");
+                        return 0;
+                    }
+                }
+                Err(_) => return 1,
+            },
+            recv(signals) -> sig => match sig {
+                Ok(signal_hook::consts::SIGHUP) => {
+                    eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector");
+                }
+                Ok(_) if stopping.is_none() => {
+                    eprintln!("icapd: stopping: finishing in-flight transactions (up to {:?})", config.shutdown_grace);
+                    stopping = Some(Instant::now());
+                    for c in &controls {
+                        let _ = c.send(Control::Stop);
+                    }
+                }
+                Ok(_) => {
+                    eprintln!("icapd: second stop signal: exiting now");
+                    return 0;
+                }
+                Err(_) => return 1,
+            },
+            default(timeout) => {
+                if stopping.is_some() {
+                    eprintln!("icapd: grace period over with {} shard(s) still busy; exiting", shards - exited);
+                    return 0;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! One shard: its listener, its accept loop, its connections and its block pool.
+
+use super::conn_task;
+use super::{Control, ShardEvent};
+use crate::config::Config;
+use crate::inspect::InspectorKind;
+use crate::limits::Limits;
+use crate::proto::blocks::BlockPool;
+use crate::proto::response::{self, ServerInfo};
+use crossbeam_channel::{Receiver, Sender};
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::spawn_local;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Listen backlog per shard: bursts of new connections from a busy proxy should queue, not be
+/// refused.
+const LISTEN_BACKLOG: i32 = 4096;
+/// How often a shard looks for control messages from the main thread.
+const CONTROL_POLL: Duration = Duration::from_millis(50);
+/// Free receive blocks a shard keeps for reuse (and allocates up front).
+const POOL_KEEP_BLOCKS: usize = 256;
+const POOL_PREFILL_BLOCKS: usize = 16;
+
+/// Everything a shard's connection tasks share. Single-threaded: cells, not locks.
+pub struct ShardCtx {
+    pub limits: Limits,
+    pub info: ServerInfo,
+    pub inspector: InspectorKind,
+    pub pool: RefCell<BlockPool>,
+    pub active: Cell<usize>,
+    pub draining: Cell<bool>,
+    /// Connections waiting between requests, by id: closed at once when the shard drains.
+    pub idle: RefCell<HashMap<u64, RawFd>>,
+    next_id: Cell<u64>,
+}
+
+impl ShardCtx {
+    pub fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves to glommio.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+pub async fn run(shard: usize, cpu: usize, shards: usize, cfg: Config, control: Receiver<Control>, events: Sender<ShardEvent>) {
+    let listener = match bind(cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = events.send(ShardEvent::Failed { shard, error: format!("cannot listen on {}: {e}", cfg.listen) });
+            return;
+        }
+    };
+    let limits = cfg.limits;
+    let ctx = Rc::new(ShardCtx {
+        limits,
+        info: ServerInfo {
+            max_connections: limits.connections_per_shard_max * shards,
+            preview_bytes: limits.preview_bytes_max,
+            options_ttl_secs: limits.options_ttl.as_secs(),
+        },
+        inspector: cfg.inspector,
+        pool: RefCell::new(BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, POOL_KEEP_BLOCKS, POOL_PREFILL_BLOCKS)),
+        active: Cell::new(0),
+        draining: Cell::new(false),
+        idle: RefCell::new(HashMap::new()),
+        next_id: Cell::new(0),
+    });
+    let _ = events.send(ShardEvent::Listening { shard, cpu });
+
+    let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    spawn_local(async move {
+        loop {
+            if let Ok(Control::Stop) = control.try_recv() {
+                let _ = stop_tx.send(()).await;
+                return;
+            }
+            glommio::timer::sleep(CONTROL_POLL).await;
+        }
+    })
+    .detach();
+
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop_rx.recv().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                if ctx.active.get() >= limits.connections_per_shard_max {
+                    spawn_local(refuse(stream, ctx.clone())).detach();
+                } else {
+                    spawn_local(conn_task::serve(stream, ctx.clone())).detach();
+                }
+            }
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                eprintln!("icapd: shard {shard}: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    drain(&ctx, cfg.shutdown_grace).await;
+}
+
+/// Stops idle connections at once and waits for busy ones, up to `grace`.
+async fn drain(ctx: &ShardCtx, grace: Duration) {
+    ctx.draining.set(true);
+    let deadline = Instant::now() + grace;
+    while ctx.active.get() > 0 && Instant::now() < deadline {
+        for &fd in ctx.idle.borrow().values() {
+            // SAFETY: the fd belongs to a live connection task of this shard (it removes
+            // itself from `idle` before closing); shutdown only wakes its pending read.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RD);
+            }
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Answers a connection over the per-shard cap with 503 and closes it.
+async fn refuse(mut stream: TcpStream, ctx: Rc<ShardCtx>) {
+    let mut out = Vec::with_capacity(256);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    response::bodiless(&mut out, 503, ctx.inspector.build().istag(), now, true);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
