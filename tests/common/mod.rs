@@ -1,0 +1,241 @@
+//! Helpers for integration tests: start the real `icapd` binary on a free loopback port, talk
+//! raw ICAP to it, and decode its responses.
+#![allow(dead_code)]
+
+use icapd::proto::chunked::{Chunk, ChunkDecoder};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running server; stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub stderr: mpsc::Receiver<String>,
+    pub dir: std::path::PathBuf,
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts icapd with `args` plus a private listen port, and an optional TOML config.
+    pub fn start(args: &[&str], config_toml: Option<&str>) -> Server {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("icapd-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icapd"));
+        cmd.arg("--listen").arg(format!("127.0.0.1:{port}")).args(args);
+        if let Some(toml) = config_toml {
+            let path = dir.join("icapd.toml");
+            std::fs::write(&path, toml).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start icapd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let server = Server { child, port, stderr: rx, dir };
+        server.wait_for_line("icapd: ready");
+        server
+    }
+
+    /// Waits (up to 20 s) for a stderr line containing `needle`; returns it.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("icapd did not print {needle:?} in time"),
+            }
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to icapd");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let status = wait_timeout(&mut self.child, Duration::from_secs(20)).expect("icapd exits after SIGTERM");
+        std::mem::forget(self);
+        status
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One decoded ICAP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub hdr: Vec<u8>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Why reading a response failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The connection closed before any byte of a response.
+    Closed,
+    /// The connection closed in the middle of a response (for a body: before the last chunk).
+    Truncated(String),
+}
+
+/// Reads one complete response.
+pub fn read_response<R: Read>(r: &mut BufReader<R>) -> Result<Response, ReadError> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = r.read_until(b'\n', &mut line).map_err(|e| ReadError::Truncated(e.to_string()))?;
+        if n == 0 {
+            return Err(if head.is_empty() { ReadError::Closed } else { ReadError::Truncated("head".into()) });
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let head = String::from_utf8(head).expect("response head is text");
+    let status: u16 = head[9..12].parse().expect("status code");
+    let mut resp = Response { status, head, hdr: Vec::new(), body: None };
+    let Some(encap) = resp.header("Encapsulated").map(str::to_string) else { return Ok(resp) };
+    let last = encap.rsplit(", ").next().unwrap();
+    let (name, offset) = last.split_once('=').unwrap();
+    let offset: usize = offset.parse().unwrap();
+    resp.hdr = vec![0; offset];
+    r.read_exact(&mut resp.hdr).map_err(|_| ReadError::Truncated("encapsulated headers".into()))?;
+    if name == "null-body" {
+        return Ok(resp);
+    }
+    let mut decoder = ChunkDecoder::new(1024, 65536);
+    let mut body = Vec::new();
+    loop {
+        let buf = r.fill_buf().map_err(|e| ReadError::Truncated(e.to_string()))?;
+        if buf.is_empty() {
+            return Err(ReadError::Truncated(format!("body after {} bytes", body.len())));
+        }
+        let (n, chunk) = decoder.decode(buf).expect("server sends valid chunks");
+        if let Chunk::Data { start, end } = chunk {
+            body.extend_from_slice(&buf[start..end]);
+        }
+        r.consume(n);
+        if let Chunk::End { .. } = chunk {
+            break;
+        }
+    }
+    resp.body = Some(body);
+    Ok(resp)
+}
+
+/// True when the server closed the connection (read returns 0 or a reset).
+pub fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(stream.read(&mut b), Ok(0) | Err(_))
+}
+
+pub const REQ_HDR: &str = "GET http://origin.test/file HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+pub const RES_HDR: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
+
+pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / chunk.max(1) * 12 + 16);
+    for piece in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// RESPMOD head (ICAP head + encapsulated headers) for `service`.
+pub fn respmod_head(service: &str, preview: Option<usize>, allow_204: bool) -> Vec<u8> {
+    format!(
+        "RESPMOD icap://127.0.0.1/{service} ICAP/1.0\r\nHost: 127.0.0.1\r\n{}{}Encapsulated: req-hdr=0, res-hdr={}, res-body={}\r\n\r\n{REQ_HDR}{RES_HDR}",
+        if allow_204 { "Allow: 204\r\n" } else { "" },
+        preview.map(|p| format!("Preview: {p}\r\n")).unwrap_or_default(),
+        REQ_HDR.len(),
+        REQ_HDR.len() + RES_HDR.len()
+    )
+    .into_bytes()
+}
+
+/// A complete RESPMOD without preview.
+pub fn respmod(body: &[u8], allow_204: bool) -> Vec<u8> {
+    let mut out = respmod_head("respmod", None, allow_204);
+    out.extend(chunked(body, 16 * 1024));
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Writes `input` from another thread while this one reads the answer, as a real client does
+/// (a large echo would otherwise deadlock on full socket buffers).
+pub fn exchange(stream: &TcpStream, input: Vec<u8>) -> Result<Response, ReadError> {
+    let mut writer = stream.try_clone().unwrap();
+    let handle = std::thread::spawn(move || {
+        let _ = writer.write_all(&input);
+    });
+    let resp = read_response(&mut BufReader::new(stream.try_clone().unwrap()));
+    handle.join().unwrap();
+    resp
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
