@@ -85,7 +85,7 @@ Every limit can be set in the file under [limits]; see README.md for the list an
 
 /// What the command line asked for.
 pub enum Parsed {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -130,7 +130,8 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         None => FileConfig::default(),
     };
     let listen_text = listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let listen: SocketAddr = listen_text.parse().map_err(|_| format!("invalid listen address '{listen_text}' (want IP:PORT)"))?;
+    let listen: SocketAddr =
+        listen_text.parse().map_err(|_| format!("invalid listen address '{listen_text}' (want IP:PORT)"))?;
     let cpus_text = cpus.or(file.cpus);
     let mut cpu_list = match &cpus_text {
         Some(text) => {
@@ -155,9 +156,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         cpu_list.truncate(n);
     }
     let inspector_text = inspector.or(file.inspector).unwrap_or_else(|| "null".into());
-    let inspector = InspectorKind::parse(&inspector_text).ok_or(format!("unknown inspector '{inspector_text}' (null, test)"))?;
+    let inspector =
+        InspectorKind::parse(&inspector_text).ok_or(format!("unknown inspector '{inspector_text}' (null, test)"))?;
     let limits = apply_limits(file.limits)?;
-    Ok(Parsed::Run(Config {
+    Ok(Parsed::Run(Box::new(Config {
         listen,
         signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
         cpus: cpu_list,
@@ -165,7 +167,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         limits,
         check,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
-    }))
+    })))
 }
 
 fn apply_limits(f: FileLimits) -> Result<Limits, String> {
@@ -228,7 +230,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         match parse(&args, &[0, 1, 2, 3])? {
-            Parsed::Run(c) => Ok(c),
+            Parsed::Run(c) => Ok(*c),
             _ => Err("not a run".into()),
         }
     }
@@ -257,7 +259,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("icapd-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:2000\"\n[limits]\nholdback_bytes = 4096\nidle_keepalive_ms = 5000\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:2000\"\n[limits]\nholdback_bytes = 4096\nidle_keepalive_ms = 5000\n",
+        )
+        .unwrap();
         let c = run(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.listen.port(), 2000);
         assert_eq!(c.limits.holdback_bytes, 4096);

@@ -11,7 +11,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let allowed = server::cpus::allowed_cpus();
     let config = match config::parse(&args, &allowed) {
-        Ok(Parsed::Run(c)) => c,
+        Ok(Parsed::Run(c)) => *c,
         Ok(Parsed::Help) => {
             print!("{}", config::USAGE);
             return;

@@ -30,15 +30,23 @@ fn c_icap_client_interop() {
     let clean_bytes = pseudo_random(300_000, 11);
     std::fs::write(&clean, &clean_bytes).unwrap();
     // Smaller than the hold-back window: always answerable with a block page.
-    std::fs::write(&infected, [pseudo_random(10_000, 12), icapd::inspect::TEST_MARKER.to_vec(), pseudo_random(100, 13)].concat()).unwrap();
+    std::fs::write(
+        &infected,
+        [pseudo_random(10_000, 12), icapd::inspect::TEST_MARKER.to_vec(), pseudo_random(100, 13)].concat(),
+    )
+    .unwrap();
     // Larger than the window and without 204: the echo has started when the threat shows up.
     let late = server.dir.join("late.bin");
-    let late_bytes = [pseudo_random(200_000, 14), icapd::inspect::TEST_MARKER.to_vec(), pseudo_random(100, 15)].concat();
+    let late_bytes =
+        [pseudo_random(200_000, 14), icapd::inspect::TEST_MARKER.to_vec(), pseudo_random(100, 15)].concat();
     std::fs::write(&late, &late_bytes).unwrap();
     let (clean, infected, late) = (clean.to_str().unwrap(), infected.to_str().unwrap(), late.to_str().unwrap());
 
     let (text, _) = client(&server, &["-s", "avscan"]);
-    assert!(text.contains("ICAP/1.0 200 OK") && text.contains("Preview: 1024") && text.contains("Allow 204: Yes"), "{text}");
+    assert!(
+        text.contains("ICAP/1.0 200 OK") && text.contains("Preview: 1024") && text.contains("Allow 204: Yes"),
+        "{text}"
+    );
 
     for service in ["respmod", "avscan", "srv_clamav", "virus_scan"] {
         // With preview and 204: a clean file is answered 204 (no output file body).
@@ -55,7 +63,10 @@ fn c_icap_client_interop() {
         for extra in [&[][..], &["-nopreview"][..], &["-no204"][..]] {
             let args = [&["-s", service, "-f", infected][..], extra].concat();
             let (text, out) = client(&server, &args);
-            assert!(text.contains("X-Infection-Found: Type=0; Resolution=2; Threat=Icapd.Test.Marker;"), "{args:?}: {text}");
+            assert!(
+                text.contains("X-Infection-Found: Type=0; Resolution=2; Threat=Icapd.Test.Marker;"),
+                "{args:?}: {text}"
+            );
             assert!(String::from_utf8_lossy(&out.unwrap_or_default()).contains("Access blocked"), "{args:?}");
         }
     }

@@ -23,7 +23,8 @@ fn options_for_every_service() {
         ("virus_scan", "RESPMOD, REQMOD"),
     ] {
         let mut s = server.connect();
-        s.write_all(format!("OPTIONS icap://127.0.0.1/{service} ICAP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
+        s.write_all(format!("OPTIONS icap://127.0.0.1/{service} ICAP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .unwrap();
         let r = read_response(&mut BufReader::new(s)).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("Methods"), Some(methods));
@@ -205,7 +206,14 @@ fn every_error_status_then_close_and_keep_serving() {
         (b"HELLO\r\n\r\n".to_vec(), 400),
         (b"OPTIONS icap://h/respmod ICAP/1.0\nHost: h\n\n".to_vec(), 400),
         (b"OPTIONS icap://h/nothing ICAP/1.0\r\n\r\n".to_vec(), 404),
-        (format!("REQMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{REQ_HDR}", REQ_HDR.len()).into_bytes(), 405),
+        (
+            format!(
+                "REQMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{REQ_HDR}",
+                REQ_HDR.len()
+            )
+            .into_bytes(),
+            405,
+        ),
         (b"PATCH icap://h/respmod ICAP/1.0\r\n\r\n".to_vec(), 501),
         (b"OPTIONS icap://h/respmod ICAP/2.0\r\n\r\n".to_vec(), 505),
         (long_header.into_bytes(), 431),
@@ -216,7 +224,12 @@ fn every_error_status_then_close_and_keep_serving() {
         ([&respmod_head("respmod", None, false)[..], b"ffffffffffffffffff\r\n"].concat(), 400),
     ];
     for (input, status) in &cases {
-        assert_eq!(status_of(&server, input), (*status, true), "{:?}", String::from_utf8_lossy(&input[..input.len().min(80)]));
+        assert_eq!(
+            status_of(&server, input),
+            (*status, true),
+            "{:?}",
+            String::from_utf8_lossy(&input[..input.len().min(80)])
+        );
         // The next connection is served normally.
         let mut s = server.connect();
         s.write_all(b"OPTIONS icap://h/respmod ICAP/1.0\r\n\r\n").unwrap();
@@ -286,7 +299,8 @@ fn bad_configuration_exits_2_with_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_icapd")).args(["--cpus", "4000"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_icapd")).args(["--check", "--shards", "1"]).output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_icapd")).args(["--check", "--shards", "1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_icapd")).arg("--help").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();

@@ -93,11 +93,16 @@ fn build_request(o: &Options) -> (Vec<u8>, Option<Vec<u8>>) {
     } else {
         "GET http://bench.test/object HTTP/1.1\r\nHost: bench.test\r\n\r\n".to_string()
     };
-    let res_hdr = format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", o.body_size);
+    let res_hdr =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", o.body_size);
     let (method, encap, hdrs) = if o.reqmod {
         ("REQMOD", format!("req-hdr=0, req-body={}", req_hdr.len()), req_hdr.clone())
     } else {
-        ("RESPMOD", format!("req-hdr=0, res-hdr={}, res-body={}", req_hdr.len(), req_hdr.len() + res_hdr.len()), format!("{req_hdr}{res_hdr}"))
+        (
+            "RESPMOD",
+            format!("req-hdr=0, res-hdr={}, res-body={}", req_hdr.len(), req_hdr.len() + res_hdr.len()),
+            format!("{req_hdr}{res_hdr}"),
+        )
     };
     let mut head = format!("{method} icap://{}/{} ICAP/1.0\r\nHost: {}\r\n", o.server, o.service, o.server);
     if o.allow_204 {
@@ -264,7 +269,13 @@ fn main() {
     }
     let secs = started.elapsed().as_secs_f64();
     total.latencies_us.sort_unstable();
-    let pct = |p: f64| total.latencies_us.get(((total.latencies_us.len() as f64 * p) as usize).min(total.latencies_us.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        total
+            .latencies_us
+            .get(((total.latencies_us.len() as f64 * p) as usize).min(total.latencies_us.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let rps = total.ok as f64 / secs;
     println!("| requests/s | body MB/s | p50 µs | p99 µs | p99.9 µs | max µs | ok | wrong | errors |");
     println!("|---|---|---|---|---|---|---|---|---|");

@@ -24,7 +24,9 @@ use crate::proto::Method;
 pub enum Verdict {
     Clean,
     /// A threat was found; the name goes into `X-Infection-Found` and the block page.
-    Infected { threat: Box<str> },
+    Infected {
+        threat: Box<str>,
+    },
 }
 
 /// What a feed says about the object so far.

@@ -64,7 +64,8 @@ impl BlockPool {
     }
 
     pub fn take(&mut self, small: bool) -> Box<[u8]> {
-        let (list, bytes) = if small { (&mut self.small, self.small_bytes) } else { (&mut self.large, self.large_bytes) };
+        let (list, bytes) =
+            if small { (&mut self.small, self.small_bytes) } else { (&mut self.large, self.large_bytes) };
         list.pop().unwrap_or_else(|| vec![0u8; bytes].into_boxed_slice())
     }
 

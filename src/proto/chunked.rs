@@ -26,7 +26,9 @@ pub enum Chunk {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Reading hex digits; `digits` counts them.
-    Size { digits: u32 },
+    Size {
+        digits: u32,
+    },
     /// After the size: optional whitespace, then `;` extensions or CR.
     AfterSize,
     /// Inside extensions; the current extension's text is hashed into `ext` to spot `ieof`.
@@ -34,14 +36,18 @@ enum State {
     /// Saw CR ending the size line; need LF.
     SizeLf,
     /// Inside chunk data with `remaining` bytes to go.
-    Data { remaining: u64 },
+    Data {
+        remaining: u64,
+    },
     /// After data; need CR then LF.
     DataCr,
     DataLf,
     /// After the zero chunk's size line: trailer lines until an empty one.
     TrailerLineStart,
     TrailerLine,
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 

@@ -374,14 +374,16 @@ impl Conn {
                     }
                     match self.head.parse(region) {
                         Ok(HeadStatus::Partial) => return,
-                        Ok(HeadStatus::Complete(len)) => match request::interpret(&region[..len], &self.head, &self.limits) {
-                            Ok(req) => {
-                                self.req = Some(req);
-                                self.head_len = len;
-                                self.state = State::EncapHeaders;
+                        Ok(HeadStatus::Complete(len)) => {
+                            match request::interpret(&region[..len], &self.head, &self.limits) {
+                                Ok(req) => {
+                                    self.req = Some(req);
+                                    self.head_len = len;
+                                    self.state = State::EncapHeaders;
+                                }
+                                Err(e) => return self.fail(e, unix_secs),
                             }
-                            Err(e) => return self.fail(e, unix_secs),
-                        },
+                        }
                         Err(e) => return self.fail(e, unix_secs),
                     }
                 }

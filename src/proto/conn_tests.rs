@@ -178,7 +178,8 @@ fn header<'a>(resp: &'a Resp, name: &str) -> Option<&'a str> {
 
 #[test]
 fn options_answer() {
-    let run = drive_all_ways(b"OPTIONS icap://h/respmod ICAP/1.0\r\nHost: h\r\n\r\n", InspectorKind::Null, Limits::default());
+    let run =
+        drive_all_ways(b"OPTIONS icap://h/respmod ICAP/1.0\r\nHost: h\r\n\r\n", InspectorKind::Null, Limits::default());
     assert_eq!(run.resps.len(), 1);
     assert_eq!(run.resps[0].status(), 200);
     assert_eq!(header(&run.resps[0], "Methods"), Some("RESPMOD"));
@@ -289,7 +290,10 @@ fn pipelined_requests_answer_in_order() {
 
 #[test]
 fn reqmod_null_body_204_or_echo() {
-    let head = format!("REQMOD icap://h/reqmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{REQ_HDR}", REQ_HDR.len());
+    let head = format!(
+        "REQMOD icap://h/reqmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{REQ_HDR}",
+        REQ_HDR.len()
+    );
     let run = drive_all_ways(head.as_bytes(), InspectorKind::Test, Limits::default());
     assert_eq!(run.resps[0].status(), 204);
     let head = head.replace("Allow: 204\r\n", "");
@@ -307,7 +311,10 @@ fn errors_answer_once_and_close() {
         (b"PURGE icap://h/respmod ICAP/1.0\r\n\r\n".to_vec(), 501),
         (b"OPTIONS icap://h/none ICAP/1.0\r\n\r\n".to_vec(), 404),
         (b"REQMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body=5\r\n\r\n".to_vec(), 405),
-        (b"RESPMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: res-hdr=0, res-body=5\r\n\r\nabcde0\r\n\r\n".to_vec(), 400),
+        (
+            b"RESPMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: res-hdr=0, res-body=5\r\n\r\nabcde0\r\n\r\n".to_vec(),
+            400,
+        ),
         (respmod(b"abc", None, false).iter().map(|&b| if b == b'3' { b'x' } else { b }).collect(), 400),
         (b"OPTIONS icap://h/respmod ICAP/1.0\nHost: x\n\n".to_vec(), 400),
     ];
@@ -363,7 +370,8 @@ fn large_encapsulated_headers_cross_block_boundaries() {
 
 #[test]
 fn connection_close_is_honoured() {
-    let input = b"OPTIONS icap://h/respmod ICAP/1.0\r\nConnection: close\r\n\r\nOPTIONS icap://h/respmod ICAP/1.0\r\n\r\n";
+    let input =
+        b"OPTIONS icap://h/respmod ICAP/1.0\r\nConnection: close\r\n\r\nOPTIONS icap://h/respmod ICAP/1.0\r\n\r\n";
     let run = drive_all_ways(input, InspectorKind::Null, Limits::default());
     assert_eq!(run.resps.len(), 1);
     assert_eq!(run.state, State::Closing);

@@ -83,11 +83,10 @@ impl ProtoError {
             MethodNotAllowed => 405,
             HeadTooLarge | TooManyHeaders => 431,
             HttpHeadTooLarge => 413,
-            RequestLine | Uri | BareLf | HeaderFolding | HeaderSyntax | ControlByte
-            | DuplicateHeader | EncapsulatedMissing | EncapsulatedSyntax | EncapsulatedOrder
-            | EncapsulatedMethod | HttpHead | PreviewSyntax | PreviewTooLarge | PreviewOverrun
-            | ChunkSize | ChunkOverflow | ChunkLineTooLong | ChunkExtension | ChunkDataEnd
-            | IeofOnData | TrailerTooLarge | TrailerSyntax => 400,
+            RequestLine | Uri | BareLf | HeaderFolding | HeaderSyntax | ControlByte | DuplicateHeader
+            | EncapsulatedMissing | EncapsulatedSyntax | EncapsulatedOrder | EncapsulatedMethod | HttpHead
+            | PreviewSyntax | PreviewTooLarge | PreviewOverrun | ChunkSize | ChunkOverflow | ChunkLineTooLong
+            | ChunkExtension | ChunkDataEnd | IeofOnData | TrailerTooLarge | TrailerSyntax => 400,
         }
     }
 }

@@ -146,11 +146,7 @@ fn parse_request_line(buf: &[u8], start: usize, end: usize) -> Result<RequestLin
     }
     let base = start as u32;
     let range = |a: usize, b: usize| (base + a as u32, base + b as u32);
-    Ok(RequestLine {
-        method: range(0, sp1),
-        uri: range(sp1 + 1, sp2),
-        version: range(sp2 + 1, line.len()),
-    })
+    Ok(RequestLine { method: range(0, sp1), uri: range(sp1 + 1, sp2), version: range(sp2 + 1, line.len()) })
 }
 
 fn parse_header_line(buf: &[u8], start: usize, end: usize) -> Result<HeaderSlot, ProtoError> {
@@ -170,10 +166,7 @@ fn parse_header_line(buf: &[u8], start: usize, end: usize) -> Result<HeaderSlot,
     let trail = value[lead..].iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count();
     let v_start = start + colon + 1 + lead;
     let v_end = end - trail;
-    Ok(HeaderSlot {
-        name: (start as u32, (start + colon) as u32),
-        value: (v_start as u32, v_end as u32),
-    })
+    Ok(HeaderSlot { name: (start as u32, (start + colon) as u32), value: (v_start as u32, v_end as u32) })
 }
 
 /// RFC 9110 token character.
@@ -195,8 +188,10 @@ mod tests {
     use super::*;
     use crate::proto::testutil::for_each_split;
 
+    type Parsed = Result<(HeadStatus, Vec<(Vec<u8>, Vec<u8>)>), ProtoError>;
+
     /// Feeds `input` in the given pieces, growing the visible prefix like a receive buffer.
-    fn run(input: &[u8], cuts: &[usize]) -> Result<(HeadStatus, Vec<(Vec<u8>, Vec<u8>)>), ProtoError> {
+    fn run(input: &[u8], cuts: &[usize]) -> Parsed {
         let mut parser = HeadParser::new(&Limits::default());
         let mut status = HeadStatus::Partial;
         for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
@@ -205,15 +200,12 @@ mod tests {
                 break;
             }
         }
-        let headers = parser
-            .headers()
-            .iter()
-            .map(|h| (slice(input, h.name).to_vec(), slice(input, h.value).to_vec()))
-            .collect();
+        let headers =
+            parser.headers().iter().map(|h| (slice(input, h.name).to_vec(), slice(input, h.value).to_vec())).collect();
         Ok((status, headers))
     }
 
-    fn parse_all_ways(input: &[u8]) -> Result<(HeadStatus, Vec<(Vec<u8>, Vec<u8>)>), ProtoError> {
+    fn parse_all_ways(input: &[u8]) -> Parsed {
         let whole = run(input, &[]);
         for_each_split(input.len(), |cuts| {
             assert_eq!(run(input, cuts), whole, "cuts {cuts:?} of {:?}", String::from_utf8_lossy(input));

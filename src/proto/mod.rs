@@ -5,6 +5,8 @@
 pub mod blocks;
 pub mod chunked;
 pub mod conn;
+#[cfg(test)]
+mod conn_tests;
 pub mod date;
 pub mod encapsulated;
 pub mod error;
@@ -13,8 +15,6 @@ pub mod httphead;
 pub mod request;
 pub mod response;
 pub mod service;
-#[cfg(test)]
-mod conn_tests;
 #[doc(hidden)]
 pub mod testutil;
 

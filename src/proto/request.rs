@@ -130,7 +130,10 @@ mod tests {
         let r = interpret_str("OPTIONS icap://h/reqmod ICAP/1.0\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(r.encapsulated, Encapsulated::NONE);
         assert!(r.close);
-        let r = interpret_str("REQMOD icap://h/reqmod ICAP/1.0\r\nPreview: 0\r\nEncapsulated: req-hdr=0, null-body=5\r\n\r\n").unwrap();
+        let r = interpret_str(
+            "REQMOD icap://h/reqmod ICAP/1.0\r\nPreview: 0\r\nEncapsulated: req-hdr=0, null-body=5\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(r.preview, None, "no body, so no preview");
     }
 

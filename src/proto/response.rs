@@ -90,7 +90,10 @@ pub fn chunk_end(out: &mut Vec<u8>) {
 
 /// Removes anything from a threat name that could break a header or the page.
 fn clean_name(threat: &str) -> impl Iterator<Item = char> + '_ {
-    threat.chars().filter(|c| c.is_ascii_graphic() && *c != ';' && *c != '<' && *c != '>' && *c != '&' && *c != '"').take(128)
+    threat
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != ';' && *c != '<' && *c != '>' && *c != '&' && *c != '"')
+        .take(128)
 }
 
 /// A block answer: ICAP 200 carrying an HTTP 403 page, with the c-icap compatible infection

@@ -59,7 +59,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-pub async fn run(shard: usize, cpu: usize, shards: usize, cfg: Config, control: Receiver<Control>, events: Sender<ShardEvent>) {
+pub async fn run(
+    shard: usize,
+    cpu: usize,
+    shards: usize,
+    cfg: Config,
+    control: Receiver<Control>,
+    events: Sender<ShardEvent>,
+) {
     let listener = match bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -76,7 +83,12 @@ pub async fn run(shard: usize, cpu: usize, shards: usize, cfg: Config, control: 
             options_ttl_secs: limits.options_ttl.as_secs(),
         },
         inspector: cfg.inspector,
-        pool: RefCell::new(BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, POOL_KEEP_BLOCKS, POOL_PREFILL_BLOCKS)),
+        pool: RefCell::new(BlockPool::new(
+            limits.recv_block_bytes,
+            limits.idle_block_bytes,
+            POOL_KEEP_BLOCKS,
+            POOL_PREFILL_BLOCKS,
+        )),
         active: Cell::new(0),
         draining: Cell::new(false),
         idle: RefCell::new(HashMap::new()),
