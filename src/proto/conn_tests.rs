@@ -421,3 +421,55 @@ fn idle_connections_shrink_to_a_small_block() {
     assert_eq!(conn.recv_buf(&mut pool).len(), limits.idle_block_bytes);
     assert!(pool.free_counts().0 >= 1, "large blocks went back to the pool");
 }
+
+/// The request examples of RFC 3507 sections 4.8.3, 4.9.3 and 4.10.3, byte for byte except for
+/// the service names (ours instead of the RFC's hypothetical ones). Without `Allow: 204` each
+/// must come back as a 200 echo of exactly the encapsulated message.
+#[test]
+fn rfc_3507_examples() {
+    let e1 = "GET / HTTP/1.1\r\nHost: www.origin-server.com\r\nAccept: text/html, text/plain\r\nAccept-Encoding: compress\r\nCookie: ff39fk3jur@4ii0e02i\r\nIf-None-Match: \"xyzzy\", \"r2d2xxxx\"\r\n\r\n";
+    let e2 = "POST /origin-resource/form.pl HTTP/1.1\r\nHost: www.origin-server.com\r\nAccept: text/html, text/plain\r\nAccept-Encoding: compress\r\nPragma: no-cache\r\n\r\n";
+    let e3 = "GET /naughty-content HTTP/1.1\r\nHost: www.naughty-site.com\r\nAccept: text/html, text/plain\r\nAccept-Encoding: compress\r\n\r\n";
+    let e4_req = "GET /origin-resource HTTP/1.1\r\nHost: www.origin-server.com\r\nAccept: text/html, text/plain, image/gif\r\nAccept-Encoding: gzip, compress\r\n\r\n";
+    let e4_res = "HTTP/1.1 200 OK\r\nDate: Mon, 10 Jan 2000 09:52:22 GMT\r\nServer: Apache/1.3.6 (Unix)\r\nETag: \"63840-1ab7-378d415b\"\r\nContent-Type: text/html\r\nContent-Length: 51\r\n\r\n";
+    let examples: Vec<(String, &str, Option<&[u8]>)> = vec![
+        (
+            format!("REQMOD icap://icap-server.net/reqmod?arg=87 ICAP/1.0\r\nHost: icap-server.net\r\nEncapsulated: req-hdr=0, null-body=170\r\n\r\n{e1}"),
+            e1,
+            None,
+        ),
+        (
+            format!("REQMOD icap://icap-server.net/reqmod?arg=87 ICAP/1.0\r\nHost: icap-server.net\r\nEncapsulated: req-hdr=0, req-body=147\r\n\r\n{e2}1e\r\nI am posting this information.\r\n0\r\n\r\n"),
+            e2,
+            Some(b"I am posting this information."),
+        ),
+        (
+            format!("REQMOD icap://icap-server.net/avscan ICAP/1.0\r\nHost: icap-server.net\r\nEncapsulated: req-hdr=0, null-body=119\r\n\r\n{e3}"),
+            e3,
+            None,
+        ),
+        (
+            format!("RESPMOD icap://icap.example.org/respmod ICAP/1.0\r\nHost: icap.example.org\r\nEncapsulated: req-hdr=0, res-hdr=137, res-body=296\r\n\r\n{e4_req}{e4_res}33\r\nThis is data that was returned by an origin server.\r\n0\r\n\r\n"),
+            e4_res,
+            Some(b"This is data that was returned by an origin server."),
+        ),
+    ];
+    let mut all = Vec::new();
+    for (input, hdr, body) in &examples {
+        let run = drive_all_ways(input.as_bytes(), InspectorKind::Test, Limits::default());
+        assert_eq!(run.resps.len(), 1, "{input}");
+        let r = &run.resps[0];
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.hdr, hdr.as_bytes());
+        assert_eq!(r.body.as_deref(), *body);
+        all.extend_from_slice(input.as_bytes());
+    }
+    // Example 5 (OPTIONS), then all of them pipelined on one connection.
+    all.extend_from_slice(b"OPTIONS icap://icap.server.net/respmod ICAP/1.0\r\nHost: icap.server.net\r\nUser-Agent: BazookaDotCom-ICAP-Client-Library/2.3\r\n\r\n");
+    let run = drive(&all, &[], InspectorKind::Test, Limits::default());
+    let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200]);
+    assert_eq!(header(&run.resps[4], "Methods"), Some("RESPMOD"));
+    let every: Vec<usize> = (1..all.len()).collect();
+    assert_eq!(drive(&all, &every, InspectorKind::Test, Limits::default()).resps, run.resps);
+}
