@@ -86,7 +86,7 @@ fn request_path(c: &mut Criterion) {
     let info = ServerInfo { max_connections: 4096, preview_bytes: 1024, options_ttl_secs: 3600 };
     let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 16, 4);
     let now = Instant::now();
-    let mut conn = Conn::new(limits, info, InspectorKind::Null.build(), now);
+    let mut conn = Conn::new(limits, info, InspectorKind::Null.build().expect("a built-in inspector"), now);
     let mut group = c.benchmark_group("request_path");
     group.throughput(Throughput::Elements(1));
     group.bench_function("respmod_1k_preview_ieof_204", |b| {

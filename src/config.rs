@@ -6,6 +6,8 @@
 
 use crate::inspect::InspectorKind;
 use crate::limits::Limits;
+use crate::scan::policy::{Early204, OverLimit};
+use crate::scan::ScanPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,11 @@ pub struct Config {
     pub check: bool,
     /// How long SIGTERM waits for in-flight transactions.
     pub shutdown_grace: Duration,
+    pub policy: ScanPolicy,
+    /// The operator's block page template, read at start.
+    pub block_page: Option<String>,
+    /// How often the signature folder is checked for changes (0: only on SIGHUP).
+    pub reload_poll: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,8 +45,30 @@ struct FileConfig {
     cpus: Option<String>,
     inspector: Option<String>,
     shutdown_grace_ms: Option<u64>,
+    reload_poll_ms: Option<u64>,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    policy: FilePolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePolicy {
+    over_limit: Option<String>,
+    block_page: Option<PathBuf>,
+    #[serde(default)]
+    early_204: FileEarly204,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEarly204 {
+    #[serde(default)]
+    content_types: Vec<String>,
+    #[serde(default)]
+    magic: Vec<String>,
+    size_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,10 +86,14 @@ struct FileLimits {
     body_inactivity_ms: Option<u64>,
     recv_block_bytes: Option<usize>,
     idle_block_bytes: Option<usize>,
-    body_retain_bytes_max: Option<usize>,
     holdback_bytes: Option<usize>,
     body_segments_max: Option<usize>,
     options_ttl_ms: Option<u64>,
+    scan_bytes_max: Option<u64>,
+    scan_time_max_ms: Option<u64>,
+    yara_whole_bytes_max: Option<usize>,
+    yara_overlap_bytes: Option<usize>,
+    yara_block_scanners_max: Option<usize>,
 }
 
 pub const USAGE: &str = "\
@@ -75,7 +108,7 @@ OPTIONS:
     --signatures DIR     signature folder [default: ./signatures]
     --shards N           number of shards (one per CPU of the allowed set by default)
     --cpus LIST          CPUs to pin shards to, e.g. 0-3,6 (default: the inherited affinity mask)
-    --inspector KIND     null | test  [default: null]
+    --inspector KIND     engine | null | test  [default: engine]
     --check              validate the configuration and exit
     --help               print this help
     --version            print the version
@@ -155,10 +188,27 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         }
         cpu_list.truncate(n);
     }
-    let inspector_text = inspector.or(file.inspector).unwrap_or_else(|| "null".into());
-    let inspector =
-        InspectorKind::parse(&inspector_text).ok_or(format!("unknown inspector '{inspector_text}' (null, test)"))?;
+    let inspector_text = inspector.or(file.inspector).unwrap_or_else(|| "engine".into());
+    let inspector = InspectorKind::parse(&inspector_text)
+        .ok_or(format!("unknown inspector '{inspector_text}' (engine, null, test)"))?;
     let limits = apply_limits(file.limits)?;
+    let over_limit = match file.policy.over_limit.as_deref() {
+        None | Some("block") => OverLimit::Block,
+        Some("pass") => OverLimit::Pass,
+        Some(other) => return Err(format!("policy.over_limit: '{other}' (block, pass)")),
+    };
+    let early_204 = Early204 {
+        content_types: file.policy.early_204.content_types.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        magic: file.policy.early_204.magic,
+        size_max_bytes: file.policy.early_204.size_max_bytes,
+    };
+    early_204.validate().map_err(|e| format!("policy.early_204: {e}"))?;
+    let block_page = match &file.policy.block_page {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).map_err(|e| format!("policy.block_page {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     Ok(Parsed::Run(Box::new(Config {
         listen,
         signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
@@ -167,6 +217,9 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         limits,
         check,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
+        policy: ScanPolicy { over_limit, early_204 },
+        block_page,
+        reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
     })))
 }
 
@@ -186,10 +239,14 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         body_inactivity: ms(f.body_inactivity_ms, d.body_inactivity),
         recv_block_bytes: f.recv_block_bytes.unwrap_or(d.recv_block_bytes),
         idle_block_bytes: f.idle_block_bytes.unwrap_or(d.idle_block_bytes),
-        body_retain_bytes_max: f.body_retain_bytes_max.unwrap_or(d.body_retain_bytes_max),
         holdback_bytes: f.holdback_bytes.unwrap_or(d.holdback_bytes),
         body_segments_max: f.body_segments_max.unwrap_or(d.body_segments_max),
         options_ttl: ms(f.options_ttl_ms, d.options_ttl),
+        scan_bytes_max: f.scan_bytes_max.unwrap_or(d.scan_bytes_max),
+        scan_time_max: ms(f.scan_time_max_ms, d.scan_time_max),
+        yara_whole_bytes_max: f.yara_whole_bytes_max.unwrap_or(d.yara_whole_bytes_max),
+        yara_overlap_bytes: f.yara_overlap_bytes.unwrap_or(d.yara_overlap_bytes),
+        yara_block_scanners_max: f.yara_block_scanners_max.unwrap_or(d.yara_block_scanners_max),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)

@@ -18,4 +18,6 @@ pub mod config;
 pub mod inspect;
 pub mod limits;
 pub mod proto;
+pub mod scan;
 pub mod server;
+pub mod signatures;

@@ -40,16 +40,25 @@ pub const RECV_BLOCK_BYTES: usize = 128 * 1024;
 /// Size of the small block an idle keep-alive connection waits with, so that thousands of idle
 /// connections cost kilobytes each rather than a full receive block.
 pub const IDLE_BLOCK_BYTES: usize = 4 * 1024;
-/// With `Allow: 204`, body bytes kept in memory so that a clean object can still be answered
-/// 204; past this the answer is committed to a streamed 200 echo.
-pub const BODY_RETAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// The newest body bytes kept back from the client while an echo streams, so that a threat
-/// found at the very end still stops the object from arriving whole. Without `Allow: 204` this
-/// is also all that is retained before the 200 starts (Squid stalls when a server waits).
+/// The newest body bytes kept back from the client while an echo streams (no `Allow: 204`),
+/// so that a threat found at the very end still stops the object from arriving whole. It is
+/// also all that is retained before the 200 starts: Squid stalls when a server waits.
 pub const HOLDBACK_BYTES: usize = 32 * 1024;
 /// Retained body segments (one per received chunk piece) before the echo is committed; bounds
 /// bookkeeping memory when a client sends tiny chunks.
 pub const BODY_SEGMENTS_MAX: usize = 16 * 1024;
+/// Most body bytes scanned per object; past it the over-limit policy decides (ClamAV's
+/// StreamMaxLength is 100M too, but ClamAV then passes the object).
+pub const SCAN_BYTES_MAX: u64 = 100 * 1024 * 1024;
+/// Per-object scan time budget (ClamAV's MaxScanTime is 120 s; a proxy user waits on this).
+pub const SCAN_TIME_MAX: Duration = Duration::from_secs(30);
+/// Largest object kept in memory for whole-object YARA rules (modules, filesize, uintXX).
+pub const YARA_WHOLE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes re-fed across each chunk boundary to the YARA block scanner: strings up to this long
+/// are found even when a boundary splits them.
+pub const YARA_OVERLAP_BYTES: usize = 1024;
+/// YARA block scanners a shard may build (each reserves virtual memory for a WASM instance).
+pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
 
@@ -69,10 +78,14 @@ pub struct Limits {
     pub body_inactivity: Duration,
     pub recv_block_bytes: usize,
     pub idle_block_bytes: usize,
-    pub body_retain_bytes_max: usize,
     pub holdback_bytes: usize,
     pub body_segments_max: usize,
     pub options_ttl: Duration,
+    pub scan_bytes_max: u64,
+    pub scan_time_max: Duration,
+    pub yara_whole_bytes_max: usize,
+    pub yara_overlap_bytes: usize,
+    pub yara_block_scanners_max: usize,
 }
 
 impl Default for Limits {
@@ -90,10 +103,14 @@ impl Default for Limits {
             body_inactivity: BODY_INACTIVITY,
             recv_block_bytes: RECV_BLOCK_BYTES,
             idle_block_bytes: IDLE_BLOCK_BYTES,
-            body_retain_bytes_max: BODY_RETAIN_BYTES_MAX,
             holdback_bytes: HOLDBACK_BYTES,
             body_segments_max: BODY_SEGMENTS_MAX,
             options_ttl: OPTIONS_TTL,
+            scan_bytes_max: SCAN_BYTES_MAX,
+            scan_time_max: SCAN_TIME_MAX,
+            yara_whole_bytes_max: YARA_WHOLE_BYTES_MAX,
+            yara_overlap_bytes: YARA_OVERLAP_BYTES,
+            yara_block_scanners_max: YARA_BLOCK_SCANNERS_MAX,
         }
     }
 }
@@ -101,10 +118,21 @@ impl Default for Limits {
 // The defaults must satisfy the same relations `validate` checks on overrides.
 const _: () = assert!(ICAP_HEADER_BYTES_MAX + HTTP_HEADER_BYTES_MAX <= RECV_BLOCK_BYTES);
 const _: () = assert!(IDLE_BLOCK_BYTES <= RECV_BLOCK_BYTES);
-const _: () = assert!(HOLDBACK_BYTES <= BODY_RETAIN_BYTES_MAX);
 const _: () = assert!(ICAP_HEADER_COUNT_MAX <= u16::MAX as usize);
 
 impl Limits {
+    /// The scanning engine's share of the limits.
+    pub fn scan(&self) -> crate::scan::ScanLimits {
+        crate::scan::ScanLimits {
+            scan_bytes_max: self.scan_bytes_max,
+            scan_time_max: self.scan_time_max,
+            yara_whole_bytes_max: self.yara_whole_bytes_max,
+            yara_overlap_bytes: self.yara_overlap_bytes,
+            yara_block_scanners_max: self.yara_block_scanners_max,
+            preview_bytes: self.preview_bytes_max,
+        }
+    }
+
     /// Checks the relations the protocol code relies on. A message head (ICAP head plus the
     /// encapsulated headers) is parsed in one receive block, so both header bounds together
     /// must fit in one.
@@ -140,8 +168,11 @@ impl Limits {
         if self.icap_header_count_max > u16::MAX as usize {
             return Err("icap_header_count_max must be at most 65535".into());
         }
-        if self.holdback_bytes > self.body_retain_bytes_max {
-            return Err("holdback_bytes must not exceed body_retain_bytes_max".into());
+        if self.yara_overlap_bytes == 0 || self.yara_overlap_bytes > 64 * 1024 {
+            return Err("yara_overlap_bytes must be between 1 and 65536".into());
+        }
+        if self.scan_time_max.is_zero() {
+            return Err("scan_time_max must be greater than 0".into());
         }
         if self.recv_block_bytes > u32::MAX as usize / 2 {
             return Err("recv_block_bytes is too large".into());

@@ -26,6 +26,24 @@ fn main() {
         }
     };
     if config.check {
+        if config.inspector == icapd::inspect::InspectorKind::Engine {
+            match icapd::signatures::load(&config.signatures, icapd::signatures::LoadOptions::default()) {
+                Ok(gen) => {
+                    for p in &gen.problems {
+                        println!("icapd: signatures: skipped {p}");
+                    }
+                    let s = &gen.summary;
+                    println!(
+                        "icapd: signatures ok: {} body, {} hash, {} YARA streaming + {} whole-object, {} URL rules; ISTag \"{}\"",
+                        s.body, s.hashes, s.yara_stream, s.yara_whole, s.urls, gen.istag
+                    );
+                }
+                Err(e) => {
+                    eprintln!("icapd: cannot load signatures: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
         println!(
             "icapd: configuration ok: listen {}, {} shard(s) on CPUs {:?}, inspector {:?}",
             config.listen,

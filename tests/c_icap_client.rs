@@ -76,7 +76,7 @@ fn c_icap_client_interop() {
     assert!(text.contains("ICAP/1.0 200 OK"), "{text}");
     let got = out.map_or(0, |o| o.len());
     assert!(got < late_bytes.len() - 16 * 1024, "{got} of {} bytes delivered", late_bytes.len());
-    // With 204 allowed the whole object is retained, so the block page can still be given.
+    // With 204 allowed nothing has to go back before the verdict, so the block page is given.
     let (text, _) = client(&server, &["-s", "avscan", "-f", late]);
     assert!(text.contains("X-Infection-Found"), "{text}");
 
@@ -85,4 +85,40 @@ fn c_icap_client_interop() {
     assert!(text.contains("ICAP/1.0 204"), "{text}");
     let (text, _) = client(&server, &["-s", "reqmod", "-req", "http://origin.test/upload", "-f", infected]);
     assert!(text.contains("X-Infection-Found") && text.contains("HTTP/1.1 403 Forbidden"), "{text}");
+}
+
+/// The same client against the signature engine with the bundled set: EICAR and clean files,
+/// RESPMOD with and without preview and 204, and REQMOD uploads.
+#[test]
+fn c_icap_client_with_the_bundled_signatures() {
+    let sigs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures");
+    let server = Server::start(&["--shards", "2", "--signatures", sigs.to_str().unwrap()], None);
+    let eicar = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples/eicar.com");
+    let clean = server.dir.join("clean.bin");
+    let clean_bytes = pseudo_random(150_000, 21);
+    std::fs::write(&clean, &clean_bytes).unwrap();
+    let (eicar, clean) = (eicar.to_str().unwrap(), clean.to_str().unwrap());
+
+    let (text, _) = client(&server, &["-s", "srv_clamav"]);
+    assert!(text.contains("ISTag: \"icapd-"), "{text}");
+    for extra in [&[][..], &["-nopreview"][..], &["-no204"][..], &["-no204", "-nopreview"][..]] {
+        let args = [&["-s", "avscan", "-f", eicar][..], extra].concat();
+        let (text, out) = client(&server, &args);
+        assert!(
+            text.contains("X-Infection-Found: Type=0; Resolution=2; Threat=Eicar-Test-Signature;"),
+            "{args:?}: {text}"
+        );
+        assert!(String::from_utf8_lossy(&out.unwrap_or_default()).contains("Eicar-Test-Signature"), "{args:?}");
+        let args = [&["-s", "avscan", "-f", clean][..], extra].concat();
+        let (text, out) = client(&server, &args);
+        if extra.contains(&"-no204") {
+            assert!(text.contains("ICAP/1.0 200 OK") && out.as_deref() == Some(&clean_bytes[..]), "{args:?}: {text}");
+        } else {
+            assert!(text.contains("ICAP/1.0 204"), "{args:?}: {text}");
+        }
+    }
+    let (text, _) = client(&server, &["-s", "reqmod", "-req", "http://origin.test/upload", "-f", eicar]);
+    assert!(text.contains("Threat=Eicar-Test-Signature;") && text.contains("HTTP/1.1 403 Forbidden"), "{text}");
+    let (text, _) = client(&server, &["-s", "reqmod", "-req", "http://origin.test/upload", "-f", clean]);
+    assert!(text.contains("ICAP/1.0 204"), "{text}");
 }

@@ -52,8 +52,10 @@ pub struct Txn<'a> {
 /// The hook the signature engine implements. Implementations must not block: the connection
 /// hands them at most one receive block per call and yields to other connections in between.
 pub trait Inspector {
-    /// A new transaction with a body begins; forget anything about the previous one.
-    fn begin(&mut self, txn: &Txn<'_>);
+    /// A new transaction begins; forget anything about the previous one. Returning
+    /// `Done(Infected)` answers before any body byte is read (URL deny lists); a `Done(Clean)`
+    /// here only means the body need not be inspected.
+    fn begin(&mut self, txn: &Txn<'_>) -> Progress;
     /// More body bytes, in order.
     fn feed(&mut self, data: &[u8]) -> Progress;
     /// The preview ended without `ieof` and nothing was found in it. Returning `Some` answers
@@ -62,6 +64,11 @@ pub trait Inspector {
     fn preview_verdict(&mut self) -> Option<Verdict> {
         None
     }
+    /// Time spent on this object since the last call (measured by the caller: the inspector
+    /// never reads a clock). May conclude with an over-limit verdict.
+    fn charge(&mut self, _spent: std::time::Duration) -> Progress {
+        Progress::More
+    }
     /// The body ended; give the verdict.
     fn finish(&mut self) -> Verdict;
     /// The value of ISTag (without quotes, at most 32 bytes) that describes what this
@@ -69,9 +76,11 @@ pub trait Inspector {
     fn istag(&self) -> &str;
 }
 
-/// Which built-in inspector the server uses.
+/// Which inspector the server uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InspectorKind {
+    /// The signature engine over the `--signatures` folder (the default).
+    Engine,
     Null,
     Test,
 }
@@ -79,17 +88,20 @@ pub enum InspectorKind {
 impl InspectorKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "engine" => Some(InspectorKind::Engine),
             "null" => Some(InspectorKind::Null),
             "test" => Some(InspectorKind::Test),
             _ => None,
         }
     }
 
-    /// Builds a fresh inspector for one connection.
-    pub fn build(self) -> Box<dyn Inspector> {
+    /// Builds a fresh built-in inspector for one connection (`None` for the engine, which needs
+    /// its shard's scanning context).
+    pub fn build(self) -> Option<Box<dyn Inspector>> {
         match self {
-            InspectorKind::Null => Box::new(NullInspector),
-            InspectorKind::Test => Box::new(TestInspector::new()),
+            InspectorKind::Engine => None,
+            InspectorKind::Null => Some(Box::new(NullInspector)),
+            InspectorKind::Test => Some(Box::new(TestInspector::new())),
         }
     }
 }

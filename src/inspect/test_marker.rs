@@ -25,9 +25,10 @@ impl TestInspector {
 }
 
 impl Inspector for TestInspector {
-    fn begin(&mut self, _txn: &Txn<'_>) {
+    fn begin(&mut self, _txn: &Txn<'_>) -> Progress {
         self.matched = 0;
         self.found = false;
+        Progress::More
     }
 
     fn feed(&mut self, data: &[u8]) -> Progress {
@@ -72,7 +73,7 @@ mod tests {
 
     fn verdict(body: &[u8], cuts: &[usize]) -> Verdict {
         let mut inspector = TestInspector::new();
-        inspector.begin(&Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None });
+        let _ = inspector.begin(&Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None });
         let mut prev = 0;
         for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
             if let Progress::Done(v) = inspector.feed(&body[prev..cut]) {

@@ -22,8 +22,9 @@
 //! Body bytes are decoded in place and fed to the [`Inspector`] as slices of the receive block.
 //! They are retained as segments until the answer is known:
 //!
-//! * With `Allow: 204` the whole body is retained (up to `body_retain_bytes_max`) so that a
-//!   clean object can be answered 204 and an infected one replaced by a block page.
+//! * With `Allow: 204` nothing is retained: the client keeps its own copy, a clean object is
+//!   answered 204 and an infected one gets a block page, and neither needs the body. The
+//!   answer waits for the end of the body (or the first threat).
 //! * Without it (Squid for anything over 64 KB) the client needs the body back, and Squid
 //!   stalls if a server waits for the whole object before answering. So once more than
 //!   `holdback_bytes` are retained, the echo is committed: the 200 head goes out and every
@@ -114,6 +115,7 @@ pub struct Conn {
     since: Instant,
     outcomes: VecDeque<TxnOutcome>,
     last_error: Option<ProtoError>,
+    block_page: Option<std::rc::Rc<str>>,
 }
 
 impl Conn {
@@ -144,7 +146,13 @@ impl Conn {
             since: now,
             outcomes: VecDeque::with_capacity(4),
             last_error: None,
+            block_page: None,
         }
+    }
+
+    /// Uses an operator's block page template instead of the built-in one.
+    pub fn set_block_page(&mut self, template: std::rc::Rc<str>) {
+        self.block_page = Some(template);
     }
 
     pub fn state(&self) -> State {
@@ -454,9 +462,12 @@ impl Conn {
             req_hdr: req_hdr.map(|(a, b)| &back.buf[a as usize..b as usize]),
             res_hdr: res_hdr.map(|(a, b)| &back.buf[a as usize..b as usize]),
         };
-        self.inspector.begin(&txn);
+        let early = self.inspector.begin(&txn);
         if !req.encapsulated.has_body() {
-            let verdict = self.inspector.finish();
+            let verdict = match early {
+                Progress::Done(v) => v,
+                Progress::More => self.inspector.finish(),
+            };
             self.answer(verdict, false, unix_secs);
             return self.finish_txn(now);
         }
@@ -468,6 +479,30 @@ impl Conn {
                 self.state = State::Preview;
             }
             None => self.state = State::Body,
+        }
+        if let Progress::Done(v) = early {
+            self.early_verdict(v, unix_secs);
+        }
+    }
+
+    /// The inspector concluded before the end of the body. A threat is answered at once (the
+    /// rest of the body is drained, or a started echo is cut off); a clean conclusion only
+    /// stops further inspection.
+    fn early_verdict(&mut self, v: Verdict, unix_secs: u64) {
+        match v {
+            Verdict::Infected { .. } => self.answer(v, false, unix_secs),
+            Verdict::Clean => self.verdict = Some(Verdict::Clean),
+        }
+    }
+
+    /// Reports time the caller spent processing this connection's last input, so that the
+    /// inspector can enforce its per-object time budget.
+    pub fn handle_scan_time(&mut self, spent: std::time::Duration, unix_secs: u64) {
+        if !matches!(self.state, State::Preview | State::Body) || self.verdict.is_some() {
+            return;
+        }
+        if let Progress::Done(v) = self.inspector.charge(spent) {
+            self.early_verdict(v, unix_secs);
         }
     }
 
@@ -490,20 +525,24 @@ impl Conn {
                 self.verdict = Some(v);
             }
         }
-        self.retained.push_back(seg);
-        self.retained_bytes += seg.len();
         if let Some(Verdict::Infected { .. }) = self.verdict {
             let verdict = self.verdict.take().expect("just matched");
-            return self.answer(verdict, false, unix_secs);
+            return self.early_verdict(verdict, unix_secs);
         }
+        let req = self.req.expect("a body implies a request");
+        if req.allow_204 {
+            // Neither possible answer (204 or a block page) carries the body.
+            return;
+        }
+        self.retained.push_back(seg);
+        self.retained_bytes += seg.len();
         if self.state == State::Preview {
             // Committing now would be a final answer to the preview.
             return;
         }
-        let req = self.req.expect("a body implies a request");
         if !self.committed {
-            let limit = if req.allow_204 { self.limits.body_retain_bytes_max } else { self.limits.holdback_bytes };
-            if self.retained_bytes <= limit && self.retained.len() <= self.limits.body_segments_max {
+            if self.retained_bytes <= self.limits.holdback_bytes && self.retained.len() <= self.limits.body_segments_max
+            {
                 return;
             }
             self.commit(req, unix_secs);
@@ -557,7 +596,8 @@ impl Conn {
                     self.state = State::Closing;
                     return;
                 }
-                self.push_scratch(|out, istag| response::block(out, &threat, istag, unix_secs));
+                let template = self.block_page.clone();
+                self.push_scratch(|out, istag| response::block(out, &threat, template.as_deref(), istag, unix_secs));
                 self.record(Some(req.method), 200, false);
                 self.outcomes.back_mut().expect("just recorded").verdict = Some(Verdict::Infected { threat });
                 self.retained.clear();

@@ -83,7 +83,7 @@ pub struct Run {
 pub fn drive(input: &[u8], cuts: &[usize], kind: InspectorKind, limits: Limits) -> Run {
     let now = Instant::now();
     let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
-    let mut conn = Conn::new(limits, INFO, kind.build(), now);
+    let mut conn = Conn::new(limits, INFO, kind.build().expect("a built-in inspector"), now);
     let mut out = Vec::new();
     let mut prev = 0;
     'feed: for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
@@ -382,7 +382,7 @@ fn deadlines_follow_the_phase() {
     let limits = Limits::default();
     let t0 = Instant::now();
     let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
-    let mut conn = Conn::new(limits, INFO, InspectorKind::Null.build(), t0);
+    let mut conn = Conn::new(limits, INFO, InspectorKind::Null.build().expect("a built-in inspector"), t0);
     assert_eq!(conn.poll_deadline(), Some(t0 + limits.idle_keepalive));
     let part = b"OPTIONS icap://h/respmod";
     let t1 = t0 + Duration::from_secs(1);
@@ -404,7 +404,7 @@ fn idle_connections_shrink_to_a_small_block() {
     let limits = Limits::default();
     let now = Instant::now();
     let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
-    let mut conn = Conn::new(limits, INFO, InspectorKind::Null.build(), now);
+    let mut conn = Conn::new(limits, INFO, InspectorKind::Null.build().expect("a built-in inspector"), now);
     let body = vec![7u8; 300_000];
     let input = respmod(&body, None, false);
     let mut rest = &input[..];

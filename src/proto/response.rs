@@ -88,6 +88,10 @@ pub fn chunk_end(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n\r\n");
 }
 
+/// The block page used unless the operator supplies a template (`block_page` in the config).
+/// `{{THREAT}}` is replaced by the threat name (reduced to printable ASCII without markup).
+pub const DEFAULT_BLOCK_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Blocked</title></head><body>\n<h1>Access blocked</h1>\n<p>The content you requested was blocked because it contains <b>{{THREAT}}</b>.</p>\n<p>icapd</p>\n</body></html>\n";
+
 /// Removes anything from a threat name that could break a header or the page.
 fn clean_name(threat: &str) -> impl Iterator<Item = char> + '_ {
     threat
@@ -99,11 +103,9 @@ fn clean_name(threat: &str) -> impl Iterator<Item = char> + '_ {
 /// A block answer: ICAP 200 carrying an HTTP 403 page, with the c-icap compatible infection
 /// headers Squid operators already log. Used for RESPMOD and for REQMOD (where the HTTP
 /// response replaces the upload, so it never reaches the origin).
-pub fn block(out: &mut Vec<u8>, threat: &str, istag: &str, unix_secs: u64) {
+pub fn block(out: &mut Vec<u8>, threat: &str, template: Option<&str>, istag: &str, unix_secs: u64) {
     let name: String = clean_name(threat).collect();
-    let page = format!(
-        "<!DOCTYPE html>\n<html><head><title>Blocked</title></head><body>\n<h1>Access blocked</h1>\n<p>The content you requested was blocked because it contains <b>{name}</b>.</p>\n<p>icapd</p>\n</body></html>\n"
-    );
+    let page = template.unwrap_or(DEFAULT_BLOCK_PAGE).replace("{{THREAT}}", &name);
     let http_head = format!(
         "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Virus-ID: {name}\r\nConnection: close\r\n\r\n",
         page.len()
@@ -153,7 +155,7 @@ mod tests {
     #[test]
     fn block_page_is_well_framed_and_sanitised() {
         let mut out = Vec::new();
-        block(&mut out, "Evil<script>;\r\nX: y", "t", 0);
+        block(&mut out, "Evil<script>;\r\nX: y", None, "t", 0);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("X-Infection-Found: Type=0; Resolution=2; Threat=EvilscriptX:y;\r\n"));
         let head_end = text.find("\r\n\r\n").unwrap() + 4;

@@ -46,7 +46,10 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let limits = ctx.limits;
-    let mut conn = Conn::new(limits, ctx.info, ctx.inspector.build(), Instant::now());
+    let mut conn = Conn::new(limits, ctx.info, ctx.build_inspector(), Instant::now());
+    if let Some(page) = &ctx.block_page {
+        conn.set_block_page(page.clone());
+    }
     loop {
         while conn.has_output() {
             match write_some(&mut stream, &conn, limits.body_inactivity).await {
@@ -81,7 +84,12 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
         }
         match read {
             Ok(0) => conn.handle_eof(),
-            Ok(n) => conn.handle_read(n, Instant::now(), unix_now()),
+            Ok(n) => {
+                let started = Instant::now();
+                let unix = unix_now();
+                conn.handle_read(n, started, unix);
+                conn.handle_scan_time(started.elapsed(), unix);
+            }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => conn.handle_timeout(Instant::now(), unix_now()),
             Err(_) => conn.handle_eof(),
         }

@@ -9,19 +9,25 @@
 
 mod conn_task;
 pub mod cpus;
+mod reload;
 mod sendmsg;
 mod shard;
 
 use crate::config::Config;
+use crate::inspect::InspectorKind;
+use crate::signatures::{self, Generation};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use glommio::{LocalExecutorBuilder, Placement};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Messages from the main thread to a shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Control {
     /// Stop accepting, finish in-flight transactions, close idle connections, exit.
     Stop,
+    /// Switch to this signature generation at the next request boundary.
+    Install(Arc<Generation>),
 }
 
 /// Messages from a shard to the main thread.
@@ -57,6 +63,22 @@ pub fn run(config: Config) -> i32 {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    // The first generation is loaded before any shard starts: a server that cannot scan must
+    // not accept traffic.
+    let generation = if config.inspector == InspectorKind::Engine {
+        match signatures::load(&config.signatures, signatures::LoadOptions { id: 0 }) {
+            Ok(g) => {
+                reload::report(&g, &config.signatures);
+                Some(Arc::new(g))
+            }
+            Err(e) => {
+                eprintln!("icapd: cannot load signatures: {e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
     let (event_tx, event_rx) = unbounded::<ShardEvent>();
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let shards = config.cpus.len();
@@ -65,13 +87,14 @@ pub fn run(config: Config) -> i32 {
         controls.push(ctl_tx);
         let events = event_tx.clone();
         let cfg = config.clone();
+        let gen = generation.clone();
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("icapd-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
             .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 let _guard = ExitGuard { shard, events: events.clone() };
-                shard::run(shard, cpu, shards, cfg, ctl_rx, events).await;
+                shard::run(shard, cpu, shards, cfg, gen, ctl_rx, events).await;
             });
         if let Err(e) = spawned {
             eprintln!("icapd: cannot start shard {shard} on CPU {cpu}: {e}");
@@ -85,7 +108,17 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    wait(config, controls, event_rx, signals)
+    let reloads = match generation {
+        Some(g) => match reload::start(config.signatures.clone(), config.reload_poll, g, controls.clone()) {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                eprintln!("icapd: cannot start the reload thread: {e}");
+                return 1;
+            }
+        },
+        None => None,
+    };
+    wait(config, controls, event_rx, signals, reloads)
 }
 
 fn signal_channel() -> std::io::Result<Receiver<i32>> {
@@ -102,7 +135,13 @@ fn signal_channel() -> std::io::Result<Receiver<i32>> {
     Ok(rx)
 }
 
-fn wait(config: Config, controls: Vec<Sender<Control>>, events: Receiver<ShardEvent>, signals: Receiver<i32>) -> i32 {
+fn wait(
+    config: Config,
+    controls: Vec<Sender<Control>>,
+    events: Receiver<ShardEvent>,
+    signals: Receiver<i32>,
+    reloads: Option<Sender<()>>,
+) -> i32 {
     let shards = controls.len();
     let mut listening = 0;
     let mut exited = 0;
@@ -139,9 +178,12 @@ fn wait(config: Config, controls: Vec<Sender<Control>>, events: Receiver<ShardEv
                 Err(_) => return 1,
             },
             recv(signals) -> sig => match sig {
-                Ok(signal_hook::consts::SIGHUP) => {
-                    eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector");
-                }
+                Ok(signal_hook::consts::SIGHUP) => match &reloads {
+                    Some(tx) => {
+                        let _ = tx.send(());
+                    }
+                    None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
+                },
                 Ok(_) if stopping.is_none() => {
                     eprintln!("icapd: stopping: finishing in-flight transactions (up to {:?})", config.shutdown_grace);
                     stopping = Some(Instant::now());

@@ -3,10 +3,12 @@
 use super::conn_task;
 use super::{Control, ShardEvent};
 use crate::config::Config;
-use crate::inspect::InspectorKind;
+use crate::inspect::{Inspector, InspectorKind};
 use crate::limits::Limits;
 use crate::proto::blocks::BlockPool;
 use crate::proto::response::{self, ServerInfo};
+use crate::scan::engine::{EngineInspector, ScanCtx};
+use crate::signatures::Generation;
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Listen backlog per shard: bursts of new connections from a busy proxy should queue, not be
@@ -32,6 +35,9 @@ pub struct ShardCtx {
     pub limits: Limits,
     pub info: ServerInfo,
     pub inspector: InspectorKind,
+    /// The scanning context when the inspector is the signature engine.
+    pub scan: Option<Rc<ScanCtx>>,
+    pub block_page: Option<Rc<str>>,
     pub pool: RefCell<BlockPool>,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
@@ -41,6 +47,15 @@ pub struct ShardCtx {
 }
 
 impl ShardCtx {
+    /// A fresh inspector for one connection.
+    pub fn build_inspector(&self) -> Box<dyn Inspector> {
+        match (self.inspector.build(), &self.scan) {
+            (Some(builtin), _) => builtin,
+            (None, Some(scan)) => Box::new(EngineInspector::new(scan.clone())),
+            (None, None) => unreachable!("the engine inspector always has a scanning context"),
+        }
+    }
+
     pub fn next_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -64,6 +79,7 @@ pub async fn run(
     cpu: usize,
     shards: usize,
     cfg: Config,
+    generation: Option<Arc<Generation>>,
     control: Receiver<Control>,
     events: Sender<ShardEvent>,
 ) {
@@ -83,6 +99,8 @@ pub async fn run(
             options_ttl_secs: limits.options_ttl.as_secs(),
         },
         inspector: cfg.inspector,
+        scan: generation.map(|g| ScanCtx::new(g, limits.scan(), cfg.policy.clone())),
+        block_page: cfg.block_page.as_deref().map(Rc::from),
         pool: RefCell::new(BlockPool::new(
             limits.recv_block_bytes,
             limits.idle_block_bytes,
@@ -97,11 +115,21 @@ pub async fn run(
     let _ = events.send(ShardEvent::Listening { shard, cpu });
 
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let control_ctx = ctx.clone();
     spawn_local(async move {
         loop {
-            if let Ok(Control::Stop) = control.try_recv() {
-                let _ = stop_tx.send(()).await;
-                return;
+            while let Ok(msg) = control.try_recv() {
+                match msg {
+                    Control::Stop => {
+                        let _ = stop_tx.send(()).await;
+                        return;
+                    }
+                    Control::Install(gen) => {
+                        if let Some(scan) = &control_ctx.scan {
+                            scan.install(gen);
+                        }
+                    }
+                }
             }
             glommio::timer::sleep(CONTROL_POLL).await;
         }
@@ -154,7 +182,7 @@ async fn drain(ctx: &ShardCtx, grace: Duration) {
 async fn refuse(mut stream: TcpStream, ctx: Rc<ShardCtx>) {
     let mut out = Vec::with_capacity(256);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    response::bodiless(&mut out, 503, ctx.inspector.build().istag(), now, true);
+    response::bodiless(&mut out, 503, ctx.build_inspector().istag(), now, true);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;

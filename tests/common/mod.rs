@@ -25,7 +25,11 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts icapd with `args` plus a private listen port, and an optional TOML config.
     pub fn start(args: &[&str], config_toml: Option<&str>) -> Server {
-        let port = free_port();
+        Server::start_on(free_port(), args, config_toml)
+    }
+
+    /// Like [`Server::start`] on a given port (to restart a server where a client expects it).
+    pub fn start_on(port: u16, args: &[&str], config_toml: Option<&str>) -> Server {
         let dir = std::env::temp_dir().join(format!("icapd-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_icapd"));
@@ -79,6 +83,7 @@ impl Server {
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
         let status = wait_timeout(&mut self.child, Duration::from_secs(20)).expect("icapd exits after SIGTERM");
+        let _ = std::fs::remove_dir_all(&self.dir);
         std::mem::forget(self);
         status
     }

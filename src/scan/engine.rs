@@ -1,0 +1,295 @@
+//! The signature engine as an [`Inspector`]: body signatures, hash signatures, YARA and URL
+//! rules over one object, streamed.
+//!
+//! One [`EngineInspector`] per connection, reused for every transaction on it. At `begin` it
+//! picks up the shard's current generation (so a reload takes effect at a request boundary
+//! while an object in flight finishes on the generation it started with), checks the URL deny
+//! list, and resets its streams. `feed` runs the body matcher, the digests and the YARA block
+//! scanner over each slice as it arrives and reports a threat as soon as one is certain, so the
+//! server can answer inside a preview or cut a streamed echo short. `finish` settles the hash
+//! signatures and the YARA rules, which only conclude at the end of the object.
+
+use super::body::BodyStream;
+use super::hash::HashStream;
+use super::policy::{self, OverLimit};
+use super::shard_gen::{LentBlock, ShardGen};
+use super::yara_stream::YaraFeeder;
+use super::ScanLimits;
+use crate::inspect::{Inspector, Progress, Txn, Verdict};
+use crate::proto::Method;
+use crate::signatures::{urls, Generation};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-shard scanning context: the current generation and the engine's settings.
+pub struct ScanCtx {
+    current: RefCell<Rc<ShardGen>>,
+    pub limits: ScanLimits,
+    pub policy: super::ScanPolicy,
+}
+
+impl ScanCtx {
+    pub fn new(gen: Arc<Generation>, limits: ScanLimits, policy: super::ScanPolicy) -> Rc<ScanCtx> {
+        let timeout = limits.scan_time_max.max(Duration::from_secs(1));
+        Rc::new(ScanCtx { current: RefCell::new(ShardGen::new(gen, timeout)), limits, policy })
+    }
+
+    /// Switches to a new generation; objects in flight keep the one they started with.
+    pub fn install(&self, gen: Arc<Generation>) {
+        let timeout = self.limits.scan_time_max.max(Duration::from_secs(1));
+        *self.current.borrow_mut() = ShardGen::new(gen, timeout);
+    }
+
+    pub fn current(&self) -> Rc<ShardGen> {
+        self.current.borrow().clone()
+    }
+}
+
+/// Capacity of the whole-object copy kept between objects; larger copies are freed.
+const WHOLE_KEEP_BYTES: usize = 256 * 1024;
+
+pub struct EngineInspector {
+    ctx: Rc<ScanCtx>,
+    sg: Rc<ShardGen>,
+    body: BodyStream,
+    hash: HashStream,
+    yara: Option<LentBlock>,
+    feeder: YaraFeeder,
+    /// The first bytes of the object, for YARA at preview time and the file-magic policy.
+    preview: Vec<u8>,
+    /// A copy of the object for whole-object YARA rules, while it fits.
+    whole: Vec<u8>,
+    whole_fits: bool,
+    bytes: u64,
+    spent: Duration,
+    content_type: Vec<u8>,
+    content_length: Option<u64>,
+    url: Vec<u8>,
+    done: Option<Verdict>,
+}
+
+impl EngineInspector {
+    pub fn new(ctx: Rc<ScanCtx>) -> Self {
+        let sg = ctx.current();
+        let overlap = ctx.limits.yara_overlap_bytes;
+        EngineInspector {
+            body: BodyStream::new(&sg.gen.body),
+            hash: HashStream::new(),
+            yara: None,
+            feeder: YaraFeeder::new(overlap),
+            preview: Vec::with_capacity(ctx.limits.preview_bytes),
+            whole: Vec::new(),
+            whole_fits: false,
+            bytes: 0,
+            spent: Duration::ZERO,
+            content_type: Vec::with_capacity(64),
+            content_length: None,
+            url: Vec::with_capacity(256),
+            done: None,
+            ctx,
+            sg,
+        }
+    }
+
+    fn gen(&self) -> &Generation {
+        &self.sg.gen
+    }
+
+    fn over_limit(&self, threat: &str) -> Verdict {
+        match self.ctx.policy.over_limit {
+            OverLimit::Block => Verdict::Infected { threat: threat.into() },
+            OverLimit::Pass => Verdict::Clean,
+        }
+    }
+
+    fn conclude(&mut self, v: Verdict) -> Progress {
+        self.yara = None;
+        self.done = Some(v.clone());
+        Progress::Done(v)
+    }
+
+    fn read_http_fields(&mut self, txn: &Txn<'_>) {
+        self.content_type.clear();
+        self.content_length = None;
+        self.url.clear();
+        let body_head = if txn.method == Method::Reqmod { txn.req_hdr } else { txn.res_hdr };
+        if let Some(head) = body_head {
+            if let Some(v) = header_value(head, b"content-type") {
+                self.content_type.extend_from_slice(v);
+            }
+            self.content_length = header_value(head, b"content-length")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok());
+        }
+        if let Some(req) = txn.req_hdr {
+            let line_end = req.iter().position(|&b| b == b'\r').unwrap_or(req.len());
+            let mut parts = req[..line_end].split(|&b| b == b' ');
+            if let (Some(_method), Some(target)) = (parts.next(), parts.next()) {
+                urls::subject(target, header_value(req, b"host"), &mut self.url);
+            }
+        }
+    }
+}
+
+/// The value of the first header `name` (lowercase) in an HTTP head.
+fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon].eq_ignore_ascii_case(name).then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+impl Inspector for EngineInspector {
+    fn begin(&mut self, txn: &Txn<'_>) -> Progress {
+        let current = self.ctx.current();
+        if !Rc::ptr_eq(&current, &self.sg) {
+            self.body = BodyStream::new(&current.gen.body);
+            self.sg = current;
+        }
+        self.yara = None;
+        self.done = None;
+        self.body.reset();
+        self.feeder.reset();
+        self.preview.clear();
+        self.whole.clear();
+        if self.whole.capacity() > WHOLE_KEEP_BYTES {
+            // A big object's copy is not kept on an idle connection.
+            self.whole = Vec::new();
+        }
+        self.bytes = 0;
+        self.spent = Duration::ZERO;
+        self.read_http_fields(txn);
+        if !self.url.is_empty() {
+            if let Some(name) = self.gen().urls.first_match(&self.url) {
+                return self.conclude(Verdict::Infected { threat: name.into() });
+            }
+        }
+        // Not `needed(content_length)`: a Content-Length header can lie, and a body longer than
+        // it must not escape the hash signatures. Hashing stops past the largest signed size.
+        let needed = self.gen().hashes.needed(None);
+        self.hash.begin(needed);
+        self.yara = self.sg.lend_block(self.ctx.limits.yara_block_scanners_max);
+        // Without a block scanner the streaming rules run with the whole-object ones at the end.
+        let need_whole = self.gen().yara.whole.is_some() || (self.yara.is_none() && self.gen().yara.stream.is_some());
+        self.whole_fits = need_whole;
+        Progress::More
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Progress {
+        if let Some(v) = &self.done {
+            return Progress::Done(v.clone());
+        }
+        self.bytes += data.len() as u64;
+        if self.bytes > self.ctx.limits.scan_bytes_max {
+            let v = self.over_limit(policy::THREAT_SIZE);
+            return self.conclude(v);
+        }
+        let room = self.ctx.limits.preview_bytes.saturating_sub(self.preview.len());
+        self.preview.extend_from_slice(&data[..room.min(data.len())]);
+        if self.whole_fits {
+            if self.whole.len() + data.len() <= self.ctx.limits.yara_whole_bytes_max {
+                self.whole.extend_from_slice(data);
+            } else {
+                self.whole_fits = false;
+                self.whole.clear();
+            }
+        }
+        let sg = self.sg.clone();
+        if let Some(sig) = self.body.feed(&sg.gen.body, data) {
+            return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
+        }
+        let hashed_before = self.bytes - data.len() as u64;
+        match sg.gen.hashes.size_max() {
+            // One byte past the largest signed size is enough to rule every signature out.
+            Some(max) if hashed_before > max => {}
+            Some(max) => {
+                let room = max.saturating_add(1) - hashed_before;
+                self.hash.feed(&data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
+            }
+            None => self.hash.feed(data),
+        }
+        if let Some(lent) = self.yara.as_mut() {
+            let fed = self.feeder.feed(lent.scanner(), data);
+            if self.feeder.scanned_any() {
+                lent.mark_used();
+            }
+            if fed.is_err() {
+                let v = self.over_limit(policy::THREAT_TIME);
+                return self.conclude(v);
+            }
+        }
+        Progress::More
+    }
+
+    fn preview_verdict(&mut self) -> Option<Verdict> {
+        // Streaming YARA rules that already hold on the preview answer now.
+        match self.sg.scan_stream_rules(&self.preview) {
+            Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
+            Ok(None) => {}
+            Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
+        }
+        self.ctx
+            .policy
+            .early_204
+            .allows(&self.content_type, self.content_length, &self.preview)
+            .then_some(Verdict::Clean)
+    }
+
+    fn charge(&mut self, spent: Duration) -> Progress {
+        if self.done.is_some() {
+            return Progress::More;
+        }
+        self.spent += spent;
+        if self.spent > self.ctx.limits.scan_time_max {
+            let v = self.over_limit(policy::THREAT_TIME);
+            return self.conclude(v);
+        }
+        Progress::More
+    }
+
+    fn finish(&mut self) -> Verdict {
+        if let Some(v) = self.done.take() {
+            return v;
+        }
+        let sg = self.sg.clone();
+        if let Some(sig) = self.body.finish(&sg.gen.body) {
+            return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
+        }
+        if let Some(name) = self.hash.finish(&sg.gen.hashes) {
+            return Verdict::Infected { threat: name.into() };
+        }
+        if let Some(mut lent) = self.yara.take() {
+            let flushed = self.feeder.finish(lent.scanner());
+            if self.feeder.scanned_any() {
+                lent.mark_used();
+            }
+            let result = flushed.and_then(|()| lent.finish());
+            match result {
+                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
+                Ok(None) => {}
+                Err(_) => return self.over_limit(policy::THREAT_TIME),
+            }
+        } else if self.whole_fits && sg.gen.yara.stream.is_some() {
+            match sg.scan_stream_rules(&self.whole) {
+                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
+                Ok(None) => {}
+                Err(_) => return self.over_limit(policy::THREAT_TIME),
+            }
+        }
+        if self.whole_fits {
+            match sg.scan_whole_rules(&self.whole) {
+                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
+                Ok(None) => {}
+                Err(_) => return self.over_limit(policy::THREAT_TIME),
+            }
+        }
+        Verdict::Clean
+    }
+
+    fn istag(&self) -> &str {
+        &self.sg.gen.istag
+    }
+}

@@ -1,0 +1,35 @@
+//! Scanning: pure given a signature generation. Streams take body slices and return matches or
+//! verdicts; nothing here touches a socket, a clock or the executor (scan time is charged by
+//! the caller).
+
+pub mod body;
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
+pub mod hash;
+pub mod literal;
+pub mod policy;
+pub mod shard_gen;
+pub mod yara_stream;
+
+use std::time::Duration;
+
+/// Bounds of the scanning engine (see [`crate::limits`] for their defaults and reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanLimits {
+    pub scan_bytes_max: u64,
+    pub scan_time_max: Duration,
+    pub yara_whole_bytes_max: usize,
+    pub yara_overlap_bytes: usize,
+    pub yara_block_scanners_max: usize,
+    /// The preview size the server advertises: how many leading bytes the engine keeps for
+    /// preview-time YARA and file-magic checks.
+    pub preview_bytes: usize,
+}
+
+/// Operator choices for the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPolicy {
+    pub over_limit: policy::OverLimit,
+    pub early_204: policy::Early204,
+}

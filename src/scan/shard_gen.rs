@@ -1,0 +1,153 @@
+//! A shard's view of one signature generation, with the yara-x scanners built for it.
+//!
+//! yara-x scanners borrow the compiled `Rules`, and building one is not free (it instantiates
+//! the rules' WASM module, about 0.5 ms), so a shard keeps them alive per generation instead of
+//! building one per request, and drops them with the generation instead of leaking it:
+//!
+//! * one whole-object scanner per rule set, used synchronously inside one call;
+//! * a pool of block scanners, lent to a connection for the duration of one object (a block
+//!   scanner accumulates matches until `finish`, so it cannot be shared by two objects in
+//!   flight). The pool grows on demand up to `yara_block_scanners_max`; when all are lent, the
+//!   object falls back to the whole-object path (scanned at the end if small enough).
+//!
+//! The scanners' borrow of the rules is extended to `'static` because the rules live in the
+//! `Arc<Generation>` held by the same [`ShardGen`]; every scanner is dropped before that `Arc`
+//! (field order here, and [`LentBlock`] holds an `Rc<ShardGen>` that outlives its scanner).
+//! `ShardGen` is shard-local (`Rc`), so lending costs no atomic operation.
+
+use crate::signatures::Generation;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+type BlockScanner = yara_x::blocks::Scanner<'static>;
+type WholeScanner = yara_x::Scanner<'static>;
+
+#[derive(Default)]
+struct Pool {
+    blocks: Vec<BlockScanner>,
+    created: usize,
+    stream_whole: Option<WholeScanner>,
+    whole: Option<WholeScanner>,
+}
+
+/// One generation as seen by one shard.
+pub struct ShardGen {
+    // Declared before `gen` so that every scanner is dropped before the rules it borrows.
+    pool: RefCell<Pool>,
+    pub gen: Arc<Generation>,
+    timeout: Duration,
+}
+
+impl ShardGen {
+    pub fn new(gen: Arc<Generation>, timeout: Duration) -> Rc<ShardGen> {
+        Rc::new(ShardGen { pool: RefCell::new(Pool::default()), gen, timeout })
+    }
+
+    fn rules_static(rules: &yara_x::Rules) -> &'static yara_x::Rules {
+        // SAFETY: `rules` lives inside `self.gen` (an Arc, so its address is stable), and every
+        // scanner made from this reference is dropped before `self.gen` (see the module docs).
+        unsafe { &*(rules as *const yara_x::Rules) }
+    }
+
+    /// Lends a block scanner for the streaming rule set, if there is one and the pool allows.
+    pub fn lend_block(self: &Rc<Self>, max: usize) -> Option<LentBlock> {
+        let rules = self.gen.yara.stream.as_ref()?;
+        let mut pool = self.pool.borrow_mut();
+        let scanner = match pool.blocks.pop() {
+            Some(s) => s,
+            None if pool.created < max => {
+                pool.created += 1;
+                let mut s = yara_x::blocks::Scanner::new(Self::rules_static(rules));
+                s.set_timeout(self.timeout);
+                s
+            }
+            None => return None,
+        };
+        Some(LentBlock { scanner: Some(scanner), owner: self.clone(), used: false, finished: false })
+    }
+
+    /// Runs the streaming rules over one contiguous buffer (a preview); the first matching
+    /// rule's name.
+    pub fn scan_stream_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
+        let Some(rules) = self.gen.yara.stream.as_ref() else { return Ok(None) };
+        let mut pool = self.pool.borrow_mut();
+        let timeout = self.timeout;
+        let scanner = pool.stream_whole.get_or_insert_with(|| {
+            let mut s = yara_x::Scanner::new(Self::rules_static(rules));
+            s.set_timeout(timeout);
+            s
+        });
+        first_match(scanner.scan(data)?.matching_rules())
+    }
+
+    /// Runs the whole-object rules over the complete object.
+    pub fn scan_whole_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
+        let Some(rules) = self.gen.yara.whole.as_ref() else { return Ok(None) };
+        let mut pool = self.pool.borrow_mut();
+        let timeout = self.timeout;
+        let scanner = pool.whole.get_or_insert_with(|| {
+            let mut s = yara_x::Scanner::new(Self::rules_static(rules));
+            s.set_timeout(timeout);
+            s
+        });
+        first_match(scanner.scan(data)?.matching_rules())
+    }
+}
+
+fn first_match<'a, 'r: 'a>(
+    mut rules: impl Iterator<Item = yara_x::Rule<'a, 'r>>,
+) -> Result<Option<String>, yara_x::ScanError> {
+    Ok(rules.next().map(|r| format!("YARA.{}", r.identifier())))
+}
+
+/// A block scanner on loan to one object; goes back to its pool when dropped.
+pub struct LentBlock {
+    // Declared before `owner`: the scanner must be gone before the generation can be.
+    scanner: Option<BlockScanner>,
+    owner: Rc<ShardGen>,
+    /// Whether a block was scanned for the current object (see [`LentBlock::mark_used`]).
+    used: bool,
+    /// Whether `finish` ran for the current object. A block scanner keeps its matches until
+    /// then, so one given back used but unfinished (the object ended early) is finished on
+    /// return: otherwise the next object would start with the previous object's matches.
+    finished: bool,
+}
+
+impl LentBlock {
+    pub fn scanner(&mut self) -> &mut BlockScanner {
+        self.scanner.as_mut().expect("present until drop")
+    }
+
+    /// Evaluates the rules over everything fed; the first matching rule's name. The scanner is
+    /// reset for its next object.
+    /// Records that a block was scanned. yara-x panics when asked to finish an object of
+    /// which it scanned nothing, so an unused scanner is neither finished nor reset.
+    pub fn mark_used(&mut self) {
+        self.used = true;
+    }
+
+    pub fn finish(&mut self) -> Result<Option<String>, yara_x::ScanError> {
+        if !self.used {
+            // Nothing was scanned: no pattern can have matched.
+            return Ok(None);
+        }
+        self.finished = true;
+        first_match(self.scanner().finish()?.matching_rules())
+    }
+}
+
+impl Drop for LentBlock {
+    fn drop(&mut self) {
+        if let Some(mut scanner) = self.scanner.take() {
+            // finish() marks the scanner for a reset before its next scan. If it fails the
+            // scanner's state is unknown, so it is not reused.
+            if !self.used || self.finished || scanner.finish().is_ok() {
+                self.owner.pool.borrow_mut().blocks.push(scanner);
+            } else {
+                self.owner.pool.borrow_mut().created -= 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Squid in front of icapd, end to end: a local origin server, icapd on a private port, and
+//! Squid on a private port with its own configuration, logs and pid file (never the system
+//! service), driven with curl through the proxy. The test command installs squid and curl; a
+//! component that cannot start fails the test loudly.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const EICAR: &[u8] = include_bytes!("samples/eicar.com");
+
+/// A minimal HTTP/1.1 origin on loopback: serves fixed objects, records the bodies it is sent.
+struct Origin {
+    port: u16,
+    uploads: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Origin {
+    fn start(objects: HashMap<String, Vec<u8>>) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let uploads = Arc::new(Mutex::new(Vec::new()));
+        let objects = Arc::new(objects);
+        let seen = uploads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (objects, seen) = (objects.clone(), seen.clone());
+                std::thread::spawn(move || serve_origin(stream, &objects, &seen));
+            }
+        });
+        Origin { port, uploads }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+fn serve_origin(stream: TcpStream, objects: &HashMap<String, Vec<u8>>, uploads: &Mutex<Vec<Vec<u8>>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let path =
+            target.split("://").nth(1).map_or(target.as_str(), |r| &r[r.find('/').unwrap_or(r.len())..]).to_string();
+        let body: Vec<u8> = if method == "POST" {
+            let mut b = vec![0; length];
+            if reader.read_exact(&mut b).is_err() {
+                return;
+            }
+            uploads.lock().unwrap().push(b);
+            b"stored\n".to_vec()
+        } else {
+            match objects.get(&path) {
+                Some(b) => b.clone(),
+                None => {
+                    let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                }
+            }
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n",
+            body.len()
+        );
+        if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Squid with a private configuration, killed when dropped.
+struct Squid {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Squid {
+    fn start(icap_port: u16) -> Squid {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("icapd-squid-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let conf = format!(
+            "http_port 127.0.0.1:{port}
+pid_filename {d}/squid.pid
+logformat verdict %ts.%03tu %ru %adapt::<last_h
+access_log {d}/logs/access.log verdict
+cache_log {d}/logs/cache.log
+cache_store_log none
+logformat icapd %ts.%03tu %icap::<h
+icap_log {d}/logs/icap.log icapd
+coredump_dir {d}
+cache deny all
+http_access allow localhost
+http_access deny all
+icap_enable on
+icap_preview_enable on
+icap_preview_size 1024
+icap_persistent_connections on
+icap_service_failure_limit -1
+icap_service svc_resp respmod_precache bypass=off icap://127.0.0.1:{icap_port}/respmod
+icap_service svc_req reqmod_precache bypass=off icap://127.0.0.1:{icap_port}/reqmod
+adaptation_access svc_resp allow all
+adaptation_access svc_req allow all
+shutdown_lifetime 1 seconds
+",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("squid.conf"), conf).unwrap();
+        // Squid drops to the proxy user when started as root; it must be able to write its logs.
+        let _ = Command::new("chown").args(["-R", "proxy:proxy"]).arg(&dir).status();
+        let _ = Command::new("chmod").args(["-R", "a+rwX"]).arg(&dir).status();
+        let child = Command::new("squid")
+            .args(["-N", "-f"])
+            .arg(dir.join("squid.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("squid must be installed (apt-get install squid); the test command installs it");
+        let squid = Squid { child, port, dir };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return squid;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(squid.dir.join("logs/cache.log")).unwrap_or_default();
+        panic!("squid did not start listening on {port}; cache.log:\n{log}");
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs curl through the proxy; returns (HTTP status, body, curl exit code).
+fn curl(squid: &Squid, url: &str, extra: &[&str]) -> (u16, Vec<u8>, i32) {
+    let out_file = squid.dir.join(format!("curl-{}", free_port()));
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "30", "-x", &format!("http://127.0.0.1:{}", squid.port), "-o"])
+        .arg(&out_file)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl must be installed; the test command installs it");
+    let status = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0);
+    let body = std::fs::read(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    (status, body, output.status.code().unwrap_or(-1))
+}
+
+fn signatures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures")
+}
+
+#[test]
+fn squid_in_front_of_icapd() {
+    let clean_page = b"<html><body>a clean page</body></html>\n".to_vec();
+    let big = pseudo_random(8 * 1024 * 1024, 8);
+    let mut poisoned = pseudo_random(6 * 1024 * 1024, 6);
+    poisoned[3 * 1024 * 1024..3 * 1024 * 1024 + EICAR.len()].copy_from_slice(EICAR);
+    let objects: HashMap<String, Vec<u8>> = [
+        ("/clean.html".to_string(), clean_page.clone()),
+        ("/eicar.com".to_string(), EICAR.to_vec()),
+        ("/big.bin".to_string(), big.clone()),
+        ("/poisoned.bin".to_string(), poisoned.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let origin = Origin::start(objects);
+    let sigs = signatures();
+    let mut icapd = Server::start(&["--shards", "2", "--signatures", sigs.to_str().unwrap()], None);
+    let squid = Squid::start(icapd.port);
+
+    // A clean page passes byte-exact.
+    let (status, body, _) = curl(&squid, &origin.url("/clean.html"), &[]);
+    assert_eq!((status, body), (200, clean_page.clone()));
+
+    // EICAR is blocked with the block page.
+    let (status, body, _) = curl(&squid, &origin.url("/eicar.com"), &[]);
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("Eicar-Test-Signature"));
+
+    // An 8 MB clean binary arrives byte-exact (servers that wait for the whole body stall here).
+    let (status, body, code) = curl(&squid, &origin.url("/big.bin"), &[]);
+    assert_eq!((status, code), (200, 0));
+    assert!(body == big, "8 MB object differs ({} bytes received)", body.len());
+
+    // A 6 MB binary with EICAR in the middle is never delivered whole.
+    let (_, body, code) = curl(&squid, &origin.url("/poisoned.bin"), &[]);
+    assert!(
+        body.len() < poisoned.len() && code != 0,
+        "poisoned object delivered: {} bytes, curl exit {code}",
+        body.len()
+    );
+
+    // An upload carrying EICAR is blocked before the origin sees it; a clean one reaches it.
+    let upload_dir = squid.dir.join("uploads");
+    std::fs::create_dir_all(&upload_dir).unwrap();
+    std::fs::write(upload_dir.join("eicar.txt"), EICAR).unwrap();
+    std::fs::write(upload_dir.join("clean.txt"), b"just a clean upload").unwrap();
+    let form = |f: &str| format!("file=@{}", upload_dir.join(f).display());
+    let (status, _, _) = curl(&squid, &origin.url("/upload"), &["-F", &form("eicar.txt")]);
+    assert_eq!(status, 403);
+    assert!(origin.uploads.lock().unwrap().iter().all(|u| !u.windows(EICAR.len()).any(|w| w == EICAR)));
+    let (status, body, _) = curl(&squid, &origin.url("/upload"), &["-F", &form("clean.txt")]);
+    assert_eq!((status, body.as_slice()), (200, &b"stored\n"[..]));
+    assert!(origin.uploads.lock().unwrap().iter().any(|u| u.windows(19).any(|w| w == b"just a clean upload")));
+
+    // Squid logs the threat name from X-Infection-Found: in the access log through
+    // %adapt::<last_h, and in the ICAP log through %icap::<h.
+    for log in ["access.log", "icap.log"] {
+        let mut logged = false;
+        for _ in 0..50 {
+            if squid.log(log).contains("Threat=Eicar-Test-Signature;") {
+                logged = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(logged, "{log}:\n{}", squid.log(log));
+    }
+
+    // 200 clean fetches, 8 at a time, all succeed.
+    let squid_port = squid.port;
+    let url = origin.url("/clean.html");
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, failures, page) = (url.clone(), failures.clone(), clean_page.clone());
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let out = Command::new("curl")
+                        .args(["-s", "--max-time", "30", "-x", &format!("http://127.0.0.1:{squid_port}"), &url])
+                        .output()
+                        .unwrap();
+                    if !out.status.success() || out.stdout != page {
+                        failures.lock().unwrap().push(out.status.code());
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(failures.lock().unwrap().is_empty(), "failed fetches: {:?}", failures.lock().unwrap());
+
+    // icapd restarted (SIGTERM, start again on the same port) between two fetches.
+    assert_eq!(curl(&squid, &origin.url("/clean.html"), &[]).0, 200);
+    let port = icapd.port;
+    let status = icapd.stop();
+    assert_eq!(status.code(), Some(0));
+    icapd = Server::start_on(port, &["--shards", "2", "--signatures", sigs.to_str().unwrap()], None);
+    let (status, body, _) = curl(&squid, &origin.url("/clean.html"), &[]);
+    assert_eq!((status, body), (200, clean_page));
+    drop(icapd);
+}
