@@ -15,14 +15,38 @@ use std::sync::Arc;
 const EICAR: &[u8] = include_bytes!("../../tests/samples/eicar.com");
 
 fn ctx(limits: Limits) -> Rc<ScanCtx> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures");
-    let gen = load(&dir, LoadOptions::default()).expect("bundled signatures load");
+    ctx_from(&Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures"), limits)
+}
+
+fn ctx_from(dir: &Path, limits: Limits) -> Rc<ScanCtx> {
+    let gen = load(dir, LoadOptions::default()).expect("signatures load");
     assert!(gen.problems.is_empty(), "{:?}", gen.problems);
-    ScanCtx::new(
-        Arc::new(gen),
-        limits.scan(),
-        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() },
-    )
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    ScanCtx::new(Arc::new(gen), limits.scan(), policy)
+}
+
+/// A private signature folder holding the given files (name, contents); removed on drop.
+struct Folder(std::path::PathBuf);
+
+impl Folder {
+    fn new(tag: &str, files: &[(&str, Vec<u8>)]) -> Folder {
+        let dir = std::env::temp_dir().join(format!("icapd-engine-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.join(name), contents).unwrap();
+        }
+        Folder(dir)
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bundled_file(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures").join(name)).unwrap()
 }
 
 fn verdict(inspector: &mut EngineInspector, body: &[u8], cuts: &[usize]) -> Verdict {
@@ -103,16 +127,8 @@ fn scan_size_limit() {
 
 #[test]
 fn a_lying_content_length_does_not_skip_hash_signatures() {
-    let dir = std::env::temp_dir().join(format!("icapd-engine-hdb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures/eicar.hdb"), dir.join("eicar.hdb")).unwrap();
-    let gen = load(&dir, LoadOptions::default()).unwrap();
-    let ctx = ScanCtx::new(
-        Arc::new(gen),
-        Limits::default().scan(),
-        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() },
-    );
-    let mut inspector = EngineInspector::new(ctx);
+    let folder = Folder::new("hdb", &[("eicar.hdb", bundled_file("eicar.hdb"))]);
+    let mut inspector = EngineInspector::new(ctx_from(&folder.0, Limits::default()));
     let res_hdr = b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n";
     let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(res_hdr) };
     assert!(matches!(inspector.begin(&txn), Progress::More));
@@ -124,28 +140,15 @@ fn a_lying_content_length_does_not_skip_hash_signatures() {
     let _ = inspector.feed(EICAR);
     let _ = inspector.feed(b"x");
     assert_eq!(inspector.finish(), Verdict::Clean);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_object_that_ends_early_leaves_no_yara_state_behind() {
     // YARA-only marker: split across two objects it must never match, whatever ended the
     // first object early.
-    let dir = std::env::temp_dir().join(format!("icapd-engine-yara-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("m.yar"),
-        "rule Two { strings: $a = \"first-half\" $b = \"second-half\" condition: $a and $b }",
-    )
-    .unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures/eicar.ndb"), dir.join("eicar.ndb")).unwrap();
-    let gen = load(&dir, LoadOptions::default()).unwrap();
-    let ctx = ScanCtx::new(
-        Arc::new(gen),
-        Limits::default().scan(),
-        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() },
-    );
-    let mut inspector = EngineInspector::new(ctx);
+    let rule = b"rule Two { strings: $a = \"first-half\" $b = \"second-half\" condition: $a and $b }".to_vec();
+    let folder = Folder::new("yara", &[("m.yar", rule), ("eicar.ndb", bundled_file("eicar.ndb"))]);
+    let mut inspector = EngineInspector::new(ctx_from(&folder.0, Limits::default()));
     let first = [b"....first-half....".as_slice(), EICAR].concat();
     assert_eq!(verdict(&mut inspector, &first, &[]), Verdict::Infected { threat: "Eicar-Test-Signature".into() });
     assert_eq!(verdict(&mut inspector, b"....second-half....", &[]), Verdict::Clean);
@@ -153,5 +156,4 @@ fn an_object_that_ends_early_leaves_no_yara_state_behind() {
         verdict(&mut inspector, b"first-half second-half", &[8]),
         Verdict::Infected { threat: "YARA.Two".into() }
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,23 +71,25 @@ impl ShardGen {
     /// Runs the streaming rules over one contiguous buffer (a preview); the first matching
     /// rule's name.
     pub fn scan_stream_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
-        let Some(rules) = self.gen.yara.stream.as_ref() else { return Ok(None) };
-        let mut pool = self.pool.borrow_mut();
-        let timeout = self.timeout;
-        let scanner = pool.stream_whole.get_or_insert_with(|| {
-            let mut s = yara_x::Scanner::new(Self::rules_static(rules));
-            s.set_timeout(timeout);
-            s
-        });
-        first_match(scanner.scan(data)?.matching_rules())
+        self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data)
     }
 
     /// Runs the whole-object rules over the complete object.
     pub fn scan_whole_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
-        let Some(rules) = self.gen.yara.whole.as_ref() else { return Ok(None) };
+        self.scan_whole_buffer(self.gen.yara.whole.as_ref(), |pool| &mut pool.whole, data)
+    }
+
+    /// Scans `data` with `rules` using the pool's scanner in `slot`, built on first use.
+    fn scan_whole_buffer(
+        &self,
+        rules: Option<&yara_x::Rules>,
+        slot: impl FnOnce(&mut Pool) -> &mut Option<WholeScanner>,
+        data: &[u8],
+    ) -> Result<Option<String>, yara_x::ScanError> {
+        let Some(rules) = rules else { return Ok(None) };
         let mut pool = self.pool.borrow_mut();
         let timeout = self.timeout;
-        let scanner = pool.whole.get_or_insert_with(|| {
+        let scanner = slot(&mut pool).get_or_insert_with(|| {
             let mut s = yara_x::Scanner::new(Self::rules_static(rules));
             s.set_timeout(timeout);
             s

@@ -56,6 +56,15 @@ impl ShardCtx {
         }
     }
 
+    /// The ISTag answers carry right now (without building an inspector).
+    pub fn istag(&self) -> String {
+        match (&self.scan, self.inspector.build()) {
+            (Some(scan), _) => scan.current().gen.istag.clone(),
+            (None, Some(builtin)) => builtin.istag().to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
     pub fn next_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -182,7 +191,7 @@ async fn drain(ctx: &ShardCtx, grace: Duration) {
 async fn refuse(mut stream: TcpStream, ctx: Rc<ShardCtx>) {
     let mut out = Vec::with_capacity(256);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    response::bodiless(&mut out, 503, ctx.build_inspector().istag(), now, true);
+    response::bodiless(&mut out, 503, &ctx.istag(), now, true);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;
