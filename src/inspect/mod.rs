@@ -76,6 +76,24 @@ pub trait Inspector {
     fn istag(&self) -> &str;
 }
 
+/// Test helper: runs one RESPMOD object through `inspector`, fed in the pieces `cuts` gives,
+/// and returns the verdict (early or at the end), the way the connection drives it.
+#[cfg(test)]
+pub fn verdict_of(inspector: &mut dyn Inspector, body: &[u8], cuts: &[usize]) -> Verdict {
+    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
+    if let Progress::Done(v) = inspector.begin(&txn) {
+        return v;
+    }
+    let mut prev = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
+        if let Progress::Done(v) = inspector.feed(&body[prev..cut]) {
+            return v;
+        }
+        prev = cut;
+    }
+    inspector.finish()
+}
+
 /// Which inspector the server uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InspectorKind {

@@ -69,19 +69,9 @@ impl Inspector for TestInspector {
 mod tests {
     use super::*;
     use crate::proto::testutil::for_each_split;
-    use crate::proto::Method;
 
     fn verdict(body: &[u8], cuts: &[usize]) -> Verdict {
-        let mut inspector = TestInspector::new();
-        let _ = inspector.begin(&Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None });
-        let mut prev = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
-            if let Progress::Done(v) = inspector.feed(&body[prev..cut]) {
-                return v;
-            }
-            prev = cut;
-        }
-        inspector.finish()
+        crate::inspect::verdict_of(&mut TestInspector::new(), body, cuts)
     }
 
     #[test]

@@ -50,18 +50,7 @@ fn bundled_file(name: &str) -> Vec<u8> {
 }
 
 fn verdict(inspector: &mut EngineInspector, body: &[u8], cuts: &[usize]) -> Verdict {
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
-    if let Progress::Done(v) = inspector.begin(&txn) {
-        return v;
-    }
-    let mut prev = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
-        if let Progress::Done(v) = inspector.feed(&body[prev..cut]) {
-            return v;
-        }
-        prev = cut;
-    }
-    inspector.finish()
+    crate::inspect::verdict_of(inspector, body, cuts)
 }
 
 fn xorshift(seed: &mut u64) -> u64 {

@@ -16,8 +16,3 @@ pub mod yara;
 
 pub use generation::{load, Generation, LoadOptions};
 pub use problem::Problem;
-
-/// Whether `name` is acceptable as a threat name (see [`problem::check_name`]).
-pub fn valid_name(name: &str) -> bool {
-    problem::check_name(name).is_ok()
-}

@@ -43,8 +43,8 @@ pub fn parse_urls(text: &str, file: &Path) -> (Vec<UrlRule>, Vec<Problem>) {
             problems.push(problem("expected Name:host:value or Name:url:value".into()));
             continue;
         };
-        if !super::valid_name(name) {
-            problems.push(problem(format!("invalid rule name '{name}'")));
+        if let Err(why) = super::problem::check_name(name) {
+            problems.push(problem(format!("invalid rule name '{name}': {why}")));
             continue;
         }
         let value = value.trim();
