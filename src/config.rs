@@ -94,6 +94,10 @@ struct FileLimits {
     yara_whole_bytes_max: Option<usize>,
     yara_overlap_bytes: Option<usize>,
     yara_block_scanners_max: Option<usize>,
+    threat_labels_max: Option<usize>,
+    access_log_flush_bytes: Option<usize>,
+    scrape_request_bytes_max: Option<usize>,
+    scrape_deadline_ms: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -247,6 +251,10 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         yara_whole_bytes_max: f.yara_whole_bytes_max.unwrap_or(d.yara_whole_bytes_max),
         yara_overlap_bytes: f.yara_overlap_bytes.unwrap_or(d.yara_overlap_bytes),
         yara_block_scanners_max: f.yara_block_scanners_max.unwrap_or(d.yara_block_scanners_max),
+        threat_labels_max: f.threat_labels_max.unwrap_or(d.threat_labels_max),
+        access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
+        scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
+        scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)

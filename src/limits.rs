@@ -61,6 +61,16 @@ pub const YARA_OVERLAP_BYTES: usize = 1024;
 pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
+/// Distinct threat names a shard counts by name in its metrics; further names are counted as
+/// `other`, so a signature set with millions of names cannot blow up a Prometheus server.
+pub const THREAT_LABELS_MAX: usize = 256;
+/// Access-log bytes a shard buffers before writing them out (it also writes every control
+/// tick, 50 ms): one write per many lines instead of one per transaction.
+pub const ACCESS_LOG_FLUSH_BYTES: usize = 64 * 1024;
+/// Largest HTTP request head accepted on the metrics listener.
+pub const SCRAPE_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// How long the metrics listener waits for a scraper's request, and for the shards' counters.
+pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
@@ -86,6 +96,10 @@ pub struct Limits {
     pub yara_whole_bytes_max: usize,
     pub yara_overlap_bytes: usize,
     pub yara_block_scanners_max: usize,
+    pub threat_labels_max: usize,
+    pub access_log_flush_bytes: usize,
+    pub scrape_request_bytes_max: usize,
+    pub scrape_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -111,6 +125,10 @@ impl Default for Limits {
             yara_whole_bytes_max: YARA_WHOLE_BYTES_MAX,
             yara_overlap_bytes: YARA_OVERLAP_BYTES,
             yara_block_scanners_max: YARA_BLOCK_SCANNERS_MAX,
+            threat_labels_max: THREAT_LABELS_MAX,
+            access_log_flush_bytes: ACCESS_LOG_FLUSH_BYTES,
+            scrape_request_bytes_max: SCRAPE_REQUEST_BYTES_MAX,
+            scrape_deadline: SCRAPE_DEADLINE,
         }
     }
 }
@@ -146,6 +164,8 @@ impl Limits {
             ("recv_block_bytes", self.recv_block_bytes),
             ("idle_block_bytes", self.idle_block_bytes),
             ("body_segments_max", self.body_segments_max),
+            ("access_log_flush_bytes", self.access_log_flush_bytes),
+            ("scrape_request_bytes_max", self.scrape_request_bytes_max),
         ];
         for (name, value) in nonzero {
             if value == 0 {
@@ -170,6 +190,9 @@ impl Limits {
         }
         if self.yara_overlap_bytes == 0 || self.yara_overlap_bytes > 64 * 1024 {
             return Err("yara_overlap_bytes must be between 1 and 65536".into());
+        }
+        if self.scrape_deadline.is_zero() {
+            return Err("scrape_deadline must be greater than 0".into());
         }
         if self.scan_time_max.is_zero() {
             return Err("scan_time_max must be greater than 0".into());

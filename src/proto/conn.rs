@@ -69,12 +69,26 @@ pub enum State {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnOutcome {
     pub method: Option<Method>,
+    /// The service named in the request URI, when it is one of ours.
+    pub service: Option<&'static str>,
+    /// ICAP status of the answer; 0 when the answer had started and was cut off.
     pub status: u16,
     pub verdict: Option<Verdict>,
+    /// Encapsulated body bytes received (after de-chunking), up to the answer.
     pub body_bytes: u64,
+    /// Bytes of the ICAP head and the encapsulated HTTP headers.
+    pub head_bytes: u64,
+    /// Bytes queued for the client for this transaction (head, echoed headers and body).
+    pub out_bytes: u64,
+    /// When the first byte of the request head was processed (the caller's clock).
+    pub started: Instant,
     /// The echo was cut off (threat found after the answer had started, or an error).
     pub aborted: bool,
 }
+
+/// Outcomes a connection keeps for the caller before it polls them. Pipelined requests that
+/// complete in one read can exceed this; the queue then grows, bounded by what one read holds.
+const OUTCOMES_RESERVED: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 enum Out {
@@ -114,6 +128,9 @@ pub struct Conn {
     /// Start of the idle period or head, or time of the last body activity.
     since: Instant,
     outcomes: VecDeque<TxnOutcome>,
+    /// When the current transaction's head started, and what it has queued for output.
+    txn_started: Instant,
+    txn_out_bytes: u64,
     last_error: Option<ProtoError>,
     block_page: Option<std::rc::Rc<str>>,
 }
@@ -144,7 +161,9 @@ impl Conn {
             scratch: Vec::with_capacity(1024),
             inspector,
             since: now,
-            outcomes: VecDeque::with_capacity(4),
+            outcomes: VecDeque::with_capacity(OUTCOMES_RESERVED),
+            txn_started: now,
+            txn_out_bytes: 0,
             last_error: None,
             block_page: None,
         }
@@ -379,6 +398,8 @@ impl Conn {
                     if self.state == State::Idle {
                         self.state = State::Head;
                         self.since = now;
+                        self.txn_started = now;
+                        self.txn_out_bytes = 0;
                     }
                     match self.head.parse(region) {
                         Ok(HeadStatus::Partial) => return,
@@ -642,7 +663,7 @@ impl Conn {
         self.push_scratch(|out, istag| response::echo_head(out, req.method, hdr_len, body, istag, unix_secs));
         if let Some(seg) = self.hdr_seg.take() {
             if !seg.is_empty() {
-                self.out.push_back(Out::Seg(seg));
+                self.push_seg(seg);
             }
         }
     }
@@ -663,6 +684,7 @@ impl Conn {
         }
         let start = self.scratch.len();
         response::chunk_header(&mut self.scratch, excess);
+        self.txn_out_bytes += (self.scratch.len() - start) as u64;
         self.out.push_back(Out::Scratch { start, end: self.scratch.len() });
         let mut left = excess;
         while left > 0 {
@@ -673,7 +695,7 @@ impl Conn {
             if front.is_empty() {
                 self.retained.pop_front();
             }
-            self.out.push_back(Out::Seg(piece));
+            self.push_seg(piece);
             left -= take;
         }
         self.retained_bytes -= excess;
@@ -712,19 +734,37 @@ impl Conn {
     }
 
     fn record(&mut self, method: Option<Method>, status: u16, aborted: bool) {
-        if self.outcomes.len() == self.outcomes.capacity() {
-            self.outcomes.pop_front();
-        }
-        self.outcomes.push_back(TxnOutcome { method, status, verdict: None, body_bytes: self.body_bytes, aborted });
+        let head_bytes = match self.req {
+            Some(req) => (self.head_len + req.encapsulated.body_offset as usize) as u64,
+            None => 0,
+        };
+        self.outcomes.push_back(TxnOutcome {
+            method,
+            service: self.req.map(|r| r.service.name),
+            status,
+            verdict: None,
+            body_bytes: self.body_bytes,
+            head_bytes,
+            out_bytes: self.txn_out_bytes,
+            started: self.txn_started,
+            aborted,
+        });
     }
 
     fn push_scratch(&mut self, write: impl FnOnce(&mut Vec<u8>, &str)) {
         let start = self.scratch.len();
         write(&mut self.scratch, self.inspector.istag());
+        self.txn_out_bytes += (self.scratch.len() - start) as u64;
         self.out.push_back(Out::Scratch { start, end: self.scratch.len() });
     }
 
     fn push_static(&mut self, bytes: &'static [u8]) {
+        self.txn_out_bytes += bytes.len() as u64;
         self.out.push_back(Out::Static(bytes));
+    }
+
+    fn push_seg(&mut self, seg: Seg) {
+        self.txn_out_bytes += seg.len() as u64;
+        self.out.push_back(Out::Seg(seg));
     }
 }
