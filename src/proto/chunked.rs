@@ -4,8 +4,8 @@
 //! as ranges of the input it was given, so body bytes are never copied by the decoder. State
 //! carries across calls, so any split of the input yields the same data and the same end.
 //!
-//! Strict: sizes are one or more hex digits (no sign, no `0x`, no whitespace before them) with
-//! checked 64-bit arithmetic; line ends are CRLF; a chunk-size line with its extensions is
+//! Strict: sizes are one or more hex digits (no sign, no `0x`, no whitespace before them, and
+//! whitespace after them only before a `;` extension) with checked 64-bit arithmetic; line ends are CRLF; a chunk-size line with its extensions is
 //! bounded; `ieof` is only valid on the zero-size chunk; trailers are header lines within a
 //! byte bound.
 
@@ -29,7 +29,8 @@ enum State {
     Size {
         digits: u32,
     },
-    /// After the size: optional whitespace, then `;` extensions or CR.
+    /// After the size and at least one whitespace byte: more whitespace, then `;` (RFC 9112
+    /// "BWS" before a chunk extension).
     AfterSize,
     /// Inside extensions; the current extension's text is hashed into `ext` to spot `ieof`.
     Extension,
@@ -121,8 +122,18 @@ impl ChunkDecoder {
                     }
                 }
                 State::AfterSize => {
+                    // Whitespace after the size is only allowed before an extension: a size
+                    // line that ends in whitespace is outside the grammar, and readers that
+                    // trim it and readers that refuse it would frame the body differently.
                     self.count_line_byte()?;
-                    self.after_size_byte(b)?;
+                    match b {
+                        b';' => {
+                            self.state = State::Extension;
+                            self.ieof_match = 0;
+                        }
+                        b' ' | b'\t' => {}
+                        _ => return Err(ProtoError::ChunkSize),
+                    }
                 }
                 State::Extension => {
                     self.count_line_byte()?;
@@ -302,6 +313,7 @@ mod tests {
         for (input, ieof) in [
             (&b"0;ieof\r\n\r\n"[..], true),
             (b"0 ; ieof\r\n\r\n", true),
+            (b"0 \t ;ieof\r\n\r\n", true),
             (b"0; IEOF\r\n\r\n", true),
             (b"0; ieof \r\n\r\n", true),
             (b"0; foo=bar; ieof\r\n\r\n", true),
@@ -343,6 +355,14 @@ mod tests {
             (b"\r\n", ChunkSize),
             (b"3\nabc\r\n0\r\n\r\n", ChunkSize),
             (b"3 4\r\n", ChunkSize),
+            (b"3 \r\nabc\r\n0\r\n\r\n", ChunkSize),
+            (b"3\t\r\nabc\r\n0\r\n\r\n", ChunkSize),
+            (b"0 \r\n\r\n", ChunkSize),
+            (b"3\r\r\nabc\r\n", ChunkSize),
+            (b"3\x00\r\nabc\r\n", ChunkSize),
+            (b"3;\x00\r\nabc\r\n", ChunkExtension),
+            (b"ffffffffffffffff0\r\n", ChunkOverflow),
+            (b"3\r\nabc\r\n0\r\nA: b\r\n\r\r\n", TrailerSyntax),
             (b"3\r\nabcd\r\n", ChunkDataEnd),
             (b"3\r\nabc\n0\r\n\r\n", ChunkDataEnd),
             (b"10000000000000000\r\n", ChunkOverflow),

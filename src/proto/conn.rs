@@ -36,7 +36,7 @@ use super::blocks::{Block, BlockPool, Seg};
 use super::chunked::{Chunk, ChunkDecoder};
 use super::error::ProtoError;
 use super::head::{HeadParser, HeadStatus};
-use super::httphead;
+use super::httphead::{self, Section};
 use super::request::{self, Request};
 use super::response::{self, ServerInfo};
 use super::Method;
@@ -424,9 +424,13 @@ impl Conn {
                         return;
                     }
                     let base = self.msg_start + self.head_len;
-                    let sections = [req.encapsulated.req_hdr_range(), req.encapsulated.res_hdr_range()];
-                    for (a, b) in sections.into_iter().flatten() {
-                        if let Err(e) = httphead::validate_section(&back.buf[base + a as usize..base + b as usize]) {
+                    let sections = [
+                        req.encapsulated.req_hdr_range().map(|r| (r, Section::Request)),
+                        req.encapsulated.res_hdr_range().map(|r| (r, Section::Response)),
+                    ];
+                    for ((a, b), kind) in sections.into_iter().flatten() {
+                        let section = &back.buf[base + a as usize..base + b as usize];
+                        if let Err(e) = httphead::validate_section(section, kind) {
                             return self.fail(e, unix_secs);
                         }
                     }

@@ -473,3 +473,62 @@ fn rfc_3507_examples() {
     let every: Vec<usize> = (1..all.len()).collect();
     assert_eq!(drive(&all, &every, InspectorKind::Test, Limits::default()).resps, run.resps);
 }
+
+/// Encapsulated HTTP heads that two HTTP parsers could frame differently, or that are not HTTP
+/// heads of the kind their section promises, are refused with 400 however the input is split.
+#[test]
+fn ambiguous_or_malformed_encapsulated_heads_are_400() {
+    let res = |hdr: &str| {
+        format!(
+            "RESPMOD icap://h/respmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{hdr}3\r\nabc\r\n0\r\n\r\n",
+            hdr.len()
+        )
+    };
+    let req = |hdr: &str| {
+        format!(
+            "REQMOD icap://h/reqmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: req-hdr=0, req-body={}\r\n\r\n{hdr}3\r\nabc\r\n0\r\n\r\n",
+            hdr.len()
+        )
+    };
+    let cases = [
+        res("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        res("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+        res("HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n"),
+        res("HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\n\r\n"),
+        res("HTTP/1.1 200 OK\r\nContent-Length : 3\r\n\r\n"),
+        res("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        req("POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+        req("HTTP/1.1 200 OK\r\n\r\n"),
+    ];
+    for input in &cases {
+        let run = drive_all_ways(input.as_bytes(), InspectorKind::Null, Limits::default());
+        let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+        assert_eq!(statuses, [400], "{input}");
+        assert_eq!(run.state, State::Closing);
+    }
+    // The same requests with well-framed heads are answered.
+    for input in [
+        res("HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n"),
+        req("POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ] {
+        let run = drive_all_ways(input.as_bytes(), InspectorKind::Null, Limits::default());
+        let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
+        assert_eq!(statuses, [204], "{input}");
+        assert_eq!(run.state, State::Idle);
+    }
+}
+
+/// Whitespace after a chunk size is only allowed before an extension.
+#[test]
+fn chunk_size_with_trailing_whitespace_is_400() {
+    let head = format!(
+        "RESPMOD icap://h/respmod ICAP/1.0\r\nAllow: 204\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{RES_HDR}",
+        RES_HDR.len()
+    );
+    let run =
+        drive_all_ways(format!("{head}3 \r\nabc\r\n0\r\n\r\n").as_bytes(), InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps.iter().map(Resp::status).collect::<Vec<_>>(), [400]);
+    let run =
+        drive_all_ways(format!("{head}3 ;x=y\r\nabc\r\n0\r\n\r\n").as_bytes(), InspectorKind::Null, Limits::default());
+    assert_eq!(run.resps.iter().map(Resp::status).collect::<Vec<_>>(), [204]);
+}

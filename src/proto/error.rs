@@ -69,6 +69,9 @@ pub enum ProtoError {
     TrailerTooLarge,
     /// Trailer line that is not a header line.
     TrailerSyntax,
+    /// An encapsulated HTTP head whose body framing is ambiguous: Content-Length together with
+    /// Transfer-Encoding, Content-Length values that differ, or one that is not plain decimal.
+    HttpFraming,
 }
 
 impl ProtoError {
@@ -86,7 +89,7 @@ impl ProtoError {
             RequestLine | Uri | BareLf | HeaderFolding | HeaderSyntax | ControlByte | DuplicateHeader
             | EncapsulatedMissing | EncapsulatedSyntax | EncapsulatedOrder | EncapsulatedMethod | HttpHead
             | PreviewSyntax | PreviewTooLarge | PreviewOverrun | ChunkSize | ChunkOverflow | ChunkLineTooLong
-            | ChunkExtension | ChunkDataEnd | IeofOnData | TrailerTooLarge | TrailerSyntax => 400,
+            | ChunkExtension | ChunkDataEnd | IeofOnData | TrailerTooLarge | TrailerSyntax | HttpFraming => 400,
         }
     }
 }
@@ -135,6 +138,7 @@ mod tests {
             (ProtoError::HttpHeadTooLarge, 413),
             (ProtoError::BareLf, 400),
             (ProtoError::ChunkOverflow, 400),
+            (ProtoError::HttpFraming, 400),
         ];
         for (error, status) in table {
             assert_eq!(error.status(), status, "{error:?}");
