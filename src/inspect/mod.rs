@@ -9,13 +9,13 @@
 //!
 //! Two inspectors ship with the core: [`NullInspector`] (finds nothing, for measuring the
 //! protocol path) and [`TestInspector`] (flags a marker string, for testing every verdict path
-//! without the signature engine).
+//! without the signature engine, and panics on a second marker, for testing fault isolation).
 
 mod null;
 mod test_marker;
 
 pub use null::NullInspector;
-pub use test_marker::{TestInspector, TEST_MARKER};
+pub use test_marker::{TestInspector, TEST_MARKER, TEST_PANIC_MARKER};
 
 use crate::proto::Method;
 
