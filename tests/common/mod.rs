@@ -244,3 +244,46 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A RESPMOD whose whole body fits in the preview (`Preview` + `ieof`), with `Allow: 204`.
+pub fn respmod_preview_ieof(body: &[u8]) -> Vec<u8> {
+    let mut out = respmod_head("respmod", Some(body.len()), true);
+    out.extend(chunked(body, 1024));
+    out.extend_from_slice(b"0; ieof\r\n\r\n");
+    out
+}
+
+/// A well-behaved client's check on a fresh connection: a clean RESPMOD (preview with `ieof`)
+/// must be answered 204 and an OPTIONS on the same connection 200. Returns what went wrong.
+pub fn check_serves(server: &Server) -> Result<(), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    s.write_all(&respmod_preview_ieof(b"a clean little body")).map_err(|e| format!("write: {e}"))?;
+    match read_response(&mut reader) {
+        Ok(r) if r.status == 204 => {}
+        other => return Err(format!("clean RESPMOD: {other:?}")),
+    }
+    s.write_all(b"OPTIONS icap://127.0.0.1/respmod ICAP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    match read_response(&mut reader) {
+        Ok(r) if r.status == 200 => Ok(()),
+        other => Err(format!("OPTIONS: {other:?}")),
+    }
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// Open file descriptors of a process (entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count()
+}
