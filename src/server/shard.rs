@@ -41,8 +41,9 @@ pub struct ShardCtx {
     pub pool: RefCell<BlockPool>,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
-    /// Connections waiting between requests, by id: closed at once when the shard drains.
-    pub idle: RefCell<HashMap<u64, RawFd>>,
+    /// Connections waiting between requests: closed at once when the shard drains, and the
+    /// one idle longest is closed to make room for a new connection at the cap.
+    pub idle: RefCell<IdleSet>,
     next_id: Cell<u64>,
 }
 
@@ -70,6 +71,61 @@ impl ShardCtx {
         self.next_id.set(id + 1);
         id
     }
+}
+
+/// The connections of a shard that are blocked reading between requests (or before their
+/// first request), with the order in which they started waiting.
+///
+/// At the connection cap a new connection closes the one that has waited longest instead of
+/// being refused, because a 503 is a failed transaction to Squid (ten of them suspend the
+/// service, and with `bypass=off` that blocks all traffic), while closing an idle keep-alive
+/// connection costs the client one reconnect, exactly as the idle timeout would. Connections in
+/// the middle of a request are never closed this way: slow ones are bounded by the header and
+/// body deadlines instead. So a flood of idle connections cannot lock a proxy out, and only a
+/// flood of connections that all hold a request open can fill the cap (until their deadlines).
+#[derive(Debug, Default)]
+pub struct IdleSet {
+    /// id -> (socket, when it started waiting, as a sequence number).
+    waiting: HashMap<u64, (RawFd, u64)>,
+    next_seq: u64,
+}
+
+impl IdleSet {
+    /// Connection `id` starts waiting for its next request on `fd`.
+    pub fn insert(&mut self, id: u64, fd: RawFd) {
+        self.waiting.insert(id, (fd, self.next_seq));
+        self.next_seq += 1;
+    }
+
+    /// Connection `id` stopped waiting (it read something, or it is gone).
+    pub fn remove(&mut self, id: &u64) {
+        self.waiting.remove(id);
+    }
+
+    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.waiting.values().map(|&(fd, _)| fd)
+    }
+
+    /// Removes and returns the socket that has waited longest. A linear scan: it runs only at
+    /// the cap, over at most `connections_per_shard_max` entries.
+    pub fn take_oldest(&mut self) -> Option<RawFd> {
+        let (&id, &(fd, _)) = self.waiting.iter().min_by_key(|(_, &(_, seq))| seq)?;
+        self.waiting.remove(&id);
+        Some(fd)
+    }
+}
+
+/// At the cap: closes the connection idle longest, if there is one, to make room. Its task
+/// sees end of input at once and exits, so the shard exceeds the cap only by connections
+/// evicted within the same scheduler turn.
+fn evict_idle(ctx: &ShardCtx) -> bool {
+    let Some(fd) = ctx.idle.borrow_mut().take_oldest() else { return false };
+    // SAFETY: the fd belongs to a live connection task of this shard that is blocked in a read
+    // (it is in the set only then); shutdown only wakes that read with end of input.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
+    true
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -118,7 +174,7 @@ pub async fn run(
         )),
         active: Cell::new(0),
         draining: Cell::new(false),
-        idle: RefCell::new(HashMap::new()),
+        idle: RefCell::new(IdleSet::default()),
         next_id: Cell::new(0),
     });
     let _ = events.send(ShardEvent::Listening { shard, cpu });
@@ -154,7 +210,7 @@ pub async fn run(
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                if ctx.active.get() >= limits.connections_per_shard_max {
+                if ctx.active.get() >= limits.connections_per_shard_max && !evict_idle(&ctx) {
                     spawn_local(refuse(stream, ctx.clone())).detach();
                 } else {
                     spawn_local(conn_task::serve(stream, ctx.clone())).detach();
@@ -176,7 +232,7 @@ async fn drain(ctx: &ShardCtx, grace: Duration) {
     ctx.draining.set(true);
     let deadline = Instant::now() + grace;
     while ctx.active.get() > 0 && Instant::now() < deadline {
-        for &fd in ctx.idle.borrow().values() {
+        for fd in ctx.idle.borrow().fds() {
             // SAFETY: the fd belongs to a live connection task of this shard (it removes
             // itself from `idle` before closing); shutdown only wakes its pending read.
             unsafe {
@@ -187,7 +243,8 @@ async fn drain(ctx: &ShardCtx, grace: Duration) {
     }
 }
 
-/// Answers a connection over the per-shard cap with 503 and closes it.
+/// Answers a connection over the per-shard cap (with no idle connection to evict) with 503 and
+/// closes it.
 async fn refuse(mut stream: TcpStream, ctx: Rc<ShardCtx>) {
     let mut out = Vec::with_capacity(256);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
