@@ -98,6 +98,7 @@ struct FileLimits {
     access_log_flush_bytes: Option<usize>,
     scrape_request_bytes_max: Option<usize>,
     scrape_deadline_ms: Option<u64>,
+    idle_evict_after_ms: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -255,6 +256,7 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
         scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
         scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
+        idle_evict_after: ms(f.idle_evict_after_ms, d.idle_evict_after),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)

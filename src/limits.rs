@@ -72,6 +72,11 @@ pub const SCRAPE_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// How long the metrics listener waits for a scraper's request, and for the shards' counters.
 pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// At the connection cap, a connection idle (between requests) for at least this long is
+/// closed to make room for a new one instead of answering the newcomer 503. Shorter idle
+/// periods are a busy client's round trip between requests, and are left alone.
+pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
+
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +105,7 @@ pub struct Limits {
     pub access_log_flush_bytes: usize,
     pub scrape_request_bytes_max: usize,
     pub scrape_deadline: Duration,
+    pub idle_evict_after: Duration,
 }
 
 impl Default for Limits {
@@ -129,6 +135,7 @@ impl Default for Limits {
             access_log_flush_bytes: ACCESS_LOG_FLUSH_BYTES,
             scrape_request_bytes_max: SCRAPE_REQUEST_BYTES_MAX,
             scrape_deadline: SCRAPE_DEADLINE,
+            idle_evict_after: IDLE_EVICT_AFTER,
         }
     }
 }

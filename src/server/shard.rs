@@ -74,27 +74,29 @@ impl ShardCtx {
 }
 
 /// The connections of a shard that are blocked reading between requests (or before their
-/// first request), with the order in which they started waiting.
+/// first request), with when they started waiting.
 ///
 /// At the connection cap a new connection closes the one that has waited longest instead of
-/// being refused, because a 503 is a failed transaction to Squid (ten of them suspend the
-/// service, and with `bypass=off` that blocks all traffic), while closing an idle keep-alive
-/// connection costs the client one reconnect, exactly as the idle timeout would. Connections in
-/// the middle of a request are never closed this way: slow ones are bounded by the header and
-/// body deadlines instead. So a flood of idle connections cannot lock a proxy out, and only a
-/// flood of connections that all hold a request open can fill the cap (until their deadlines).
+/// being refused, provided it has waited at least `idle_evict_after`. A 503 is a failed
+/// transaction to Squid (ten of them suspend the service, and with `bypass=off` that blocks
+/// all traffic), while closing an idle keep-alive connection costs the client one reconnect,
+/// exactly as the idle timeout would. The minimum wait protects connections in active use: a
+/// busy client's connection is idle only for a round trip between requests, and evicting it
+/// there would trade one client's working connection for a newcomer that may be an attacker.
+/// Connections in the middle of a request are never closed this way; slow ones are bounded by
+/// the header and body deadlines instead. So a flood of idle connections cannot lock a proxy
+/// out for longer than `idle_evict_after`, and only connections that all hold a request open
+/// can fill the cap, each until its deadline.
 #[derive(Debug, Default)]
 pub struct IdleSet {
-    /// id -> (socket, when it started waiting, as a sequence number).
-    waiting: HashMap<u64, (RawFd, u64)>,
-    next_seq: u64,
+    /// id -> (socket, when it started waiting).
+    waiting: HashMap<u64, (RawFd, Instant)>,
 }
 
 impl IdleSet {
     /// Connection `id` starts waiting for its next request on `fd`.
     pub fn insert(&mut self, id: u64, fd: RawFd) {
-        self.waiting.insert(id, (fd, self.next_seq));
-        self.next_seq += 1;
+        self.waiting.insert(id, (fd, Instant::now()));
     }
 
     /// Connection `id` stopped waiting (it read something, or it is gone).
@@ -106,20 +108,25 @@ impl IdleSet {
         self.waiting.values().map(|&(fd, _)| fd)
     }
 
-    /// Removes and returns the socket that has waited longest. A linear scan: it runs only at
-    /// the cap, over at most `connections_per_shard_max` entries.
-    pub fn take_oldest(&mut self) -> Option<RawFd> {
-        let (&id, &(fd, _)) = self.waiting.iter().min_by_key(|(_, &(_, seq))| seq)?;
+    /// Removes and returns the socket that has waited longest, if it has waited at least
+    /// `min_wait` by `now`. A linear scan: it runs only at the cap, over at most
+    /// `connections_per_shard_max` entries.
+    pub fn take_oldest(&mut self, now: Instant, min_wait: Duration) -> Option<RawFd> {
+        let (&id, &(fd, since)) = self.waiting.iter().min_by_key(|(_, &(_, since))| since)?;
+        if now.saturating_duration_since(since) < min_wait {
+            return None;
+        }
         self.waiting.remove(&id);
         Some(fd)
     }
 }
 
-/// At the cap: closes the connection idle longest, if there is one, to make room. Its task
-/// sees end of input at once and exits, so the shard exceeds the cap only by connections
-/// evicted within the same scheduler turn.
+/// At the cap: closes the connection idle longest, if there is one idle long enough, to make
+/// room. Its task sees end of input at once and exits, so the shard exceeds the cap only by
+/// connections evicted within the same scheduler turn.
 fn evict_idle(ctx: &ShardCtx) -> bool {
-    let Some(fd) = ctx.idle.borrow_mut().take_oldest() else { return false };
+    let oldest = ctx.idle.borrow_mut().take_oldest(Instant::now(), ctx.limits.idle_evict_after);
+    let Some(fd) = oldest else { return false };
     // SAFETY: the fd belongs to a live connection task of this shard that is blocked in a read
     // (it is in the set only then); shutdown only wakes that read with end of input.
     unsafe {
