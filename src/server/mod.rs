@@ -206,3 +206,69 @@ fn wait(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The main thread's reaction to shard events. A shard that dies at run time cannot be
+    //! provoked from outside (connections run under `catch_unwind`), so the exit decision is
+    //! tested here by feeding `wait` the events a dying shard sends.
+
+    use super::*;
+    use crate::config::{parse, Parsed};
+
+    fn config() -> Config {
+        match parse(&["--inspector".into(), "null".into()], &[0, 1]) {
+            Ok(Parsed::Run(c)) => *c,
+            _ => panic!("a default configuration"),
+        }
+    }
+
+    /// Runs `wait` over `events` (and `signals`), with two shards.
+    fn exit_code(events: Vec<ShardEvent>, signals: Vec<i32>) -> i32 {
+        let (event_tx, event_rx) = unbounded();
+        let (signal_tx, signal_rx) = unbounded();
+        let (control_tx, _control_rx) = unbounded();
+        for s in signals {
+            signal_tx.send(s).unwrap();
+        }
+        for e in events {
+            event_tx.send(e).unwrap();
+        }
+        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None)
+    }
+
+    #[test]
+    fn a_shard_that_dies_makes_the_process_exit_1() {
+        let listening = || vec![ShardEvent::Listening { shard: 0, cpu: 0 }, ShardEvent::Listening { shard: 1, cpu: 1 }];
+        let mut died = listening();
+        died.push(ShardEvent::Exited { shard: 1, panicked: true });
+        assert_eq!(exit_code(died, vec![]), 1);
+        let mut returned = listening();
+        returned.push(ShardEvent::Exited { shard: 0, panicked: false });
+        assert_eq!(exit_code(returned, vec![]), 1, "a shard that ends without being asked is a failure too");
+        assert_eq!(exit_code(vec![ShardEvent::Failed { shard: 0, error: "bind".into() }], vec![]), 1);
+    }
+
+    #[test]
+    fn shards_that_stop_after_sigterm_exit_0() {
+        let mut events = vec![ShardEvent::Listening { shard: 0, cpu: 0 }, ShardEvent::Listening { shard: 1, cpu: 1 }];
+        events.push(ShardEvent::Exited { shard: 0, panicked: false });
+        events.push(ShardEvent::Exited { shard: 1, panicked: false });
+        // `select!` picks among ready channels at random, so the exits are sent only once the
+        // signal has been handled (the shards were asked to stop).
+        let (event_tx, event_rx) = unbounded();
+        let (signal_tx, signal_rx) = unbounded();
+        let (control_tx, control_rx) = unbounded();
+        signal_tx.send(signal_hook::consts::SIGTERM).unwrap();
+        let feeder = std::thread::spawn(move || {
+            // The stop request reaching the shards proves the signal was handled.
+            assert!(matches!(control_rx.recv_timeout(Duration::from_secs(10)), Ok(Control::Stop)));
+            for e in events {
+                event_tx.send(e).unwrap();
+            }
+        });
+        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None);
+        feeder.join().unwrap();
+        assert_eq!(code, 0);
+    }
+}

@@ -287,3 +287,20 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count()
 }
+
+/// Like [`exchange`], but a connection reset before the first byte of an answer counts as
+/// [`ReadError::Closed`]: the server closed the connection without having read the request
+/// (a reset is what TCP sends when unread bytes are discarded), which is not a cut-off answer.
+pub fn exchange_or_closed(stream: &TcpStream, input: Vec<u8>) -> Result<Response, ReadError> {
+    let mut writer = stream.try_clone().unwrap();
+    let handle = std::thread::spawn(move || {
+        let _ = writer.write_all(&input);
+    });
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let result = match reader.fill_buf() {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(ReadError::Closed),
+        _ => read_response(&mut reader),
+    };
+    handle.join().unwrap();
+    result
+}
