@@ -113,6 +113,15 @@ impl InspectorKind {
         }
     }
 
+    /// The name used on the command line and in the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            InspectorKind::Engine => "engine",
+            InspectorKind::Null => "null",
+            InspectorKind::Test => "test",
+        }
+    }
+
     /// Builds a fresh built-in inspector for one connection (`None` for the engine, which needs
     /// its shard's scanning context).
     pub fn build(self) -> Option<Box<dyn Inspector>> {

@@ -84,6 +84,8 @@ pub struct TxnOutcome {
     pub started: Instant,
     /// The echo was cut off (threat found after the answer had started, or an error).
     pub aborted: bool,
+    /// The protocol error that ended the transaction, if one did.
+    pub error: Option<ProtoError>,
 }
 
 /// Outcomes a connection keeps for the caller before it polls them. Pipelined requests that
@@ -748,6 +750,7 @@ impl Conn {
             out_bytes: self.txn_out_bytes,
             started: self.txn_started,
             aborted,
+            error: self.last_error,
         });
     }
 
