@@ -274,17 +274,18 @@ fn text_log_is_c_icap_shaped_and_limits_and_reloads_are_counted() {
     }
     let lines = wait_lines(&log_path, 3);
     for line in &lines {
-        // %tl (two fields), %la %a %im %iu %is, virus, action, bytes in, bytes out, time.
+        // %tl (two fields), %la %a %im %iu %is, virus, action, bytes in, bytes out, time, limit.
         let fields: Vec<&str> = line.split(' ').collect();
-        assert_eq!(fields.len(), 12, "{line}");
+        assert_eq!(fields.len(), 13, "{line}");
         assert!(fields[0].contains('/') && fields[1] == "+0000,", "{line}");
         assert_eq!((fields[2], fields[3], fields[4]), ("127.0.0.1", "127.0.0.1", "RESPMOD"), "{line}");
         assert_eq!(fields[5], format!("icap://127.0.0.1:{}/respmod", server.port), "{line}");
-        assert!(fields[9..].iter().all(|f| f.parse::<u64>().is_ok()), "{line}");
+        assert!(fields[9..12].iter().all(|f| f.parse::<u64>().is_ok()), "{line}");
     }
     assert!(lines[0].contains(" 204 - passed "), "{}", lines[0]);
     assert!(lines[1].contains(" 200 Eicar") && lines[1].contains(" blocked "), "{}", lines[1]);
     assert!(lines[2].contains(" 200 Heuristics.Limits.Exceeded.MaxScanSize blocked "), "{}", lines[2]);
+    assert!(lines[2].ends_with(" MaxScanSize") && lines[1].ends_with(" -"), "{lines:?}");
 
     let m = parse_metrics(&http_get(metrics_port, "/metrics").1);
     assert_eq!(metric(&m, "icapd_limit_events_total{limit=\"MaxScanSize\"}"), 1.0);
@@ -321,4 +322,44 @@ fn a_bad_metrics_address_is_a_startup_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen for metrics"), "{:?}", out);
+}
+
+#[test]
+fn an_object_passed_over_a_limit_is_still_counted_and_logged() {
+    let metrics_port = free_port();
+    let log_path = std::env::temp_dir().join(format!("icapd-metrics-pass-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log_path);
+    let signatures = concat!(env!("CARGO_MANIFEST_DIR"), "/signatures");
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let server = Server::start(
+        &[
+            "--shards",
+            "1",
+            "--signatures",
+            signatures,
+            "--metrics",
+            &metrics_addr,
+            "--access-log",
+            log_path.to_str().unwrap(),
+            "--access-log-format",
+            "json",
+        ],
+        Some("[limits]\nscan_bytes_max = 4096\n[policy]\nover_limit = \"pass\"\n"),
+    );
+    let s = server.connect();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    (&s).write_all(&respmod(&pseudo_random(10_000, 2), true)).unwrap();
+    assert_eq!(read_response(&mut reader).unwrap().status, 204, "passed by policy");
+    (&s).write_all(&respmod(b"small and clean", true)).unwrap();
+    assert_eq!(read_response(&mut reader).unwrap().status, 204);
+    let lines = wait_lines(&log_path, 2);
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!((first["action"].as_str(), first["limit"].as_str()), (Some("passed"), Some("MaxScanSize")), "{first}");
+    assert_eq!((second["action"].as_str(), second["limit"].as_str()), (Some("passed"), None), "{second}");
+    let m = parse_metrics(&http_get(metrics_port, "/metrics").1);
+    assert_eq!(metric(&m, "icapd_limit_events_total{limit=\"MaxScanSize\"}"), 1.0);
+    assert_eq!(metric(&m, "icapd_transactions_total{action=\"passed\"}"), 2.0);
+    assert!(server.stop().success());
+    let _ = std::fs::remove_file(&log_path);
 }

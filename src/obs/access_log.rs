@@ -9,10 +9,12 @@
 //! The first six fields are c-icap's default access-log format (`%tl, %la %a %im %iu %is`),
 //! the next two are what c-icap's virus_scan module adds (`%{virus_scan:virus}Sa
 //! %{virus_scan:action}Sa`), so parsers written for c-icap keep working; icapd then appends
-//! the bytes received, the bytes sent and the time taken in microseconds:
+//! the bytes received, the bytes sent, the time taken in microseconds, and the scan limit
+//! that decided the object (so that an object passed over a limit under `over_limit = pass`
+//! is still visible):
 //!
 //! ```text
-//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412
+//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 -
 //! ```
 //!
 //! Times are UTC (the server carries no time-zone database; journald and log shippers add
@@ -119,14 +121,19 @@ fn write_icap(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
         Some(t) => write_token(out, t),
         None => out.push(b'-'),
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
-        " {} {} {} {}",
+        " {} {} {} {} ",
         rec.action().name(),
         rec.bytes_in(),
         o.out_bytes,
         u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX)
     );
+    match rec.limit() {
+        Some(l) => write_token(out, l),
+        None => out.push(b'-'),
+    }
+    out.push(b'\n');
 }
 
 /// Writes a value that must stay one whitespace-free field of the text format.
@@ -230,6 +237,7 @@ mod tests {
             started: Instant::now(),
             aborted: false,
             error,
+            limit: None,
         }
     }
 
@@ -256,7 +264,7 @@ mod tests {
         let got = line(LogFormat::Icap, &outcome(200, Some("Eicar Test"), None));
         assert_eq!(
             got,
-            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412\n"
+            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 -\n"
         );
         let got = line(LogFormat::Icap, &outcome(204, None, None));
         assert!(got.contains(" 204 - passed 1460 "), "{got}");

@@ -212,6 +212,7 @@ mod tests {
             started: Instant::now(),
             aborted: false,
             error: None,
+            limit: None,
         }
     }
 
