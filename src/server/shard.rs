@@ -343,3 +343,28 @@ async fn refuse(mut stream: TcpStream, ctx: Rc<ShardCtx>) {
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IdleSet;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_connection_idle_longest_goes_first_and_only_after_the_minimum_wait() {
+        let mut idle = IdleSet::default();
+        idle.insert(7, 70);
+        idle.insert(3, 30);
+        std::thread::sleep(Duration::from_millis(2));
+        idle.insert(9, 90);
+        idle.remove(&3);
+        // Waiting again restarts the wait: 7 is now the newest.
+        std::thread::sleep(Duration::from_millis(2));
+        idle.insert(7, 70);
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(idle.take_oldest(Instant::now(), Duration::from_secs(60)), None, "nobody waited a minute");
+        assert_eq!(idle.take_oldest(later, Duration::from_secs(60)), Some(90));
+        assert_eq!(idle.take_oldest(later, Duration::from_secs(60)), Some(70));
+        assert_eq!(idle.take_oldest(later, Duration::ZERO), None);
+        assert_eq!(idle.fds().count(), 0);
+    }
+}
