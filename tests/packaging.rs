@@ -5,13 +5,18 @@
 //! binary with the extracted configuration, and verifies the extracted systemd unit. The
 //! others pin down what would otherwise drift apart silently: the flags of `--help` against
 //! the manual page, the defaults written in the shipped configuration against
-//! [`Limits::default`], the sysctl file against the running kernel, and the maintainer
-//! scripts' promise to enable and start nothing on a new install.
+//! [`Limits::default`], the sysctl file against the running kernel, the CPU script against a
+//! fake /proc and /sys, and the maintainer scripts' promise to enable and start nothing on a
+//! new install.
+
+mod common;
 
 use icapd::limits::Limits;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,6 +30,9 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("icapd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Readable by everyone whatever the umask: the installed server runs as nobody.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         Scratch(dir)
     }
 }
@@ -369,6 +377,8 @@ fn debian_package_builds_installs_into_a_throwaway_root_and_verifies() {
         "{check}"
     );
     assert!(!check.contains("skipped"), "the bundled signatures load without problems: {check}");
+    let istag = check.split("ISTag ").nth(1).and_then(|t| t.split('"').nth(1)).expect("ISTag in --check").to_string();
+    serve_as_unprivileged_user(&binary, &config, &istag);
     let man = run_ok(Command::new("gzip").arg("-dc").arg(root.join("usr/share/man/man8/icapd.8.gz")));
     assert_eq!(man.stdout, std::fs::read(repo().join("packaging/icapd.8")).unwrap(), "packaged man page");
 
@@ -408,6 +418,72 @@ fn debian_package_builds_installs_into_a_throwaway_root_and_verifies() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Runs the installed binary the way the unit does: as an unprivileged user, with no
+/// capabilities and no way to gain any, on the installed configuration and signatures. It
+/// must start its shards (io_uring within the default locked-memory limit) and answer
+/// OPTIONS with the ISTag of the installed set. Changing user needs root, as in CI; run
+/// elsewhere, this step is left out with a note.
+fn serve_as_unprivileged_user(binary: &Path, config: &Path, istag: &str) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the installed server was not started as an unprivileged user");
+        return;
+    }
+    let port = common::free_port();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(binary)
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) runs");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        let ready = line.contains("icapd: ready");
+        log.push(line);
+        if ready {
+            break;
+        }
+    }
+    let answer = if log.last().is_some_and(|l| l.contains("icapd: ready")) {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .write_all(
+                b"OPTIONS icap://127.0.0.1/respmod ICAP/1.0\r\nHost: 127.0.0.1\r\nEncapsulated: null-body=0\r\n\r\n",
+            )
+            .unwrap();
+        common::read_response(&mut BufReader::new(stream)).ok()
+    } else {
+        None
+    };
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = common::wait_timeout(&mut child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = log.join("\n");
+    let answer = answer.unwrap_or_else(|| panic!("the installed icapd did not serve as nobody:\n{log}"));
+    assert_eq!(answer.status, 200, "{log}");
+    assert_eq!(answer.header("ISTag"), Some(format!("\"{istag}\"").as_str()), "{}", answer.head);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGTERM:\n{log}");
 }
 
 #[test]
