@@ -6,6 +6,7 @@
 
 use crate::inspect::InspectorKind;
 use crate::limits::Limits;
+use crate::obs::access_log::LogFormat;
 use crate::scan::policy::{Early204, OverLimit};
 use crate::scan::ScanPolicy;
 use serde::Deserialize;
@@ -34,6 +35,31 @@ pub struct Config {
     pub block_page: Option<String>,
     /// How often the signature folder is checked for changes (0: only on SIGHUP).
     pub reload_poll: Duration,
+    /// Where the Prometheus metrics and status pages are served (off when `None`).
+    pub metrics: Option<SocketAddr>,
+    pub access_log: LogDest,
+    pub access_log_format: LogFormat,
+}
+
+/// Where access-log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogDest {
+    /// Standard error: journald and container runtimes collect it as it is.
+    Stderr,
+    /// No access log.
+    Off,
+    /// Appended to this file, which is reopened on SIGUSR1 (for logrotate).
+    File(PathBuf),
+}
+
+impl LogDest {
+    fn parse(text: &str) -> LogDest {
+        match text {
+            "stderr" | "-" => LogDest::Stderr,
+            "off" => LogDest::Off,
+            path => LogDest::File(path.into()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +72,9 @@ struct FileConfig {
     inspector: Option<String>,
     shutdown_grace_ms: Option<u64>,
     reload_poll_ms: Option<u64>,
+    metrics: Option<String>,
+    access_log: Option<String>,
+    access_log_format: Option<String>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -96,6 +125,7 @@ struct FileLimits {
     yara_block_scanners_max: Option<usize>,
     threat_labels_max: Option<usize>,
     access_log_flush_bytes: Option<usize>,
+    access_log_queue_buffers: Option<usize>,
     scrape_request_bytes_max: Option<usize>,
     scrape_deadline_ms: Option<u64>,
 }
@@ -113,6 +143,11 @@ OPTIONS:
     --shards N           number of shards (one per CPU of the allowed set by default)
     --cpus LIST          CPUs to pin shards to, e.g. 0-3,6 (default: the inherited affinity mask)
     --inspector KIND     engine | null | test  [default: engine]
+    --metrics ADDR       serve Prometheus metrics (/metrics) and a status page (/status) over
+                         HTTP on ADDR, e.g. 127.0.0.1:9344 [default: off]
+    --access-log DEST    stderr | off | a file path (reopened on SIGUSR1) [default: stderr]
+    --access-log-format FMT
+                         icap (c-icap's text format) | json (JSON lines) [default: icap]
     --check              validate the configuration and exit
     --help               print this help
     --version            print the version
@@ -135,6 +170,9 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut shards: Option<usize> = None;
     let mut cpus: Option<String> = None;
     let mut inspector: Option<String> = None;
+    let mut metrics: Option<String> = None;
+    let mut access_log: Option<String> = None;
+    let mut access_log_format: Option<String> = None;
     let mut check = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -152,6 +190,9 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--shards" => shards = Some(parse_count(&value("--shards")?, "--shards")?),
             "--cpus" => cpus = Some(value("--cpus")?),
             "--inspector" => inspector = Some(value("--inspector")?),
+            "--metrics" => metrics = Some(value("--metrics")?),
+            "--access-log" => access_log = Some(value("--access-log")?),
+            "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
             "--check" => check = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
@@ -213,6 +254,21 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         }
         None => None,
     };
+    let metrics = match metrics.or(file.metrics) {
+        None => None,
+        Some(text) if text == "off" => None,
+        Some(text) => Some(
+            text.parse::<SocketAddr>()
+                .map_err(|_| format!("invalid metrics address '{text}' (want IP:PORT or off)"))?,
+        ),
+    };
+    if metrics.is_some_and(|m| m == listen) {
+        return Err(format!("the metrics listener cannot share the ICAP address {listen}"));
+    }
+    let access_log = LogDest::parse(&access_log.or(file.access_log).unwrap_or_else(|| "stderr".into()));
+    let format_text = access_log_format.or(file.access_log_format).unwrap_or_else(|| "icap".into());
+    let access_log_format =
+        LogFormat::parse(&format_text).ok_or(format!("unknown access log format '{format_text}' (icap, json)"))?;
     Ok(Parsed::Run(Box::new(Config {
         listen,
         signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
@@ -224,6 +280,9 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         policy: ScanPolicy { over_limit, early_204 },
         block_page,
         reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
+        metrics,
+        access_log,
+        access_log_format,
     })))
 }
 
@@ -253,6 +312,7 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         yara_block_scanners_max: f.yara_block_scanners_max.unwrap_or(d.yara_block_scanners_max),
         threat_labels_max: f.threat_labels_max.unwrap_or(d.threat_labels_max),
         access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
+        access_log_queue_buffers: f.access_log_queue_buffers.unwrap_or(d.access_log_queue_buffers),
         scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
         scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
     };
@@ -306,6 +366,23 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:1344");
         assert_eq!(c.cpus, [0, 1, 2, 3]);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.access_log, LogDest::Stderr);
+        assert_eq!(c.access_log_format, LogFormat::Icap);
+    }
+
+    #[test]
+    fn observability_flags() {
+        let c =
+            run(&["--metrics", "127.0.0.1:9344", "--access-log", "/tmp/a.log", "--access-log-format=json"]).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9344".parse().unwrap()));
+        assert_eq!(c.access_log, LogDest::File("/tmp/a.log".into()));
+        assert_eq!(c.access_log_format, LogFormat::Json);
+        assert_eq!(run(&["--access-log", "off"]).unwrap().access_log, LogDest::Off);
+        assert_eq!(run(&["--metrics", "off"]).unwrap().metrics, None);
+        assert!(run(&["--metrics", "9344"]).unwrap_err().contains("metrics address"));
+        assert!(run(&["--access-log-format", "xml"]).unwrap_err().contains("xml"));
+        assert!(run(&["--listen", "127.0.0.1:9000", "--metrics", "127.0.0.1:9000"]).is_err());
     }
 
     #[test]

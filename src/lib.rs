@@ -17,6 +17,7 @@
 pub mod config;
 pub mod inspect;
 pub mod limits;
+pub mod obs;
 pub mod proto;
 pub mod scan;
 pub mod server;

@@ -67,6 +67,9 @@ pub const THREAT_LABELS_MAX: usize = 256;
 /// Access-log bytes a shard buffers before writing them out (it also writes every control
 /// tick, 50 ms): one write per many lines instead of one per transaction.
 pub const ACCESS_LOG_FLUSH_BYTES: usize = 64 * 1024;
+/// Filled access-log buffers queued for the log writer thread. When the writer falls behind
+/// (a slow disk), shards drop lines and count them rather than stall their connections.
+pub const ACCESS_LOG_QUEUE_BUFFERS: usize = 64;
 /// Largest HTTP request head accepted on the metrics listener.
 pub const SCRAPE_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// How long the metrics listener waits for a scraper's request, and for the shards' counters.
@@ -98,6 +101,7 @@ pub struct Limits {
     pub yara_block_scanners_max: usize,
     pub threat_labels_max: usize,
     pub access_log_flush_bytes: usize,
+    pub access_log_queue_buffers: usize,
     pub scrape_request_bytes_max: usize,
     pub scrape_deadline: Duration,
 }
@@ -127,6 +131,7 @@ impl Default for Limits {
             yara_block_scanners_max: YARA_BLOCK_SCANNERS_MAX,
             threat_labels_max: THREAT_LABELS_MAX,
             access_log_flush_bytes: ACCESS_LOG_FLUSH_BYTES,
+            access_log_queue_buffers: ACCESS_LOG_QUEUE_BUFFERS,
             scrape_request_bytes_max: SCRAPE_REQUEST_BYTES_MAX,
             scrape_deadline: SCRAPE_DEADLINE,
         }
@@ -165,6 +170,7 @@ impl Limits {
             ("idle_block_bytes", self.idle_block_bytes),
             ("body_segments_max", self.body_segments_max),
             ("access_log_flush_bytes", self.access_log_flush_bytes),
+            ("access_log_queue_buffers", self.access_log_queue_buffers),
             ("scrape_request_bytes_max", self.scrape_request_bytes_max),
         ];
         for (name, value) in nonzero {

@@ -74,6 +74,13 @@ pub trait Inspector {
     /// The value of ISTag (without quotes, at most 32 bytes) that describes what this
     /// inspector checks; it must change whenever the checks change.
     fn istag(&self) -> &str;
+    /// The scan or decode limit that decided the current object, if one did, whatever the
+    /// over-limit policy made of it: with `pass` the verdict is clean, and this is how the
+    /// event still reaches the logs and metrics. The name is the threat name the limit
+    /// would block with (`Heuristics.Limits.Exceeded.MaxScanSize`, ...).
+    fn limit_hit(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Test helper: runs one RESPMOD object through `inspector`, fed in the pieces `cuts` gives,
@@ -110,6 +117,15 @@ impl InspectorKind {
             "null" => Some(InspectorKind::Null),
             "test" => Some(InspectorKind::Test),
             _ => None,
+        }
+    }
+
+    /// The name used on the command line and in the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            InspectorKind::Engine => "engine",
+            InspectorKind::Null => "null",
+            InspectorKind::Test => "test",
         }
     }
 

@@ -12,6 +12,8 @@
 pub mod access_log;
 pub mod histogram;
 pub mod metrics;
+pub mod prometheus;
 pub mod record;
 pub mod scrape;
+pub mod snapshot;
 pub mod status;

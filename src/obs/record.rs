@@ -32,6 +32,8 @@ impl Action {
 
 /// The threat names the engine gives limit verdicts start with this (ClamAV's convention).
 pub const LIMIT_THREAT_PREFIX: &str = "Heuristics.Limits.Exceeded.";
+/// Other heuristic verdicts (a broken Content-Encoding, ...) start with this.
+pub const HEURISTIC_THREAT_PREFIX: &str = "Heuristics.";
 
 /// A finished transaction with its context.
 #[derive(Clone, Copy, Debug)]
@@ -76,8 +78,21 @@ impl TxnRecord<'_> {
     }
 
     /// The scan limit that decided this object, when a limit verdict blocked it.
+    ///
+    /// The name is the limit's part of the threat name: `MaxScanSize` for
+    /// `Heuristics.Limits.Exceeded.MaxScanSize`, `Broken.ContentEncoding` for
+    /// `Heuristics.Broken.ContentEncoding`. With `policy.over_limit = pass` the object passed,
+    /// and the limit still shows here.
     pub fn limit(&self) -> Option<&str> {
-        self.threat().and_then(|t| t.strip_prefix(LIMIT_THREAT_PREFIX))
+        let name = match self.outcome.limit {
+            Some(name) => name,
+            None => self.threat().filter(|t| t.starts_with(LIMIT_THREAT_PREFIX))?,
+        };
+        Some(
+            name.strip_prefix(LIMIT_THREAT_PREFIX)
+                .or_else(|| name.strip_prefix(HEURISTIC_THREAT_PREFIX))
+                .unwrap_or(name),
+        )
     }
 
     /// Bytes received for this transaction: the ICAP head, the encapsulated headers and the

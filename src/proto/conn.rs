@@ -84,6 +84,10 @@ pub struct TxnOutcome {
     pub started: Instant,
     /// The echo was cut off (threat found after the answer had started, or an error).
     pub aborted: bool,
+    /// The protocol error that ended the transaction, if one did.
+    pub error: Option<ProtoError>,
+    /// The scan limit that decided the object, if one did (see [`Inspector::limit_hit`]).
+    pub limit: Option<&'static str>,
 }
 
 /// Outcomes a connection keeps for the caller before it polls them. Pipelined requests that
@@ -133,6 +137,8 @@ pub struct Conn {
     txn_out_bytes: u64,
     last_error: Option<ProtoError>,
     block_page: Option<std::rc::Rc<str>>,
+    /// The inspector has begun the current transaction (so what it reports is about it).
+    began: bool,
 }
 
 impl Conn {
@@ -166,6 +172,7 @@ impl Conn {
             txn_out_bytes: 0,
             last_error: None,
             block_page: None,
+            began: false,
         }
     }
 
@@ -484,6 +491,7 @@ impl Conn {
             res_hdr: res_hdr.map(|(a, b)| &back.buf[a as usize..b as usize]),
         };
         let early = self.inspector.begin(&txn);
+        self.began = true;
         if !req.encapsulated.has_body() {
             let verdict = match early {
                 Progress::Done(v) => v,
@@ -711,6 +719,7 @@ impl Conn {
         self.verdict = None;
         self.committed = false;
         self.req = None;
+        self.began = false;
         self.head.reset();
         self.msg_start = self.pos;
         self.since = now;
@@ -748,6 +757,8 @@ impl Conn {
             out_bytes: self.txn_out_bytes,
             started: self.txn_started,
             aborted,
+            error: self.last_error,
+            limit: if self.began { self.inspector.limit_hit() } else { None },
         });
     }
 

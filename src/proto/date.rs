@@ -32,7 +32,7 @@ fn two(dst: &mut [u8], v: u32) {
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's public-domain
 /// algorithm for the proleptic Gregorian calendar.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -68,6 +68,8 @@ pub struct EngineInspector {
     content_length: Option<u64>,
     url: Vec<u8>,
     done: Option<Verdict>,
+    /// The limit that decided the current object, whatever the policy made of it.
+    limit: Option<&'static str>,
 }
 
 impl EngineInspector {
@@ -88,6 +90,7 @@ impl EngineInspector {
             content_length: None,
             url: Vec::with_capacity(256),
             done: None,
+            limit: None,
             ctx,
             sg,
         }
@@ -97,7 +100,8 @@ impl EngineInspector {
         &self.sg.gen
     }
 
-    fn over_limit(&self, threat: &str) -> Verdict {
+    fn over_limit(&mut self, threat: &'static str) -> Verdict {
+        self.limit = Some(threat);
         match self.ctx.policy.over_limit {
             OverLimit::Block => Verdict::Infected { threat: threat.into() },
             OverLimit::Pass => Verdict::Clean,
@@ -151,6 +155,7 @@ impl Inspector for EngineInspector {
         }
         self.yara = None;
         self.done = None;
+        self.limit = None;
         self.body.reset();
         self.feeder.reset();
         self.preview.clear();
@@ -291,5 +296,9 @@ impl Inspector for EngineInspector {
 
     fn istag(&self) -> &str {
         &self.sg.gen.istag
+    }
+
+    fn limit_hit(&self) -> Option<&'static str> {
+        self.limit
     }
 }

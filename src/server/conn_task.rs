@@ -14,7 +14,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -37,6 +37,7 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
     let result = AssertUnwindSafe(drive(stream, &ctx, id)).catch_unwind().await;
     ctx.idle.borrow_mut().remove(&id);
     if result.is_err() {
+        ctx.metrics.borrow_mut().connection_panics += 1;
         eprintln!("icapd: connection task panicked; connection closed, shard continues");
     }
     drop(active);
@@ -45,6 +46,10 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
 async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    let peer = stream.peer_addr().ok();
+    let local = stream.local_addr().ok();
+    // Processing time since the last finished transaction, charged to the next one.
+    let mut busy = Duration::ZERO;
     let limits = ctx.limits;
     let mut conn = Conn::new(limits, ctx.info, ctx.build_inspector(), Instant::now());
     if let Some(page) = &ctx.block_page {
@@ -71,6 +76,7 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
         let deadline = conn.poll_deadline().expect("a reading connection has a deadline");
         if deadline <= now {
             conn.handle_timeout(now, unix_now());
+            record_outcomes(&mut conn, ctx, peer, local, &mut busy);
             continue;
         }
         let _ = stream.set_read_timeout(Some(deadline - now));
@@ -88,15 +94,33 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
                 let started = Instant::now();
                 let unix = unix_now();
                 conn.handle_read(n, started, unix);
-                conn.handle_scan_time(started.elapsed(), unix);
+                let spent = started.elapsed();
+                conn.handle_scan_time(spent, unix);
+                busy += spent;
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => conn.handle_timeout(Instant::now(), unix_now()),
             Err(_) => conn.handle_eof(),
         }
+        record_outcomes(&mut conn, ctx, peer, local, &mut busy);
         glommio::yield_if_needed().await;
     }
+    record_outcomes(&mut conn, ctx, peer, local, &mut busy);
     conn.release(&mut ctx.pool.borrow_mut());
     let _ = stream.close().await;
+}
+
+/// Counts and logs the transactions the connection finished since the last call. The
+/// processing time accumulated since the previous answer goes to the first of them.
+fn record_outcomes(
+    conn: &mut Conn,
+    ctx: &ShardCtx,
+    peer: Option<std::net::SocketAddr>,
+    local: Option<std::net::SocketAddr>,
+    busy: &mut Duration,
+) {
+    while let Some(outcome) = conn.poll_outcome() {
+        ctx.record(&outcome, peer, local, std::mem::take(busy));
+    }
 }
 
 /// Writes some of the pending output: one vectored `sendmsg` when the socket has room,

@@ -9,15 +9,20 @@
 
 mod conn_task;
 pub mod cpus;
+mod log_writer;
+mod metrics_listener;
 mod reload;
 mod sendmsg;
 mod shard;
 
 use crate::config::Config;
 use crate::inspect::InspectorKind;
+use crate::obs::snapshot::{ShardSnapshot, SignatureInfo};
 use crate::signatures::{self, Generation};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use glommio::{LocalExecutorBuilder, Placement};
+use log_writer::{LogMsg, LogWriter};
+use metrics_listener::{ControlState, SharedControl};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +33,8 @@ pub enum Control {
     Stop,
     /// Switch to this signature generation at the next request boundary.
     Install(Arc<Generation>),
+    /// Send a copy of the shard's counters and state (for the metrics listener).
+    Scrape(Sender<ShardSnapshot>),
 }
 
 /// Messages from a shard to the main thread.
@@ -79,6 +86,18 @@ pub fn run(config: Config) -> i32 {
     } else {
         None
     };
+    let started = Instant::now();
+    let state: SharedControl = Arc::new(std::sync::Mutex::new(ControlState {
+        signatures: generation.as_ref().map(|g| signature_info(g)),
+        ..ControlState::default()
+    }));
+    let log = match LogWriter::start(&config.access_log, config.limits.access_log_queue_buffers) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("icapd: {e}");
+            return 1;
+        }
+    };
     let (event_tx, event_rx) = unbounded::<ShardEvent>();
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let shards = config.cpus.len();
@@ -88,13 +107,24 @@ pub fn run(config: Config) -> i32 {
         let events = event_tx.clone();
         let cfg = config.clone();
         let gen = generation.clone();
+        let log_tx = log.as_ref().map(|l| l.tx.clone());
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("icapd-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
             .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 let _guard = ExitGuard { shard, events: events.clone() };
-                shard::run(shard, cpu, shards, cfg, gen, ctl_rx, events).await;
+                shard::run(shard::ShardArgs {
+                    shard,
+                    cpu,
+                    shards,
+                    cfg,
+                    generation: gen,
+                    control: ctl_rx,
+                    events,
+                    log: log_tx,
+                })
+                .await;
             });
         if let Err(e) = spawned {
             eprintln!("icapd: cannot start shard {shard} on CPU {cpu}: {e}");
@@ -108,8 +138,24 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    if let Some(addr) = config.metrics {
+        let facts = metrics_listener::Facts {
+            listen: config.listen,
+            inspector: config.inspector.name(),
+            cpus: config.cpus.clone(),
+            started,
+            started_unix: metrics_listener::unix_now(),
+            limits: config.limits,
+        };
+        let log_errors = log.as_ref().map(|l| l.write_errors.clone());
+        if let Err(e) = metrics_listener::start(addr, facts, controls.clone(), state.clone(), log_errors) {
+            eprintln!("icapd: {e}");
+            return 1;
+        }
+        eprintln!("icapd: metrics on http://{addr}/metrics, status on http://{addr}/status");
+    }
     let reloads = match generation {
-        Some(g) => match reload::start(config.signatures.clone(), config.reload_poll, g, controls.clone()) {
+        Some(g) => match reload::start(config.signatures.clone(), config.reload_poll, g, controls.clone(), state) {
             Ok(tx) => Some(tx),
             Err(e) => {
                 eprintln!("icapd: cannot start the reload thread: {e}");
@@ -118,12 +164,26 @@ pub fn run(config: Config) -> i32 {
         },
         None => None,
     };
-    wait(config, controls, event_rx, signals, reloads)
+    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()));
+    if let Some(log) = log {
+        log.finish();
+    }
+    code
+}
+
+/// What the metrics pages say about a generation.
+fn signature_info(gen: &Generation) -> SignatureInfo {
+    SignatureInfo {
+        generation: gen.id,
+        istag: gen.istag.clone(),
+        summary: gen.summary.clone(),
+        loaded_unix: metrics_listener::unix_now(),
+    }
 }
 
 fn signal_channel() -> std::io::Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     let (tx, rx) = unbounded();
     std::thread::Builder::new().name("icapd-signals".into()).spawn(move || {
         for sig in signals.forever() {
@@ -141,6 +201,7 @@ fn wait(
     events: Receiver<ShardEvent>,
     signals: Receiver<i32>,
     reloads: Option<Sender<()>>,
+    log: Option<Sender<LogMsg>>,
 ) -> i32 {
     let shards = controls.len();
     let mut listening = 0;
@@ -183,6 +244,12 @@ fn wait(
                         let _ = tx.send(());
                     }
                     None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
+                },
+                Ok(signal_hook::consts::SIGUSR1) => match &log {
+                    Some(tx) => {
+                        let _ = tx.send(LogMsg::Reopen);
+                    }
+                    None => eprintln!("icapd: SIGUSR1: the access log is off"),
                 },
                 Ok(_) if stopping.is_none() => {
                     eprintln!("icapd: stopping: finishing in-flight transactions (up to {:?})", config.shutdown_grace);

@@ -6,6 +6,7 @@
 //! A set that loads is sent to every shard, which switches at its next request boundary; a set
 //! that fails is reported and the old one stays.
 
+use super::metrics_listener::SharedControl;
 use super::Control;
 use crate::signatures::{self, generation::fingerprint, Generation};
 use crossbeam_channel::{unbounded, Sender};
@@ -40,6 +41,7 @@ pub fn start(
     poll: Duration,
     first: Arc<Generation>,
     shards: Vec<Sender<Control>>,
+    state: SharedControl,
 ) -> std::io::Result<Sender<()>> {
     let (tx, rx) = unbounded::<()>();
     std::thread::Builder::new().name("icapd-reload".into()).spawn(move || {
@@ -64,13 +66,21 @@ pub fn start(
                         continue;
                     }
                     report(&gen, &dir);
+                    {
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.signatures = Some(super::signature_info(&gen));
+                        st.reloads_ok += 1;
+                    }
                     let gen = Arc::new(gen);
                     for shard in &shards {
                         let _ = shard.send(Control::Install(gen.clone()));
                     }
                     current = gen;
                 }
-                Err(e) => eprintln!("icapd: signatures: reload failed, keeping generation {}: {e}", current.id),
+                Err(e) => {
+                    state.lock().unwrap_or_else(|p| p.into_inner()).reloads_failed += 1;
+                    eprintln!("icapd: signatures: reload failed, keeping generation {}: {e}", current.id);
+                }
             }
         }
     })?;

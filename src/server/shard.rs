@@ -1,11 +1,17 @@
 //! One shard: its listener, its accept loop, its connections and its block pool.
 
 use super::conn_task;
+use super::log_writer::LogMsg;
 use super::{Control, ShardEvent};
 use crate::config::Config;
 use crate::inspect::{Inspector, InspectorKind};
 use crate::limits::Limits;
+use crate::obs::access_log::AccessLog;
+use crate::obs::metrics::ShardMetrics;
+use crate::obs::record::TxnRecord;
+use crate::obs::snapshot::ShardSnapshot;
 use crate::proto::blocks::BlockPool;
+use crate::proto::conn::TxnOutcome;
 use crate::proto::response::{self, ServerInfo};
 use crate::scan::engine::{EngineInspector, ScanCtx};
 use crate::signatures::Generation;
@@ -32,6 +38,8 @@ const POOL_PREFILL_BLOCKS: usize = 16;
 
 /// Everything a shard's connection tasks share. Single-threaded: cells, not locks.
 pub struct ShardCtx {
+    pub shard: usize,
+    pub cpu: usize,
     pub limits: Limits,
     pub info: ServerInfo,
     pub inspector: InspectorKind,
@@ -44,6 +52,11 @@ pub struct ShardCtx {
     /// Connections waiting between requests, by id: closed at once when the shard drains.
     pub idle: RefCell<HashMap<u64, RawFd>>,
     next_id: Cell<u64>,
+    /// This shard's counters; scrapes get a copy.
+    pub metrics: RefCell<ShardMetrics>,
+    /// Formatted access-log lines waiting for the writer (None when the log is off).
+    log: Option<RefCell<AccessLog>>,
+    log_tx: Option<Sender<LogMsg>>,
 }
 
 impl ShardCtx {
@@ -70,6 +83,71 @@ impl ShardCtx {
         self.next_id.set(id + 1);
         id
     }
+
+    /// Counts and logs one finished transaction. `busy` is the processing time it took.
+    pub fn record(&self, outcome: &TxnOutcome, client: Option<SocketAddr>, local: Option<SocketAddr>, busy: Duration) {
+        let unix_millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let rec = TxnRecord {
+            outcome,
+            client,
+            local,
+            shard: self.shard,
+            latency: outcome.started.elapsed(),
+            busy,
+            unix_millis,
+        };
+        self.metrics.borrow_mut().record(&rec);
+        if let Some(log) = &self.log {
+            let mut log = log.borrow_mut();
+            log.write(&rec);
+            if log.wants_flush() {
+                drop(log);
+                self.flush_log();
+            }
+        }
+    }
+
+    /// Hands the buffered access-log lines to the writer; drops (and counts) them when the
+    /// writer's queue is full.
+    pub fn flush_log(&self) {
+        let (Some(log), Some(tx)) = (&self.log, &self.log_tx) else { return };
+        let mut log = log.borrow_mut();
+        if log.is_empty() {
+            return;
+        }
+        let lines = log.take(None);
+        if let Err(e) = tx.try_send(LogMsg::Lines(lines)) {
+            let LogMsg::Lines(lost) = e.into_inner() else { unreachable!("we sent lines") };
+            let dropped = lost.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.metrics.borrow_mut().log_lines_dropped += dropped;
+        }
+    }
+
+    /// A copy of this shard's counters and state for a scrape.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            shard: self.shard,
+            cpu: self.cpu,
+            active: self.active.get(),
+            generation: self.scan.as_ref().map(|s| s.current().gen.id),
+            istag: self.istag(),
+            metrics: self.metrics.borrow().clone(),
+        }
+    }
+}
+
+/// What a shard thread starts with.
+pub struct ShardArgs {
+    pub shard: usize,
+    pub cpu: usize,
+    pub shards: usize,
+    pub cfg: Config,
+    pub generation: Option<Arc<Generation>>,
+    pub control: Receiver<Control>,
+    pub events: Sender<ShardEvent>,
+    pub log: Option<Sender<LogMsg>>,
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -83,15 +161,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-pub async fn run(
-    shard: usize,
-    cpu: usize,
-    shards: usize,
-    cfg: Config,
-    generation: Option<Arc<Generation>>,
-    control: Receiver<Control>,
-    events: Sender<ShardEvent>,
-) {
+pub async fn run(args: ShardArgs) {
+    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log } = args;
     let listener = match bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -101,6 +172,8 @@ pub async fn run(
     };
     let limits = cfg.limits;
     let ctx = Rc::new(ShardCtx {
+        shard,
+        cpu,
         limits,
         info: ServerInfo {
             max_connections: limits.connections_per_shard_max * shards,
@@ -120,6 +193,9 @@ pub async fn run(
         draining: Cell::new(false),
         idle: RefCell::new(HashMap::new()),
         next_id: Cell::new(0),
+        metrics: RefCell::new(ShardMetrics::new(limits.threat_labels_max)),
+        log: log.as_ref().map(|_| RefCell::new(AccessLog::new(cfg.access_log_format, limits.access_log_flush_bytes))),
+        log_tx: log,
     });
     let _ = events.send(ShardEvent::Listening { shard, cpu });
 
@@ -138,8 +214,12 @@ pub async fn run(
                             scan.install(gen);
                         }
                     }
+                    Control::Scrape(reply) => {
+                        let _ = reply.try_send(control_ctx.snapshot());
+                    }
                 }
             }
+            control_ctx.flush_log();
             glommio::timer::sleep(CONTROL_POLL).await;
         }
     })
@@ -155,8 +235,10 @@ pub async fn run(
             None => break,
             Some(Ok(stream)) => {
                 if ctx.active.get() >= limits.connections_per_shard_max {
+                    ctx.metrics.borrow_mut().connections_refused += 1;
                     spawn_local(refuse(stream, ctx.clone())).detach();
                 } else {
+                    ctx.metrics.borrow_mut().connections_accepted += 1;
                     spawn_local(conn_task::serve(stream, ctx.clone())).detach();
                 }
             }
@@ -169,6 +251,7 @@ pub async fn run(
     }
     drop(listener);
     drain(&ctx, cfg.shutdown_grace).await;
+    ctx.flush_log();
 }
 
 /// Stops idle connections at once and waits for busy ones, up to `grace`.
