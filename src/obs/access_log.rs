@@ -99,14 +99,24 @@ impl AccessLog {
     }
 }
 
-fn ip(addr: Option<SocketAddr>) -> String {
-    addr.map_or_else(|| "-".to_string(), |a| a.ip().to_string())
+/// Writes an address's IP, or `-`, without an intermediate string.
+fn write_ip(out: &mut Vec<u8>, addr: Option<SocketAddr>) {
+    match addr {
+        Some(a) => {
+            let _ = write!(out, "{}", a.ip());
+        }
+        None => out.push(b'-'),
+    }
 }
 
 fn write_icap(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     let o = rec.outcome;
     write_clf_time(out, rec.unix_millis / 1000);
-    let _ = write!(out, ", {} {} {} ", ip(rec.local), ip(rec.client), rec.method_name());
+    out.extend_from_slice(b", ");
+    write_ip(out, rec.local);
+    out.push(b' ');
+    write_ip(out, rec.client);
+    let _ = write!(out, " {} ", rec.method_name());
     match (o.service, rec.local) {
         (Some(service), Some(local)) => {
             let _ = write!(out, "icap://{local}/{service}");
@@ -163,9 +173,9 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     let (y, mo, d, h, mi, s) = civil(rec.unix_millis / 1000);
     let _ = write!(out, "{{\"time\":\"{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z\"", rec.unix_millis % 1000);
     out.extend_from_slice(b",\"client\":");
-    json_opt(out, rec.client.map(|a| a.to_string()).as_deref());
+    json_addr(out, rec.client);
     out.extend_from_slice(b",\"local\":");
-    json_opt(out, rec.local.map(|a| a.to_string()).as_deref());
+    json_addr(out, rec.local);
     let _ = write!(out, ",\"shard\":{},\"method\":", rec.shard);
     json_opt(out, o.method.map(|m| m.as_str()));
     out.extend_from_slice(b",\"service\":");
@@ -185,6 +195,16 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     );
     json_opt(out, o.error.map(|e| format!("{e:?}")).as_deref());
     out.extend_from_slice(b"}\n");
+}
+
+/// An address as a JSON string (addresses need no escaping), or null.
+fn json_addr(out: &mut Vec<u8>, addr: Option<SocketAddr>) {
+    match addr {
+        Some(a) => {
+            let _ = write!(out, "\"{a}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
