@@ -340,8 +340,12 @@ fn a_flood_beyond_the_cap_gets_503_while_connected_clients_are_served() {
 
 #[test]
 fn at_the_cap_the_connection_idle_longest_makes_room() {
-    let server =
-        start("[limits]\nconnections_per_shard_max = 4\nidle_evict_after_ms = 2000\nidle_keepalive_ms = 60000\n");
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = Server::start(
+        &["--shards", "1", "--inspector", "test", "--metrics", &metrics],
+        Some("[limits]\nconnections_per_shard_max = 4\nidle_evict_after_ms = 2000\nidle_keepalive_ms = 60000\n"),
+    );
     // Four keep-alive connections, each after one transaction, oldest first.
     let mut idle = Vec::new();
     for _ in 0..4 {
@@ -365,4 +369,7 @@ fn at_the_cap_the_connection_idle_longest_makes_room() {
         s.write_all(b"OPTIONS icap://127.0.0.1/respmod ICAP/1.0\r\n\r\n").unwrap();
         assert_eq!(read_response(r).unwrap().status, 200);
     }
+    let m = parse_metrics(&http_get(metrics_port, "/metrics").1);
+    assert_eq!(metric(&m, "icapd_connections_evicted_total"), 1.0);
+    assert_eq!(metric(&m, "icapd_connections_refused_total"), 1.0);
 }

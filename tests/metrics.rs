@@ -6,40 +6,11 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufReader, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const MARKER: &[u8] = icapd::inspect::TEST_MARKER;
-
-/// GETs `path` from the metrics listener; returns (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
-/// Parses a Prometheus text page into series -> value.
-fn parse_metrics(page: &str) -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed line {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("malformed value in {line:?}"));
-        assert!(out.insert(series.to_string(), value).is_none(), "series {series} twice");
-    }
-    out
-}
-
-fn metric(m: &HashMap<String, f64>, series: &str) -> f64 {
-    *m.get(series).unwrap_or_else(|| panic!("no series {series}"))
-}
 
 /// Waits until `path` holds at least `n` lines; returns them.
 fn wait_lines(path: &Path, n: usize) -> Vec<String> {
@@ -362,4 +333,16 @@ fn an_object_passed_over_a_limit_is_still_counted_and_logged() {
     assert_eq!(metric(&m, "icapd_transactions_total{action=\"passed\"}"), 2.0);
     assert!(server.stop().success());
     let _ = std::fs::remove_file(&log_path);
+}
+
+#[test]
+fn an_access_log_that_cannot_be_opened_is_a_configuration_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_icapd"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--inspector", "null"])
+        .args(["--access-log", "/nonexistent-dir/icapd/access.log"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open access log") && err.lines().count() == 1, "{err}");
 }

@@ -54,6 +54,8 @@ pub struct ShardMetrics {
     /// Connections accepted, and refused with 503 at the cap.
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    /// Idle keep-alive connections closed at the cap to make room for a new one.
+    pub connections_evicted: u64,
     /// Connection tasks that panicked (each closed only its own connection).
     pub connection_panics: u64,
     /// Access-log lines dropped because the log writer fell behind.
@@ -77,6 +79,7 @@ impl ShardMetrics {
             busy: Histogram::default(),
             connections_accepted: 0,
             connections_refused: 0,
+            connections_evicted: 0,
             connection_panics: 0,
             log_lines_dropped: 0,
             labels_max,
@@ -139,6 +142,7 @@ impl ShardMetrics {
         self.busy.merge(&other.busy);
         self.connections_accepted += other.connections_accepted;
         self.connections_refused += other.connections_refused;
+        self.connections_evicted += other.connections_evicted;
         self.connection_panics += other.connection_panics;
         self.log_lines_dropped += other.log_lines_dropped;
     }

@@ -90,6 +90,13 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     let _ = writeln!(o, "icapd_connections_accepted_total {}", total.connections_accepted);
     header(o, "icapd_connections_refused_total", "counter", "Connections answered 503 at the per-shard cap.");
     let _ = writeln!(o, "icapd_connections_refused_total {}", total.connections_refused);
+    header(
+        o,
+        "icapd_connections_evicted_total",
+        "counter",
+        "Idle keep-alive connections closed at the cap to make room.",
+    );
+    let _ = writeln!(o, "icapd_connections_evicted_total {}", total.connections_evicted);
     header(o, "icapd_connection_panics_total", "counter", "Connection tasks that panicked (each closed only itself).");
     let _ = writeln!(o, "icapd_connection_panics_total {}", total.connection_panics);
     header(

@@ -94,8 +94,9 @@ pub fn run(config: Config) -> i32 {
     let log = match LogWriter::start(&config.access_log, config.limits.access_log_queue_buffers) {
         Ok(log) => log,
         Err(e) => {
+            // A log file that cannot be opened is a configuration error: restarting won't help.
             eprintln!("icapd: {e}");
-            return 1;
+            return 2;
         }
     };
     let (event_tx, event_rx) = unbounded::<ShardEvent>();

@@ -205,6 +205,7 @@ impl IdleSet {
 fn evict_idle(ctx: &ShardCtx) -> bool {
     let oldest = ctx.idle.borrow_mut().take_oldest(Instant::now(), ctx.limits.idle_evict_after);
     let Some(fd) = oldest else { return false };
+    ctx.metrics.borrow_mut().connections_evicted += 1;
     // SAFETY: the fd belongs to a live connection task of this shard that is blocked in a read
     // (it is in the set only then); shutdown only wakes that read with end of input.
     unsafe {

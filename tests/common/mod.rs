@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use icapd::proto::chunked::{Chunk, ChunkDecoder};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -303,4 +304,31 @@ pub fn exchange_or_closed(stream: &TcpStream, input: Vec<u8>) -> Result<Response
     };
     handle.join().unwrap();
     result
+}
+
+/// GETs `path` from the metrics listener; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Parses a Prometheus text page into series -> value.
+pub fn parse_metrics(page: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("malformed value in {line:?}"));
+        assert!(out.insert(series.to_string(), value).is_none(), "series {series} twice");
+    }
+    out
+}
+
+pub fn metric(m: &HashMap<String, f64>, series: &str) -> f64 {
+    *m.get(series).unwrap_or_else(|| panic!("no series {series}"))
 }
