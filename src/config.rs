@@ -98,6 +98,12 @@ struct FileLimits {
     access_log_flush_bytes: Option<usize>,
     scrape_request_bytes_max: Option<usize>,
     scrape_deadline_ms: Option<u64>,
+    decoded_bytes_max: Option<u64>,
+    decode_ratio_max: Option<u64>,
+    decode_ratio_floor_bytes: Option<u64>,
+    encodings_max: Option<usize>,
+    zstd_window_bytes_max: Option<usize>,
+    decode_buffer_bytes: Option<usize>,
 }
 
 pub const USAGE: &str = "\
@@ -255,6 +261,12 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
         scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
         scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
+        decoded_bytes_max: f.decoded_bytes_max.unwrap_or(d.decoded_bytes_max),
+        decode_ratio_max: f.decode_ratio_max.unwrap_or(d.decode_ratio_max),
+        decode_ratio_floor_bytes: f.decode_ratio_floor_bytes.unwrap_or(d.decode_ratio_floor_bytes),
+        encodings_max: f.encodings_max.unwrap_or(d.encodings_max),
+        zstd_window_bytes_max: f.zstd_window_bytes_max.unwrap_or(d.zstd_window_bytes_max),
+        decode_buffer_bytes: f.decode_buffer_bytes.unwrap_or(d.decode_buffer_bytes),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
