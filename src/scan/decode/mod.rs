@@ -36,7 +36,7 @@ mod brotli;
 mod deflate;
 mod gzip;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod zstd;
 
 use std::ops::ControlFlow;

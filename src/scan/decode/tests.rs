@@ -71,7 +71,7 @@ fn summary(r: &Result<Vec<u8>, Fault>) -> Result<usize, Fault> {
     r.as_ref().map(Vec::len).map_err(|f| *f)
 }
 
-fn text(len: usize) -> Vec<u8> {
+pub fn text(len: usize) -> Vec<u8> {
     let words = ["scan ", "the ", "decoded ", "bytes ", "<html>", "</p>\n", "icapd ", "stream "];
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut out = Vec::with_capacity(len + 16);
@@ -91,13 +91,13 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn zlib(data: &[u8]) -> Vec<u8> {
+pub fn zlib(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
-fn raw_deflate(data: &[u8]) -> Vec<u8> {
+pub fn raw_deflate(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
