@@ -352,6 +352,21 @@ mod tests {
         assert!(err.contains("bogus") && !err.contains('\n'), "{err}");
         std::fs::write(&path, "[limits]\nrecv_block_bytes = 1024\n").unwrap();
         assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("recv_block_bytes"));
+        std::fs::write(
+            &path,
+            "[limits]\ndecoded_bytes_max = 1000000\ndecode_ratio_max = 50\ndecode_ratio_floor_bytes = 4096\nencodings_max = 2\nzstd_window_bytes_max = 1048576\ndecode_buffer_bytes = 8192\n",
+        )
+        .unwrap();
+        let d = run(&["--config", path.to_str().unwrap()]).unwrap().limits.scan().decode;
+        assert_eq!(
+            (d.decoded_bytes_max, d.decode_ratio_max, d.decode_ratio_floor_bytes, d.encodings_max),
+            (1_000_000, 50, 4096, 2)
+        );
+        assert_eq!((d.zstd_window_bytes_max, d.decode_buffer_bytes), (1 << 20, 8192));
+        std::fs::write(&path, "[limits]\nzstd_window_bytes_max = 100\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("zstd_window_bytes_max"));
+        std::fs::write(&path, "[limits]\ndecode_ratio_max = 0\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("decode_ratio_max"));
         assert!(run(&["--listen", "nope"]).is_err());
         assert!(run(&["--frobnicate"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
