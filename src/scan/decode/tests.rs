@@ -363,3 +363,19 @@ fn a_small_page_is_not_judged_on_its_ratio() {
     let got = decode_all(limits(), &[Coding::Gzip], false, &gzip(&blank));
     assert!(got == Ok(blank), "{:?}", summary(&got));
 }
+
+#[test]
+fn a_stream_that_ends_at_a_buffer_boundary_is_complete() {
+    // 256 KiB decoded is exactly eight 32 KiB buffers: the chain asks each decoder once more
+    // after the last full buffer, and that empty call must not look like a new stream.
+    let data = text(256 << 10);
+    for (coding, encoded) in [
+        (Coding::Gzip, gzip(&data)),
+        (Coding::Deflate, zlib(&data)),
+        (Coding::Brotli, brotli(&data)),
+        (Coding::Zstd, zstd(&data)),
+    ] {
+        let got = decode_all(limits(), &[coding], false, &encoded);
+        assert!(got.as_ref() == Ok(&data), "{coding:?}: {:?}", summary(&got));
+    }
+}

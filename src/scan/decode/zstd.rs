@@ -44,7 +44,10 @@ impl ZstdDecoder {
         let mut inb = InBuffer::around(input);
         let mut outb = OutBuffer::around(out);
         match self.ctx.decompress_stream(&mut outb, &mut inb) {
-            Ok(hint) => self.in_frame = hint != 0,
+            // A call that took and gave nothing (the chain asks once more after a full buffer)
+            // says what the next frame would need, not that one has begun.
+            Ok(hint) if inb.pos() > 0 || outb.pos() > 0 => self.in_frame = hint != 0,
+            Ok(_) => {}
             Err(code) if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge) => {
                 return Err(Fault::Window)
             }
