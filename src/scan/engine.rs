@@ -296,8 +296,12 @@ impl Inspector for EngineInspector {
             let complete = self.decode.finish();
             self.decode.end();
             if let Err(fault) = complete {
-                self.yara = None;
-                return self.over_limit(fault.threat());
+                // What was decoded is still judged: a signature found in it names the threat,
+                // and under `pass` a broken stream must not skip the end-of-object rules.
+                return match self.finish_scanned() {
+                    Verdict::Clean => self.over_limit(fault.threat()),
+                    found => found,
+                };
             }
         }
         self.finish_scanned()

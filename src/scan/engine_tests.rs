@@ -366,3 +366,27 @@ fn partial_content_is_decoded_only_from_the_start() {
     assert_eq!(verdict_with(&mut inspector, &txn, &whole[mid..], &[]), Verdict::Clean);
     assert_eq!(verdict_with(&mut inspector, &txn, EICAR, &[]), infected("Eicar-Test-Signature"));
 }
+
+#[test]
+fn a_broken_stream_still_answers_with_what_its_decoded_part_holds() {
+    // Only YARA knows EICAR here, and YARA concludes at the end of the object. The trailer is
+    // cut, so the stream is broken, but all of EICAR was decoded: the signature names the
+    // threat, under `block` and under `pass` alike.
+    let folder = Folder::new("broken-yara", &[("eicar.yar", bundled_file("eicar.yar"))]);
+    let limits = Limits::default();
+    let body = gzip(&[EICAR, text(3000).as_slice()].concat());
+    let cut = &body[..body.len() - 4];
+    for over_limit in [OverLimit::Block, OverLimit::Pass] {
+        let gen = load(&folder.0, LoadOptions::default()).unwrap();
+        let ctx = ScanCtx::new(Arc::new(gen), limits.scan(), ScanPolicy { over_limit, early_204: Early204::default() });
+        let mut inspector = EngineInspector::new(ctx);
+        let fields = "Content-Encoding: gzip\r\n";
+        assert_eq!(encoded_verdict(&mut inspector, fields, cut), infected("YARA.EICAR_Test_File"), "{over_limit:?}");
+        let clean = gzip(&text(3000));
+        let want = match over_limit {
+            OverLimit::Block => infected(p::THREAT_BROKEN_ENCODING),
+            OverLimit::Pass => Verdict::Clean,
+        };
+        assert_eq!(encoded_verdict(&mut inspector, fields, &clean[..clean.len() - 4]), want, "{over_limit:?}");
+    }
+}

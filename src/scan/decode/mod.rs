@@ -118,7 +118,9 @@ pub fn plan(head: &[u8], encodings_max: usize, plan: &mut Vec<Coding>) -> Result
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        if !line[..colon].eq_ignore_ascii_case(b"content-encoding") {
+        // Whitespace before the colon is invalid HTTP, but a lenient client might still honour
+        // the field, so it is recognised here too.
+        if !line[..colon].trim_ascii().eq_ignore_ascii_case(b"content-encoding") {
             continue;
         }
         for token in line[colon + 1..].split(|&b| b == b',').map(<[u8]>::trim_ascii) {

@@ -141,6 +141,7 @@ fn plans_follow_the_header() {
         ("Content-Encoding: identity, identity, identity, identity, gzip\r\n", Ok(&[Gzip])),
         ("Content-Type: text/html\r\n", Ok(&[])),
         ("X-Content-Encoding: gzip\r\n", Ok(&[])),
+        ("Content-Encoding : gzip\r\n", Ok(&[Gzip])),
     ];
     let mut out = Vec::new();
     for (fields, want) in cases {
