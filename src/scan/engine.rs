@@ -147,7 +147,7 @@ impl EngineInspector {
             }
             if txn.method == Method::Respmod && status_code(head) == Some(206) && !self.codings.is_empty() {
                 // Only a range from byte 0 can be decoded; a later piece is scanned as received.
-                let from_start = header_value(head, b"content-range").is_some_and(|v| range_starts_at_zero(v));
+                let from_start = header_value(head, b"content-range").is_some_and(range_starts_at_zero);
                 self.partial = from_start;
                 if !from_start {
                     self.codings.clear();
