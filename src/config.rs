@@ -129,6 +129,12 @@ struct FileLimits {
     scrape_request_bytes_max: Option<usize>,
     scrape_deadline_ms: Option<u64>,
     idle_evict_after_ms: Option<u64>,
+    decoded_bytes_max: Option<u64>,
+    decode_ratio_max: Option<u64>,
+    decode_ratio_floor_bytes: Option<u64>,
+    encodings_max: Option<usize>,
+    zstd_window_bytes_max: Option<usize>,
+    decode_buffer_bytes: Option<usize>,
 }
 
 pub const USAGE: &str = "\
@@ -317,6 +323,12 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
         scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
         idle_evict_after: ms(f.idle_evict_after_ms, d.idle_evict_after),
+        decoded_bytes_max: f.decoded_bytes_max.unwrap_or(d.decoded_bytes_max),
+        decode_ratio_max: f.decode_ratio_max.unwrap_or(d.decode_ratio_max),
+        decode_ratio_floor_bytes: f.decode_ratio_floor_bytes.unwrap_or(d.decode_ratio_floor_bytes),
+        encodings_max: f.encodings_max.unwrap_or(d.encodings_max),
+        zstd_window_bytes_max: f.zstd_window_bytes_max.unwrap_or(d.zstd_window_bytes_max),
+        decode_buffer_bytes: f.decode_buffer_bytes.unwrap_or(d.decode_buffer_bytes),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
@@ -419,6 +431,21 @@ mod tests {
         assert!(err.contains("bogus") && !err.contains('\n'), "{err}");
         std::fs::write(&path, "[limits]\nrecv_block_bytes = 1024\n").unwrap();
         assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("recv_block_bytes"));
+        std::fs::write(
+            &path,
+            "[limits]\ndecoded_bytes_max = 1000000\ndecode_ratio_max = 50\ndecode_ratio_floor_bytes = 4096\nencodings_max = 2\nzstd_window_bytes_max = 1048576\ndecode_buffer_bytes = 8192\n",
+        )
+        .unwrap();
+        let d = run(&["--config", path.to_str().unwrap()]).unwrap().limits.scan().decode;
+        assert_eq!(
+            (d.decoded_bytes_max, d.decode_ratio_max, d.decode_ratio_floor_bytes, d.encodings_max),
+            (1_000_000, 50, 4096, 2)
+        );
+        assert_eq!((d.zstd_window_bytes_max, d.decode_buffer_bytes), (1 << 20, 8192));
+        std::fs::write(&path, "[limits]\nzstd_window_bytes_max = 100\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("zstd_window_bytes_max"));
+        std::fs::write(&path, "[limits]\ndecode_ratio_max = 0\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("decode_ratio_max"));
         assert!(run(&["--listen", "nope"]).is_err());
         assert!(run(&["--frobnicate"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

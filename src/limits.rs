@@ -59,6 +59,24 @@ pub const YARA_WHOLE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const YARA_OVERLAP_BYTES: usize = 1024;
 /// YARA block scanners a shard may build (each reserves virtual memory for a WASM instance).
 pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
+/// Most decoded bytes per Content-Encoded object (the same as `SCAN_BYTES_MAX`: what is decoded
+/// is what is scanned). Past it the over-limit policy decides.
+pub const DECODED_BYTES_MAX: u64 = 100 * 1024 * 1024;
+/// Most decoded bytes per received byte once past `DECODE_RATIO_FLOOR_BYTES`. Text compresses
+/// about 4-10:1 and repetitive JSON or CSV rarely past 50:1; deflate's limit is about 1032:1,
+/// so a gzip bomb shows up as a ratio long before the size cap.
+pub const DECODE_RATIO_MAX: u64 = 100;
+/// Decoded bytes below which the ratio is not judged, so a small page that compresses very
+/// well (a page of blanks, a sparse file header) is not taken for a bomb.
+pub const DECODE_RATIO_FLOOR_BYTES: u64 = 1024 * 1024;
+/// Most stacked codings (`Content-Encoding: gzip, br` is two); real servers send one.
+pub const ENCODINGS_MAX: usize = 3;
+/// Largest zstd window accepted (a power of two is used as is, anything else rounds down).
+/// RFC 8878 asks HTTP decoders for 8 MiB; larger frames are refused as over the limit.
+pub const ZSTD_WINDOW_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Output buffer of each decoding stage, allocated once per connection; also the step at
+/// which the decode ratio is checked.
+pub const DECODE_BUFFER_BYTES: usize = 32 * 1024;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
 /// Distinct threat names a shard counts by name in its metrics; further names are counted as
@@ -110,6 +128,12 @@ pub struct Limits {
     pub scrape_request_bytes_max: usize,
     pub scrape_deadline: Duration,
     pub idle_evict_after: Duration,
+    pub decoded_bytes_max: u64,
+    pub decode_ratio_max: u64,
+    pub decode_ratio_floor_bytes: u64,
+    pub encodings_max: usize,
+    pub zstd_window_bytes_max: usize,
+    pub decode_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -141,6 +165,12 @@ impl Default for Limits {
             scrape_request_bytes_max: SCRAPE_REQUEST_BYTES_MAX,
             scrape_deadline: SCRAPE_DEADLINE,
             idle_evict_after: IDLE_EVICT_AFTER,
+            decoded_bytes_max: DECODED_BYTES_MAX,
+            decode_ratio_max: DECODE_RATIO_MAX,
+            decode_ratio_floor_bytes: DECODE_RATIO_FLOOR_BYTES,
+            encodings_max: ENCODINGS_MAX,
+            zstd_window_bytes_max: ZSTD_WINDOW_BYTES_MAX,
+            decode_buffer_bytes: DECODE_BUFFER_BYTES,
         }
     }
 }
@@ -160,6 +190,14 @@ impl Limits {
             yara_overlap_bytes: self.yara_overlap_bytes,
             yara_block_scanners_max: self.yara_block_scanners_max,
             preview_bytes: self.preview_bytes_max,
+            decode: crate::scan::decode::DecodeLimits {
+                decoded_bytes_max: self.decoded_bytes_max,
+                decode_ratio_max: self.decode_ratio_max,
+                decode_ratio_floor_bytes: self.decode_ratio_floor_bytes,
+                encodings_max: self.encodings_max,
+                zstd_window_bytes_max: self.zstd_window_bytes_max,
+                decode_buffer_bytes: self.decode_buffer_bytes,
+            },
         }
     }
 
@@ -212,6 +250,18 @@ impl Limits {
         }
         if self.recv_block_bytes > u32::MAX as usize / 2 {
             return Err("recv_block_bytes is too large".into());
+        }
+        if self.decode_ratio_max == 0 {
+            return Err("decode_ratio_max must be greater than 0".into());
+        }
+        if self.encodings_max > 16 {
+            return Err("encodings_max must be at most 16".into());
+        }
+        if !(1024..=1 << 30).contains(&self.zstd_window_bytes_max) {
+            return Err("zstd_window_bytes_max must be between 1024 and 1073741824".into());
+        }
+        if !(1024..=1 << 20).contains(&self.decode_buffer_bytes) {
+            return Err("decode_buffer_bytes must be between 1024 and 1048576".into());
         }
         Ok(())
     }

@@ -8,8 +8,14 @@
 //! scanner over each slice as it arrives and reports a threat as soon as one is certain, so the
 //! server can answer inside a preview or cut a streamed echo short. `finish` settles the hash
 //! signatures and the YARA rules, which only conclude at the end of the object.
+//!
+//! A body with a `Content-Encoding` is decoded on the fly ([`super::decode`]) and every
+//! scanner sees the decoded bytes, as the browser will; `scan_bytes_max` still counts the
+//! bytes as received, and the decoder's own caps bound what decoding may produce. A decoding
+//! fault goes through the over-limit policy like every other limit.
 
 use super::body::BodyStream;
+use super::decode::{self, Coding, DecodeChain, Fault};
 use super::hash::HashStream;
 use super::policy::{self, OverLimit};
 use super::shard_gen::{LentBlock, ShardGen};
@@ -19,6 +25,7 @@ use crate::inspect::{Inspector, Progress, Txn, Verdict};
 use crate::proto::Method;
 use crate::signatures::{urls, Generation};
 use std::cell::RefCell;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +69,10 @@ pub struct EngineInspector {
     /// A copy of the object for whole-object YARA rules, while it fits.
     whole: Vec<u8>,
     whole_fits: bool,
+    /// Bytes scanned (decoded, for an encoded body).
     bytes: u64,
+    /// Bytes received, checked against `scan_bytes_max`.
+    received: u64,
     spent: Duration,
     content_type: Vec<u8>,
     content_length: Option<u64>,
@@ -70,6 +80,13 @@ pub struct EngineInspector {
     done: Option<Verdict>,
     /// The limit that decided the current object, whatever the policy made of it.
     limit: Option<&'static str>,
+    /// The codings to undo for this object, outermost first (empty: scanned as received).
+    codings: Vec<Coding>,
+    /// A decoding fault found in the head (too many codings), answered at begin.
+    coding_fault: Option<Fault>,
+    /// A leading `206` range of an encoded object: it may end in the middle of the stream.
+    partial: bool,
+    decode: DecodeChain,
 }
 
 impl EngineInspector {
@@ -85,12 +102,17 @@ impl EngineInspector {
             whole: Vec::new(),
             whole_fits: false,
             bytes: 0,
+            received: 0,
             spent: Duration::ZERO,
             content_type: Vec::with_capacity(64),
             content_length: None,
             url: Vec::with_capacity(256),
             done: None,
             limit: None,
+            codings: Vec::with_capacity(ctx.limits.decode.encodings_max),
+            coding_fault: None,
+            partial: false,
+            decode: DecodeChain::new(ctx.limits.decode),
             ctx,
             sg,
         }
@@ -110,6 +132,7 @@ impl EngineInspector {
 
     fn conclude(&mut self, v: Verdict) -> Progress {
         self.yara = None;
+        self.decode.end();
         self.done = Some(v.clone());
         Progress::Done(v)
     }
@@ -118,8 +141,22 @@ impl EngineInspector {
         self.content_type.clear();
         self.content_length = None;
         self.url.clear();
+        self.codings.clear();
+        self.coding_fault = None;
+        self.partial = false;
         let body_head = if txn.method == Method::Reqmod { txn.req_hdr } else { txn.res_hdr };
         if let Some(head) = body_head {
+            if let Err(fault) = decode::plan(head, self.ctx.limits.decode.encodings_max, &mut self.codings) {
+                self.coding_fault = Some(fault);
+            }
+            if txn.method == Method::Respmod && status_code(head) == Some(206) && !self.codings.is_empty() {
+                // Only a range from byte 0 can be decoded; a later piece is scanned as received.
+                let from_start = header_value(head, b"content-range").is_some_and(range_starts_at_zero);
+                self.partial = from_start;
+                if !from_start {
+                    self.codings.clear();
+                }
+            }
             if let Some(v) = header_value(head, b"content-type") {
                 self.content_type.extend_from_slice(v);
             }
@@ -135,6 +172,18 @@ impl EngineInspector {
             }
         }
     }
+}
+
+/// The status code of an HTTP response head.
+fn status_code(head: &[u8]) -> Option<u16> {
+    let code = head.strip_prefix(b"HTTP/")?.split(|&b| b == b' ').nth(1)?;
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// Whether a `Content-Range` value is a byte range starting at 0 (`bytes 0-...`).
+fn range_starts_at_zero(value: &[u8]) -> bool {
+    let Some(rest) = value.strip_prefix(b"bytes").map(<[u8]>::trim_ascii_start) else { return false };
+    rest.strip_prefix(b"0").is_some_and(|r| r.starts_with(b"-"))
 }
 
 /// The value of the first header `name` (lowercase) in an HTTP head.
@@ -165,13 +214,20 @@ impl Inspector for EngineInspector {
             self.whole = Vec::new();
         }
         self.bytes = 0;
+        self.received = 0;
         self.spent = Duration::ZERO;
+        self.decode.end();
         self.read_http_fields(txn);
         if !self.url.is_empty() {
             if let Some(name) = self.gen().urls.first_match(&self.url) {
                 return self.conclude(Verdict::Infected { threat: name.into() });
             }
         }
+        if let Some(fault) = self.coding_fault {
+            let v = self.over_limit(fault.threat());
+            return self.conclude(v);
+        }
+        self.decode.begin(&self.codings, self.partial);
         // Not `needed(content_length)`: a Content-Length header can lie, and a body longer than
         // it must not escape the hash signatures. Hashing stops past the largest signed size.
         let needed = self.gen().hashes.needed(None);
@@ -187,11 +243,92 @@ impl Inspector for EngineInspector {
         if let Some(v) = &self.done {
             return Progress::Done(v.clone());
         }
-        self.bytes += data.len() as u64;
-        if self.bytes > self.ctx.limits.scan_bytes_max {
+        self.received += data.len() as u64;
+        if self.received > self.ctx.limits.scan_bytes_max {
             let v = self.over_limit(policy::THREAT_SIZE);
             return self.conclude(v);
         }
+        if !self.decode.is_active() {
+            return self.scan(data);
+        }
+        // The chain is moved out for the call so that its sink can borrow the scanners; an
+        // empty chain holds no allocation, so this costs two moves.
+        let mut chain = std::mem::replace(&mut self.decode, DecodeChain::new(self.ctx.limits.decode));
+        let mut progress = Progress::More;
+        let result = chain.feed(data, &mut |piece| match self.scan(piece) {
+            Progress::More => ControlFlow::Continue(()),
+            done => {
+                progress = done;
+                ControlFlow::Break(())
+            }
+        });
+        self.decode = chain;
+        match result {
+            Ok(_) => {
+                if progress != Progress::More {
+                    self.decode.end();
+                }
+                progress
+            }
+            Err(fault) => {
+                let v = self.over_limit(fault.threat());
+                self.conclude(v)
+            }
+        }
+    }
+
+    fn preview_verdict(&mut self) -> Option<Verdict> {
+        self.preview_verdict_of_scanned()
+    }
+
+    fn charge(&mut self, spent: Duration) -> Progress {
+        if self.done.is_some() {
+            return Progress::More;
+        }
+        self.spent += spent;
+        if self.spent > self.ctx.limits.scan_time_max {
+            let v = self.over_limit(policy::THREAT_TIME);
+            return self.conclude(v);
+        }
+        Progress::More
+    }
+
+    fn finish(&mut self) -> Verdict {
+        if let Some(v) = self.done.take() {
+            return v;
+        }
+        if self.decode.is_active() {
+            let complete = self.decode.finish();
+            self.decode.end();
+            if let Err(fault) = complete {
+                // What was decoded is still judged: a signature found in it names the threat,
+                // and under `pass` a broken stream must not skip the end-of-object rules.
+                return match self.finish_scanned() {
+                    Verdict::Clean => self.over_limit(fault.threat()),
+                    found => found,
+                };
+            }
+        }
+        self.finish_scanned()
+    }
+
+    fn istag(&self) -> &str {
+        &self.sg.gen.istag
+    }
+
+    fn limit_hit(&self) -> Option<&'static str> {
+        self.limit
+    }
+}
+
+impl EngineInspector {
+    /// Runs every streaming scanner over the next bytes of the object as the client will see
+    /// it (decoded, if it was encoded).
+    fn scan(&mut self, data: &[u8]) -> Progress {
+        if let Some(v) = &self.done {
+            return Progress::Done(v.clone());
+        }
+        self.bytes += data.len() as u64;
         let room = self.ctx.limits.preview_bytes.saturating_sub(self.preview.len());
         self.preview.extend_from_slice(&data[..room.min(data.len())]);
         if self.whole_fits {
@@ -229,7 +366,7 @@ impl Inspector for EngineInspector {
         Progress::More
     }
 
-    fn preview_verdict(&mut self) -> Option<Verdict> {
+    fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
         // Streaming YARA rules that already hold on the preview answer now.
         match self.sg.scan_stream_rules(&self.preview) {
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
@@ -243,22 +380,8 @@ impl Inspector for EngineInspector {
             .then_some(Verdict::Clean)
     }
 
-    fn charge(&mut self, spent: Duration) -> Progress {
-        if self.done.is_some() {
-            return Progress::More;
-        }
-        self.spent += spent;
-        if self.spent > self.ctx.limits.scan_time_max {
-            let v = self.over_limit(policy::THREAT_TIME);
-            return self.conclude(v);
-        }
-        Progress::More
-    }
-
-    fn finish(&mut self) -> Verdict {
-        if let Some(v) = self.done.take() {
-            return v;
-        }
+    /// The verdict of the scanners that conclude at the end of the object.
+    fn finish_scanned(&mut self) -> Verdict {
         let sg = self.sg.clone();
         if let Some(sig) = self.body.finish(&sg.gen.body) {
             return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
@@ -292,13 +415,5 @@ impl Inspector for EngineInspector {
             }
         }
         Verdict::Clean
-    }
-
-    fn istag(&self) -> &str {
-        &self.sg.gen.istag
-    }
-
-    fn limit_hit(&self) -> Option<&'static str> {
-        self.limit
     }
 }

@@ -3,6 +3,7 @@
 //! the caller).
 
 pub mod body;
+pub mod decode;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
@@ -25,6 +26,8 @@ pub struct ScanLimits {
     /// The preview size the server advertises: how many leading bytes the engine keeps for
     /// preview-time YARA and file-magic checks.
     pub preview_bytes: usize,
+    /// Content-Encoding caps.
+    pub decode: decode::DecodeLimits,
 }
 
 /// Operator choices for the engine.

@@ -16,6 +16,15 @@ pub enum OverLimit {
 /// Threat names reported for limit verdicts (ClamAV's names, so log parsers already know them).
 pub const THREAT_SIZE: &str = "Heuristics.Limits.Exceeded.MaxScanSize";
 pub const THREAT_TIME: &str = "Heuristics.Limits.Exceeded.MaxScanTime";
+/// Content-Encoding limits (see [`crate::scan::decode`]). They share the `Limits.Exceeded`
+/// prefix, which is how the metrics and the access log count limit events.
+pub const THREAT_DECODED_SIZE: &str = "Heuristics.Limits.Exceeded.MaxDecodedSize";
+pub const THREAT_DECODE_RATIO: &str = "Heuristics.Limits.Exceeded.MaxDecodeRatio";
+pub const THREAT_ENCODINGS: &str = "Heuristics.Limits.Exceeded.MaxEncodings";
+pub const THREAT_DECODE_WINDOW: &str = "Heuristics.Limits.Exceeded.MaxDecodeWindow";
+/// A body that claims a coding we decode but is corrupt, truncated or followed by stray bytes.
+/// It is not a limit, but it is treated like one: an object we could not read is not clean.
+pub const THREAT_BROKEN_ENCODING: &str = "Heuristics.Broken.ContentEncoding";
 
 /// File types an operator can allow for early 204, by their leading bytes.
 pub const MAGICS: [(&str, &[u8]); 8] = [
