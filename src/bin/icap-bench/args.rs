@@ -30,6 +30,7 @@ OPTIONS:
     --eicar-every N        plant EICAR in every Nth request (numbers N-1, 2N-1, ...); those must
                            be blocked and all others must pass [default: 0, never]
     --eicar-at OFFSET|middle   where in the body EICAR goes [default: middle]
+    --expect-blocked       the bodies (--body-file) carry a signature: every answer must be a block
     --timeout SECS         a request without a complete answer after this is an error [default: 30]
     --label TEXT           name of the run in the report [default: the server address]
     --json FILE|-          also write the report as JSON to FILE (- for stdout)
@@ -57,6 +58,7 @@ pub struct Options {
     pub allow_204: bool,
     pub eicar_every: u64,
     pub eicar_at: EicarAt,
+    pub expect_blocked: bool,
     pub timeout: Duration,
     pub label: Option<String>,
     pub json: Option<String>,
@@ -81,6 +83,7 @@ impl Default for Options {
             allow_204: true,
             eicar_every: 0,
             eicar_at: EicarAt::Middle,
+            expect_blocked: false,
             timeout: Duration::from_secs(30),
             label: None,
             json: None,
@@ -169,6 +172,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                 o.eicar_at =
                     if v == "middle" { EicarAt::Middle } else { EicarAt::Offset(size(v).ok_or_else(|| bad(v))?) }
             }
+            "--expect-blocked" => o.expect_blocked = true,
             "--timeout" => {
                 let v = value()?;
                 o.timeout = positive_secs(v).ok_or_else(|| bad(v))?
@@ -220,6 +224,7 @@ mod tests {
             "10",
             "--eicar-at",
             "4K",
+            "--expect-blocked",
             "--duration",
             "0.5",
             "--body-file",
@@ -231,7 +236,7 @@ mod tests {
         assert_eq!(o.method, Method::Reqmod);
         assert_eq!(o.rate, Some(500.5));
         assert_eq!((o.body_size, o.preview, o.allow_204), (1 << 20, None, false));
-        assert_eq!((o.eicar_every, o.eicar_at), (10, EicarAt::Offset(4096)));
+        assert_eq!((o.eicar_every, o.eicar_at, o.expect_blocked), (10, EicarAt::Offset(4096), true));
         assert_eq!(o.duration, Duration::from_millis(500));
         assert_eq!(o.body_files.len(), 2);
         let d = run(&[]).unwrap();

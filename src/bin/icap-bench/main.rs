@@ -88,7 +88,7 @@ fn run(o: &Options) -> Result<bool, String> {
         preview: o.preview,
         chunk_bytes: o.chunk_size,
     };
-    let workload = Arc::new(Workload::new(&framing, &bodies, o.eicar_every, o.eicar_at));
+    let workload = Arc::new(Workload::new(&framing, &bodies, o.expect_blocked, o.eicar_every, o.eicar_at));
     drop(bodies);
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -152,6 +152,7 @@ fn run(o: &Options) -> Result<bool, String> {
         allow_204: o.allow_204,
         eicar_every: o.eicar_every,
         elapsed_secs,
+        client_cpu_secs: cpu_secs(),
         tally,
     };
     print!("{}", report.markdown());
@@ -162,4 +163,15 @@ fn run(o: &Options) -> Result<bool, String> {
     }
     let _ = std::io::stdout().flush();
     Ok(ok)
+}
+
+/// CPU time (user + system) this process has used so far.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage writes one rusage struct into the zeroed value we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
 }

@@ -19,6 +19,8 @@ pub struct Report {
     pub allow_204: bool,
     pub eicar_every: u64,
     pub elapsed_secs: f64,
+    /// CPU time (user + system) the load generator itself used, to tell a client-bound run.
+    pub client_cpu_secs: f64,
     pub tally: Tally,
 }
 
@@ -78,7 +80,12 @@ impl Report {
         );
         let _ = writeln!(s);
         let statuses: Vec<String> = t.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = write!(s, "ICAP statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+        let _ = write!(
+            s,
+            "client CPU {:.0}% of one core; ICAP statuses: {}",
+            100.0 * self.client_cpu_secs / self.elapsed_secs,
+            if statuses.is_empty() { "none".into() } else { statuses.join(", ") }
+        );
         if t.blocked() > 0 {
             let _ =
                 write!(s, "; blocked by page {}, cut echo {}, short echo {}", t.block_page, t.block_cut, t.block_short);
@@ -118,6 +125,7 @@ impl Report {
         field("allow_204", self.allow_204.to_string());
         field("eicar_every", self.eicar_every.to_string());
         field("elapsed_s", format!("{:.3}", self.elapsed_secs));
+        field("client_cpu_s", format!("{:.3}", self.client_cpu_secs));
         field("answered", t.answered().to_string());
         field("requests_per_s", format!("{:.1}", self.requests_per_sec()));
         field("body_mb_per_s", format!("{:.2}", self.body_mb_per_sec()));
@@ -202,6 +210,7 @@ mod tests {
             allow_204: true,
             eicar_every: 3,
             elapsed_secs: 2.0,
+            client_cpu_secs: 1.0,
             tally,
         }
     }
@@ -210,7 +219,7 @@ mod tests {
     fn markdown_has_the_figures() {
         let md = report().markdown();
         assert!(md.contains("| 2 | 1.5 | 200 | 300 | 300 | 300 | 3 | 2 | 1 | 0 | 1 |"), "{md}");
-        assert!(md.contains("ICAP statuses: 200: 1, 204: 2; blocked by page 1"), "{md}");
+        assert!(md.contains("client CPU 50% of one core; ICAP statuses: 200: 1, 204: 2; blocked by page 1"), "{md}");
         assert!(md.contains("errors: timeout 1"), "{md}");
     }
 

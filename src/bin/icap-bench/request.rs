@@ -108,9 +108,10 @@ fn chunks(data: &[u8], size: usize, out: &mut Vec<u8>) {
 ///
 /// Request number `seq` sends body `seq % bodies`, with EICAR planted when
 /// `seq % eicar_every == eicar_every - 1`: exactly every Nth request must be blocked, whatever
-/// the number of connections.
+/// the number of connections. When the bodies themselves carry a signature
+/// (`bodies_infected`), every request must be blocked.
 pub struct Workload {
-    /// Clean objects, one per body.
+    /// The objects as given, one per body (clean unless the bodies are known to be infected).
     clean: Vec<Object>,
     /// The same bodies with EICAR planted (empty when nothing is planted).
     infected: Vec<Object>,
@@ -118,8 +119,14 @@ pub struct Workload {
 }
 
 impl Workload {
-    pub fn new(f: &Framing, bodies: &[Vec<u8>], eicar_every: u64, eicar_at: EicarAt) -> Workload {
-        let clean = bodies.iter().map(|b| encode(f, b, false)).collect();
+    pub fn new(
+        f: &Framing,
+        bodies: &[Vec<u8>],
+        bodies_infected: bool,
+        eicar_every: u64,
+        eicar_at: EicarAt,
+    ) -> Workload {
+        let clean = bodies.iter().map(|b| encode(f, b, bodies_infected)).collect();
         let infected = if eicar_every > 0 {
             bodies.iter().map(|b| encode(f, &body::with_eicar(b, eicar_at), true)).collect()
         } else {
@@ -227,7 +234,7 @@ mod tests {
         let bodies = vec![body::synthetic(300), body::synthetic(400)];
         // One chunk per body, so that EICAR is not split by a chunk boundary in the encoding.
         let f = Framing { chunk_bytes: 65536, ..framing(Method::Respmod, None, true) };
-        let w = Workload::new(&f, &bodies, 3, EicarAt::Middle);
+        let w = Workload::new(&f, &bodies, false, 3, EicarAt::Middle);
         for seq in 0..12 {
             let o = w.object(seq);
             assert_eq!(o.infected, seq % 3 == 2);
@@ -235,5 +242,7 @@ mod tests {
             assert_eq!(memchr::memmem::find(&o.first, body::EICAR).is_some(), o.infected);
         }
         assert_eq!(w.mean_body_bytes(), 350.0);
+        let all = Workload::new(&f, &bodies, true, 0, EicarAt::Middle);
+        assert!((0..4).all(|seq| all.object(seq).infected));
     }
 }
