@@ -21,6 +21,8 @@ mod args;
 mod body;
 mod closed_loop;
 mod conn;
+#[cfg(test)]
+mod fake_server;
 mod open_loop;
 mod report;
 mod request;

@@ -92,3 +92,95 @@ pub fn run(cfg: &WorkerConfig, workload: &Workload, schedule: &mut dyn Schedule,
     progress.publish(&tally);
     tally
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::{self, EicarAt};
+    use crate::closed_loop::ClosedLoop;
+    use crate::fake_server;
+    use crate::open_loop::OpenLoop;
+    use crate::request::{Framing, Method};
+
+    fn workload(body_bytes: usize, preview: Option<usize>, allow_204: bool, eicar_every: u64) -> Workload {
+        let f = Framing {
+            method: Method::Respmod,
+            authority: "127.0.0.1".into(),
+            service: "respmod".into(),
+            allow_204,
+            preview,
+            chunk_bytes: 16 * 1024,
+        };
+        Workload::new(&f, &[body::synthetic(body_bytes)], false, eicar_every, EicarAt::Middle)
+    }
+
+    fn closed(addr: SocketAddr, w: &Workload, allow_204: bool, requests: u64) -> Tally {
+        let cfg = WorkerConfig { addr, connections: 3, allow_204, timeout: Duration::from_secs(20) };
+        let mut schedule = ClosedLoop::new(0, 1, Some(requests), Instant::now() + Duration::from_secs(60));
+        run(&cfg, w, &mut schedule, &Progress::default())
+    }
+
+    #[test]
+    fn preview_204_and_block_pages() {
+        let addr = fake_server::start(false);
+        let t = closed(addr, &workload(1024, Some(1024), true, 5), true, 40);
+        assert_eq!(
+            (t.answered(), t.passed, t.block_page, t.wrong, t.error_count()),
+            (40, 32, 8, 0, 0),
+            "{:?}",
+            t.samples
+        );
+        assert_eq!(t.infected_sent, 8);
+        assert_eq!(t.latency_us.len(), 40);
+        assert_eq!(t.body_bytes, 40 * 1024);
+    }
+
+    #[test]
+    fn continue_echo_and_cut_echoes_reconnect() {
+        let addr = fake_server::start(false);
+        let t = closed(addr, &workload(300_000, Some(1024), false, 4), false, 24);
+        assert_eq!(
+            (t.answered(), t.passed, t.block_cut, t.wrong, t.error_count()),
+            (24, 18, 6, 0, 0),
+            "{:?}",
+            t.samples
+        );
+        // Without a preview the whole request goes out in one part.
+        let t = closed(addr, &workload(70_000, None, false, 0), false, 10);
+        assert_eq!((t.passed, t.wrong, t.error_count()), (10, 0, 0), "{:?}", t.samples);
+        // Allow 204 with a body past the preview: continue, then 204 or a block page.
+        let t = closed(addr, &workload(5000, Some(1024), true, 2), true, 10);
+        assert_eq!((t.passed, t.block_page, t.wrong, t.error_count()), (5, 5, 0, 0), "{:?}", t.samples);
+    }
+
+    #[test]
+    fn a_server_that_passes_everything_is_wrong_on_every_infected_object() {
+        let addr = fake_server::start(true);
+        let t = closed(addr, &workload(1024, Some(1024), true, 3), true, 30);
+        assert_eq!((t.answered(), t.passed, t.wrong, t.error_count()), (30, 30, 10, 0));
+        assert!(t.samples[0].contains("wrong verdict: infected object answered Passed"), "{:?}", t.samples);
+    }
+
+    #[test]
+    fn open_loop_sends_what_falls_due() {
+        let addr = fake_server::start(false);
+        let w = workload(1024, Some(1024), true, 0);
+        let cfg = WorkerConfig { addr, connections: 4, allow_204: true, timeout: Duration::from_secs(20) };
+        let start = Instant::now();
+        let mut schedule = OpenLoop::new(0, 1, 500.0, None, start, start + Duration::from_millis(200));
+        let t = run(&cfg, &w, &mut schedule, &Progress::default());
+        // 100 requests fall due in 200 ms; each is answered or counted as never sent.
+        assert_eq!(t.answered() + t.unsent, 100);
+        assert!(t.answered() > 0);
+        assert_eq!((t.wrong, t.error_count()), (0, 0), "{:?}", t.samples);
+    }
+
+    #[test]
+    fn a_dead_server_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let w = workload(10, None, true, 0);
+        let t = closed(port, &w, true, 2);
+        assert_eq!(t.answered(), 0);
+        assert_eq!(t.errors.get(&crate::stats::ErrorKind::Connect), Some(&2));
+    }
+}
