@@ -7,7 +7,8 @@
 //! server hands over body bytes. The body is `icap-bench`'s synthetic body (the same source
 //! file is included), or a file. Every pass must give the expected verdict (clean, or infected
 //! with `--eicar`), so a broken fast path cannot look fast. The ratio of the end-to-end
-//! `Allow: 204` throughput to this figure is what the ICAP layer costs.
+//! `Allow: 204` throughput to this figure is what the ICAP layer costs. Both the wall-clock rate
+//! and the rate per CPU second are reported; the second is the one to trust on a busy machine.
 
 #[path = "icap-bench/body.rs"]
 mod body;
@@ -144,6 +145,7 @@ fn run(o: &Options) -> Result<(), String> {
     let mut passes = 0u64;
     let mut best = Duration::MAX;
     let started = Instant::now();
+    let cpu_started = thread_cpu();
     while passes == 0 || started.elapsed() < o.duration {
         let t0 = Instant::now();
         let verdict = scan_once(&mut inspector, &txn, &object, o.feed_bytes);
@@ -160,24 +162,37 @@ fn run(o: &Options) -> Result<(), String> {
         passes += 1;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = (thread_cpu() - cpu_started).max(1e-9);
     let mb_s = passes as f64 * object.len() as f64 / secs / 1e6;
+    let mb_cpu_s = passes as f64 * object.len() as f64 / cpu_secs / 1e6;
     let best_mb_s = object.len() as f64 / best.as_secs_f64() / 1e6;
     if o.json {
         println!(
-            "{{\"signatures\": {sigs}, \"body_bytes\": {}, \"feed_bytes\": {}, \"passes\": {passes}, \"mb_per_s\": {mb_s:.1}, \"best_pass_mb_per_s\": {best_mb_s:.1}, \"eicar\": {}}}",
+            "{{\"signatures\": {sigs}, \"body_bytes\": {}, \"feed_bytes\": {}, \"passes\": {passes}, \"mb_per_s\": {mb_s:.1}, \"mb_per_cpu_s\": {mb_cpu_s:.1}, \"best_pass_mb_per_s\": {best_mb_s:.1}, \"eicar\": {}}}",
             object.len(),
             o.feed_bytes,
             o.eicar
         );
     } else {
         println!(
-            "{sigs} signatures, {} B object in {} B feeds: {passes} passes, {mb_s:.1} MB/s (best pass {best_mb_s:.1} MB/s), every verdict {}",
+            "{sigs} signatures, {} B object in {} B feeds: {passes} passes, {mb_s:.1} MB/s, {mb_cpu_s:.1} MB per CPU second (best pass {best_mb_s:.1} MB/s), every verdict {}",
             object.len(),
             o.feed_bytes,
             if o.eicar { "infected" } else { "clean" }
         );
     }
     Ok(())
+}
+
+/// CPU time of this thread in seconds: on a shared machine the wall clock also counts the time
+/// other processes had the CPU, the thread's CPU time does not.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the value we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// One object through the inspector the way a connection drives it.
