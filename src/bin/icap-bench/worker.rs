@@ -57,8 +57,12 @@ pub fn run(cfg: &WorkerConfig, workload: &Workload, schedule: &mut dyn Schedule,
             polled.push(i);
         }
         let mut wake = now + POLL_SLICE;
-        if let Some(t) = schedule.wake_at() {
-            wake = wake.min(t);
+        // A due request only needs a wake-up when a connection is free to send it; otherwise
+        // the next answer is the event to wait for (waking for a past due time would spin).
+        if conns.iter().any(|c| !c.busy()) {
+            if let Some(t) = schedule.wake_at() {
+                wake = wake.min(t);
+            }
         }
         for d in conns.iter().filter_map(|c| c.deadline()) {
             wake = wake.min(d);
