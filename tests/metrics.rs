@@ -26,6 +26,19 @@ fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// Starts icapd with the bundled signatures, one shard, a metrics listener and an access log
+/// at `log_path` in `format`; returns the server and the metrics port.
+fn engine_server(log_path: &Path, format: &str, config: &str) -> (Server, u16) {
+    let _ = std::fs::remove_file(log_path);
+    let metrics_port = free_port();
+    let signatures = concat!(env!("CARGO_MANIFEST_DIR"), "/signatures");
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let args = ["--shards", "1", "--signatures", signatures, "--metrics", &metrics_addr];
+    let log = ["--access-log", log_path.to_str().unwrap(), "--access-log-format", format];
+    let server = Server::start(&[&args[..], &log[..]].concat(), Some(config));
+    (server, metrics_port)
+}
+
 fn clean_preview(body: &[u8]) -> Vec<u8> {
     let mut req = respmod_head("respmod", Some(1024), true);
     req.extend(chunked(body, 1024));
@@ -209,24 +222,9 @@ fn metrics_count_exactly_what_happened_and_the_json_log_has_every_line() {
 
 #[test]
 fn text_log_is_c_icap_shaped_and_limits_and_reloads_are_counted() {
-    let metrics_port = free_port();
     let log_path = std::env::temp_dir().join(format!("icapd-metrics-text-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log_path);
-    let signatures = concat!(env!("CARGO_MANIFEST_DIR"), "/signatures");
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let server = Server::start(
-        &[
-            "--shards",
-            "1",
-            "--signatures",
-            signatures,
-            "--metrics",
-            &metrics_addr,
-            "--access-log",
-            log_path.to_str().unwrap(),
-        ],
-        Some("reload_poll_ms = 0\n[limits]\nscan_bytes_max = 4096\n"),
-    );
+    let (server, metrics_port) =
+        engine_server(&log_path, "icap", "reload_poll_ms = 0\n[limits]\nscan_bytes_max = 4096\n");
     // One clean object, one EICAR, one over the scan limit (blocked by default policy).
     let eicar = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples/eicar.com")).unwrap();
     let s = server.connect();
@@ -297,26 +295,9 @@ fn a_bad_metrics_address_is_a_startup_error() {
 
 #[test]
 fn an_object_passed_over_a_limit_is_still_counted_and_logged() {
-    let metrics_port = free_port();
     let log_path = std::env::temp_dir().join(format!("icapd-metrics-pass-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log_path);
-    let signatures = concat!(env!("CARGO_MANIFEST_DIR"), "/signatures");
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let server = Server::start(
-        &[
-            "--shards",
-            "1",
-            "--signatures",
-            signatures,
-            "--metrics",
-            &metrics_addr,
-            "--access-log",
-            log_path.to_str().unwrap(),
-            "--access-log-format",
-            "json",
-        ],
-        Some("[limits]\nscan_bytes_max = 4096\n[policy]\nover_limit = \"pass\"\n"),
-    );
+    let (server, metrics_port) =
+        engine_server(&log_path, "json", "[limits]\nscan_bytes_max = 4096\n[policy]\nover_limit = \"pass\"\n");
     let s = server.connect();
     let mut reader = BufReader::new(s.try_clone().unwrap());
     (&s).write_all(&respmod(&pseudo_random(10_000, 2), true)).unwrap();

@@ -88,7 +88,13 @@ pub trait Inspector {
 #[cfg(test)]
 pub fn verdict_of(inspector: &mut dyn Inspector, body: &[u8], cuts: &[usize]) -> Verdict {
     let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
-    if let Progress::Done(v) = inspector.begin(&txn) {
+    verdict_of_txn(inspector, &txn, body, cuts)
+}
+
+/// Like [`verdict_of`], for a transaction with the given encapsulated heads.
+#[cfg(test)]
+pub fn verdict_of_txn(inspector: &mut dyn Inspector, txn: &Txn<'_>, body: &[u8], cuts: &[usize]) -> Verdict {
+    if let Progress::Done(v) = inspector.begin(txn) {
         return v;
     }
     let mut prev = 0;

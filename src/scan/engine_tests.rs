@@ -165,17 +165,7 @@ fn res_hdr(fields: &str) -> Vec<u8> {
 
 /// One object with the given encapsulated heads, fed in the pieces `cuts` gives.
 fn verdict_with(inspector: &mut EngineInspector, txn: &Txn<'_>, body: &[u8], cuts: &[usize]) -> Verdict {
-    if let Progress::Done(v) = inspector.begin(txn) {
-        return v;
-    }
-    let mut prev = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
-        if let Progress::Done(v) = inspector.feed(&body[prev..cut]) {
-            return v;
-        }
-        prev = cut;
-    }
-    inspector.finish()
+    crate::inspect::verdict_of_txn(inspector, txn, body, cuts)
 }
 
 /// The RESPMOD verdict for `body` under `Content-Encoding: <coding>`, the same at every split.
