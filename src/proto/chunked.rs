@@ -92,6 +92,17 @@ impl ChunkDecoder {
         self.state == State::Size { digits: 0 } && self.line_bytes == 0
     }
 
+    /// Data bytes of the current chunk that its size line announced but that have not been
+    /// returned yet (0 outside chunk data). After a `Data` result this is how much more of the
+    /// same chunk is still to come, so the caller can judge the whole chunk (a preview's
+    /// length) from its first piece, whatever the split.
+    pub fn chunk_remaining(&self) -> u64 {
+        match self.state {
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// Decodes from `input`; returns how many bytes were consumed and what they produced. Data
     /// is returned as soon as any is available; call again with the unconsumed rest.
     pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Chunk), ProtoError> {
