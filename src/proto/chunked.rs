@@ -336,6 +336,18 @@ mod tests {
     }
 
     #[test]
+    fn chunk_remaining_counts_what_the_size_line_announced() {
+        let mut d = ChunkDecoder::new(256, 4096);
+        assert_eq!(d.chunk_remaining(), 0);
+        assert_eq!(d.decode(b"a\r\n"), Ok((3, Chunk::NeedMore)));
+        assert_eq!(d.chunk_remaining(), 10);
+        assert_eq!(d.decode(b"0123"), Ok((4, Chunk::Data { start: 0, end: 4 })));
+        assert_eq!(d.chunk_remaining(), 6);
+        assert_eq!(d.decode(b"456789\r\n"), Ok((6, Chunk::Data { start: 0, end: 6 })));
+        assert_eq!(d.chunk_remaining(), 0);
+    }
+
+    #[test]
     fn incomplete_needs_more() {
         for input in [&b"3\r\nab"[..], b"3\r\nabc\r\n", b"0\r\n", b"0\r\nX: y\r\n", b"a"] {
             assert_eq!(decode_all_ways(input).unwrap().1, None);
