@@ -93,6 +93,17 @@ impl ChunkDecoder {
         self.state == State::Size { digits: 0 } && self.line_bytes == 0
     }
 
+    /// Data bytes of the current chunk that its size line announced but that have not been
+    /// returned yet (0 outside chunk data). After a `Data` result this is how much more of the
+    /// same chunk is still to come, so the caller can judge the whole chunk (a preview's
+    /// length) from its first piece, whatever the split.
+    pub fn chunk_remaining(&self) -> u64 {
+        match self.state {
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// Decodes from `input`; returns how many bytes were consumed and what they produced. Data
     /// is returned as soon as any is available; call again with the unconsumed rest.
     pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Chunk), ProtoError> {
@@ -334,6 +345,18 @@ mod tests {
         let input = b"3\r\nabc\r\n0\r\n\r\nOPTIONS";
         let (data, end, used) = decode_all_ways(input).unwrap();
         assert_eq!((data.as_slice(), end, used), (&b"abc"[..], Some(false), input.len() - 7));
+    }
+
+    #[test]
+    fn chunk_remaining_counts_what_the_size_line_announced() {
+        let mut d = ChunkDecoder::new(256, 4096);
+        assert_eq!(d.chunk_remaining(), 0);
+        assert_eq!(d.decode(b"a\r\n"), Ok((3, Chunk::NeedMore)));
+        assert_eq!(d.chunk_remaining(), 10);
+        assert_eq!(d.decode(b"0123"), Ok((4, Chunk::Data { start: 0, end: 4 })));
+        assert_eq!(d.chunk_remaining(), 6);
+        assert_eq!(d.decode(b"456789\r\n"), Ok((6, Chunk::Data { start: 0, end: 6 })));
+        assert_eq!(d.chunk_remaining(), 0);
     }
 
     #[test]

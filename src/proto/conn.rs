@@ -542,7 +542,10 @@ impl Conn {
     fn on_data(&mut self, seg: Seg, unix_secs: u64) {
         let len = seg.len() as u64;
         if self.state == State::Preview {
-            if len > self.preview_left {
+            // The whole chunk counts, not just the part that has arrived: otherwise a chunk that
+            // overruns the preview would be refused when it arrives in one read but inspected
+            // (and perhaps answered early) when its first bytes arrive alone.
+            if len + self.chunks.chunk_remaining() > self.preview_left {
                 return self.fail(ProtoError::PreviewOverrun, unix_secs);
             }
             self.preview_left -= len;

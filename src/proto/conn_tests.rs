@@ -339,6 +339,24 @@ fn preview_overrun_is_refused() {
 }
 
 #[test]
+fn preview_overrun_is_refused_even_when_the_threat_arrives_first() {
+    // Found by fuzzing: a chunk longer than the preview, with a threat in its first bytes, was
+    // refused (400) when it arrived in one read, but answered with a block page when the threat
+    // arrived in a read of its own. The chunk's announced size decides, however it arrives.
+    let chunk = [TEST_MARKER, b"0123456789".as_slice()].concat();
+    let head = format!(
+        "RESPMOD icap://h/respmod ICAP/1.0\r\nPreview: 20\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{RES_HDR}{:x}\r\n",
+        RES_HDR.len(),
+        chunk.len()
+    );
+    let input = [head.as_bytes(), &chunk, b"\r\n0\r\n\r\n"].concat();
+    let run = drive_all_ways(&input, InspectorKind::Test, Limits::default());
+    assert_eq!(run.resps.len(), 1);
+    assert_eq!(run.resps[0].status(), 400);
+    assert_eq!(run.state, State::Closing);
+}
+
+#[test]
 fn oversized_head_is_431_even_across_blocks() {
     let mut input = b"OPTIONS icap://h/respmod ICAP/1.0\r\n".to_vec();
     while input.len() < crate::limits::ICAP_HEADER_BYTES_MAX + 100 {

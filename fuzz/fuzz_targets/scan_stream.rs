@@ -1,0 +1,162 @@
+//! Differential target for the signature engine: streamed scanning must equal whole-buffer
+//! scanning, and both must agree with a brute-force reading of the signatures.
+//!
+//! The engine is the real [`EngineInspector`] over a small generation loaded (once per
+//! process) from `.ndb` and `.hdb` text written to a private folder: EICAR, exact, masked,
+//! nibble, offset, `*`, `{n-m}` and `{n-}` signatures, a short one for the automaton path, a
+//! long one, and an MD5 hash signature.
+//!
+//! Flags: bits 0-2 plant one of seven sample matches into the body (0: none) at the position
+//! given by the payload's first byte, so that the fuzzer starts next to real matches and
+//! mutates around them; bit 3 sends a response head with a (possibly wrong) Content-Length.
+//!
+//! Checks: the verdict is identical whole, at the fuzzer's split points and byte by byte; a
+//! reported threat really is present (brute force over the parsed signatures, or the MD5);
+//! and every present signature is found (except for bounded `{n-m}` gaps, where the engine
+//! documents that it remembers only the last few candidate ends).
+#![no_main]
+
+use icapd::inspect::{Inspector, Progress, Txn, Verdict};
+use icapd::limits::Limits;
+use icapd::proto::Method;
+use icapd::scan::engine::{EngineInspector, ScanCtx};
+use icapd::scan::policy::{Early204, OverLimit};
+use icapd::scan::ScanPolicy;
+use icapd::signatures::ndb::{parse_ndb_line, Gap, NdbOffset, NdbSignature};
+use icapd::signatures::{load, LoadOptions};
+use icapd_fuzz::{every_byte, piece_ends, Input};
+use libfuzzer_sys::fuzz_target;
+use md5::{Digest, Md5};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+const HASHED: &[u8] = b"fuzz-hash-object\n";
+
+/// `.ndb` lines; every one must load.
+const NDB: &[&str] = &[
+    "Eicar-Test-Signature:0:*:58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5354414e444152442d414e544956495255532d544553542d46494c452124482b482a",
+    "Fuzz.Exact:0:*:66757a7a2d6578616374", // fuzz-exact
+    "Fuzz.Mask:0:*:4d41??4b3?45",          // MA?K[0x30-0x3f]E
+    "Fuzz.Offset:0:4:6f66667365742121",    // offset!! at byte 4
+    "Fuzz.Star:0:*:73746172742d*2d656e64", // start-*-end
+    "Fuzz.Range:0:*:72616e67{2-5}6574",    // rang{2-5}et
+    "Fuzz.AtLeast:0:*:6c6f6e67{3-}7761797321", // long{3-}ways!
+    "Fuzz.Short:0:*:7e7e5e",               // ~~^ (short-anchor automaton)
+    "Fuzz.Long:0:*:7468652d717569636b2d62726f776e2d666f782d6a756d70732d6f7665722d7468652d6c617a792d646f67", // the-quick-brown-fox-jumps-over-the-lazy-dog
+];
+
+/// One sample match per plant index 1..=7.
+const PLANTS: [&[u8]; 7] = [EICAR, b"fuzz-exact", b"MA\x00K5E", b"start--end", b"rang12345et", b"longXYZways!", HASHED];
+
+struct Engine {
+    inspector: RefCell<EngineInspector>,
+    sigs: Vec<NdbSignature>,
+    hash: [u8; 16],
+}
+
+fn engine() -> Engine {
+    let dir = std::env::temp_dir().join(format!("icapd-fuzz-sigs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    std::fs::write(dir.join("fuzz.ndb"), NDB.join("\n") + "\n").expect("write ndb");
+    let hash: [u8; 16] = Md5::digest(HASHED).into();
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(dir.join("fuzz.hdb"), format!("{hex}:{}:Fuzz.Hash\n", HASHED.len())).expect("write hdb");
+    let gen = load(&dir, LoadOptions::default()).expect("the fuzz signatures load");
+    assert!(gen.problems.is_empty(), "{:?}", gen.problems);
+    let _ = std::fs::remove_dir_all(&dir);
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
+    let sigs = NDB.iter().map(|l| parse_ndb_line(l).expect("valid line")).collect();
+    Engine { inspector: RefCell::new(EngineInspector::new(Rc::clone(&ctx))), sigs, hash }
+}
+
+thread_local! {
+    static ENGINE: Engine = engine();
+}
+
+fn verdict(inspector: &mut EngineInspector, res_hdr: Option<&[u8]>, body: &[u8], cuts: &[usize]) -> Verdict {
+    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr };
+    if let Progress::Done(v) = inspector.begin(&txn) {
+        return v;
+    }
+    let mut prev = 0;
+    for end in piece_ends(cuts, body.len()) {
+        if let Progress::Done(v) = inspector.feed(&body[prev..end]) {
+            return v;
+        }
+        prev = end;
+    }
+    inspector.finish()
+}
+
+/// Brute force: can `sig` be placed in `body`? Tracks every position where the next segment
+/// may start.
+fn present(sig: &NdbSignature, body: &[u8]) -> bool {
+    let n = body.len();
+    let mut starts = vec![false; n + 1];
+    match sig.offset {
+        NdbOffset::Any => starts.iter_mut().for_each(|s| *s = true),
+        NdbOffset::Exact(at) if (at as usize) <= n => starts[at as usize] = true,
+        NdbOffset::Exact(_) => return false,
+    }
+    for (k, seg) in sig.segments.iter().enumerate() {
+        let ends: Vec<usize> = (0..=n)
+            .filter(|&p| starts[p] && p + seg.len() <= n && seg.matches(&body[p..p + seg.len()]))
+            .map(|p| p + seg.len())
+            .collect();
+        if k + 1 == sig.segments.len() {
+            return !ends.is_empty();
+        }
+        starts = vec![false; n + 1];
+        let gap = sig.gaps[k];
+        for e in ends {
+            let lo = e + gap.min() as usize;
+            let hi = gap.max().map_or(n, |m| (e + m as usize).min(n));
+            for s in starts.iter_mut().take(hi + 1).skip(lo) {
+                *s = true;
+            }
+        }
+    }
+    unreachable!("a signature has at least one segment")
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = Input::parse(data) else { return };
+    let mut body = input.payload.to_vec();
+    let plant = (input.flags & 7) as usize;
+    if plant > 0 && !body.is_empty() {
+        let at = (body.remove(0) as usize).min(body.len());
+        body.splice(at..at, PLANTS[plant - 1].iter().copied());
+    }
+    let res_hdr = (input.flags & 8 != 0)
+        .then(|| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", input.gaps.len()).into_bytes());
+    let res_hdr = res_hdr.as_deref();
+    let cuts = icapd_fuzz::cuts_of(input.gaps, body.len());
+    ENGINE.with(|e| {
+        let mut inspector = e.inspector.borrow_mut();
+        let whole = verdict(&mut inspector, res_hdr, &body, &[]);
+        assert_eq!(verdict(&mut inspector, res_hdr, &body, &cuts), whole, "split at {cuts:?}");
+        assert_eq!(verdict(&mut inspector, res_hdr, &body, &every_byte(body.len())), whole, "byte by byte");
+
+        let hashed = body.len() == HASHED.len() && <[u8; 16]>::from(Md5::digest(&body)) == e.hash;
+        let matching: Vec<&str> = e.sigs.iter().filter(|s| present(s, &body)).map(|s| s.name.as_str()).collect();
+        match &whole {
+            Verdict::Infected { threat } if &**threat == "Fuzz.Hash" => {
+                assert!(hashed, "hash reported for another object");
+                assert!(matching.is_empty(), "body signatures {matching:?} are checked before hashes");
+            }
+            Verdict::Infected { threat } => {
+                assert!(matching.contains(&&**threat), "{threat} reported but only {matching:?} present")
+            }
+            Verdict::Clean => {
+                assert!(!hashed, "the hashed object passed");
+                for s in e.sigs.iter().filter(|s| present(s, &body)) {
+                    let bounded_gap = s.gaps.iter().any(|g| matches!(g, Gap::Range { .. }));
+                    assert!(bounded_gap, "{} is present but the body passed", s.name);
+                }
+            }
+        }
+    });
+});
