@@ -71,7 +71,9 @@ pub struct TxnOutcome {
     pub method: Option<Method>,
     /// The service named in the request URI, when it is one of ours.
     pub service: Option<&'static str>,
-    /// ICAP status of the answer; 0 when the answer had started and was cut off.
+    /// ICAP status of the answer; 0 when an answer that had started was cut off by the client,
+    /// an error or a deadline. A late threat that cuts an echo short keeps its 200 and is marked
+    /// `aborted` (logged as `partiallyblocked`).
     pub status: u16,
     pub verdict: Option<Verdict>,
     /// Encapsulated body bytes received (after de-chunking), up to the answer.
@@ -308,7 +310,7 @@ impl Conn {
             State::Drain => self.record(None, 0, true),
             State::Head | State::EncapHeaders | State::Preview | State::Body => {
                 if self.committed {
-                    self.record(None, 200, true);
+                    self.record(None, 0, true);
                 } else {
                     self.push_scratch(|out, istag| response::bodiless(out, 408, istag, unix_secs, true));
                     self.record(None, 408, false);
