@@ -4,10 +4,8 @@
 
 mod common;
 
-use common::{free_port, wait_timeout};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use common::{free_port, lines_until_ready, spawn_with_stderr, terminate};
+use std::process::Command;
 
 /// Runs `icapd ARGS` under `taskset -c CPUS` and returns (exit code, stdout, stderr).
 fn under_taskset(cpus: &str, args: &[&str]) -> (Option<i32>, String, String) {
@@ -24,37 +22,15 @@ fn start_up_log_names_the_cpu_of_each_shard() {
     // The last CPU we may use, so that following the inherited mask differs from "CPU 0".
     let cpu = *icapd::server::cpus::allowed_cpus().last().unwrap();
     let port = free_port();
-    let mut child = Command::new("taskset")
-        .args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_icapd")])
-        .args(["--inspector", "null", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("taskset (util-linux) runs");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
-        let ready = line.contains("icapd: ready");
-        lines.push(line);
-        if ready {
-            break;
-        }
-    }
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let status = wait_timeout(&mut child, Duration::from_secs(20));
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let (mut child, rx) =
+        spawn_with_stderr(Command::new("taskset").args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_icapd")]).args([
+            "--inspector",
+            "null",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]));
+    let lines = lines_until_ready(&rx);
+    let status = terminate(&mut child);
     let log = lines.join("\n");
     assert!(
         log.contains(&format!("icapd: shard 0 pinned to CPU {cpu}, listening on 127.0.0.1:{port}")),

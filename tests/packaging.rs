@@ -13,9 +13,9 @@ mod common;
 
 use icapd::limits::Limits;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 fn repo() -> PathBuf {
@@ -423,32 +423,16 @@ fn serve_as_unprivileged_user(binary: &Path, config: &Path, istag: &str) {
         return;
     }
     let port = common::free_port();
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"])
-        .args(["--inh-caps=-all", "--bounding-set=-all"])
-        .arg(binary)
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("setpriv (util-linux) runs");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
-        let ready = line.contains("icapd: ready");
-        log.push(line);
-        if ready {
-            break;
-        }
-    }
+    let (mut child, rx) = common::spawn_with_stderr(
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"])
+            .args(["--inh-caps=-all", "--bounding-set=-all"])
+            .arg(binary)
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")]),
+    );
+    let log = common::lines_until_ready(&rx);
     let answer = if log.last().is_some_and(|l| l.contains("icapd: ready")) {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -461,15 +445,7 @@ fn serve_as_unprivileged_user(binary: &Path, config: &Path, istag: &str) {
     } else {
         None
     };
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let status = common::wait_timeout(&mut child, Duration::from_secs(20));
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let status = common::terminate(&mut child);
     let log = log.join("\n");
     let answer = answer.unwrap_or_else(|| panic!("the installed icapd did not serve as nobody:\n{log}"));
     assert_eq!(answer.status, 200, "{log}");

@@ -40,14 +40,7 @@ impl Server {
             std::fs::write(&path, toml).unwrap();
             cmd.arg("--config").arg(path);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start icapd");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, rx) = spawn_with_stderr(&mut cmd);
         let server = Server { child, port, stderr: rx, dir };
         server.wait_for_line("icapd: ready");
         server
@@ -88,6 +81,47 @@ impl Server {
         std::mem::forget(self);
         status
     }
+}
+
+/// Spawns `cmd` (an icapd, perhaps behind taskset or setpriv) with its stderr read line by
+/// line on a thread of its own, so the child never blocks on a full pipe.
+pub fn spawn_with_stderr(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start icapd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Collects stderr lines until `icapd: ready` (included), the end of stderr, or 20 s of silence.
+pub fn lines_until_ready(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        let ready = line.contains("icapd: ready");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    lines
+}
+
+/// Sends SIGTERM and waits up to 20 s for the exit status; kills the child if it does not exit.
+pub fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = wait_timeout(child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
