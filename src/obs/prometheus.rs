@@ -21,14 +21,16 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
 
     header(o, "icapd_build_info", "gauge", "Always 1; the version is a label.");
     let _ = writeln!(o, "icapd_build_info{{version=\"{}\"}} 1", p.version);
-    header(o, "icapd_start_time_seconds", "gauge", "When the process started, in seconds since the epoch.");
-    let _ = writeln!(o, "icapd_start_time_seconds {}", p.started_unix);
-    header(o, "icapd_uptime_seconds", "gauge", "Seconds since the process started.");
-    let _ = writeln!(o, "icapd_uptime_seconds {}", p.uptime_secs);
-    header(o, "icapd_shards", "gauge", "Shards configured (one pinned thread each).");
-    let _ = writeln!(o, "icapd_shards {}", p.cpus.len());
-    header(o, "icapd_shards_answering", "gauge", "Shards that answered this scrape in time.");
-    let _ = writeln!(o, "icapd_shards_answering {}", shards.len());
+    single(
+        o,
+        "icapd_start_time_seconds",
+        "gauge",
+        "When the process started, in seconds since the epoch.",
+        p.started_unix,
+    );
+    single(o, "icapd_uptime_seconds", "gauge", "Seconds since the process started.", p.uptime_secs);
+    single(o, "icapd_shards", "gauge", "Shards configured (one pinned thread each).", p.cpus.len());
+    single(o, "icapd_shards_answering", "gauge", "Shards that answered this scrape in time.", shards.len());
     header(o, "icapd_shard_cpu", "gauge", "The CPU each shard is pinned to.");
     for (shard, cpu) in p.cpus.iter().enumerate() {
         let _ = writeln!(o, "icapd_shard_cpu{{shard=\"{shard}\"}} {cpu}");
@@ -55,8 +57,7 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     header(o, "icapd_received_bytes_total", "counter", "Bytes received: ICAP and HTTP heads, and de-chunked bodies.");
     let _ = writeln!(o, "icapd_received_bytes_total{{part=\"head\"}} {}", total.head_bytes_in);
     let _ = writeln!(o, "icapd_received_bytes_total{{part=\"body\"}} {}", total.body_bytes_in);
-    header(o, "icapd_sent_bytes_total", "counter", "Bytes sent back to clients.");
-    let _ = writeln!(o, "icapd_sent_bytes_total {}", total.bytes_out);
+    single(o, "icapd_sent_bytes_total", "counter", "Bytes sent back to clients.", total.bytes_out);
     header(o, "icapd_threats_total", "counter", "Blocked objects by threat name (bounded; the rest under \"other\").");
     for (name, n) in &total.threats {
         let _ = writeln!(o, "icapd_threats_total{{threat=\"{}\"}} {n}", escape(name));
@@ -86,28 +87,36 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
         "Processing time per transaction (parsing, decoding and scanning), excluding waits for the network.",
         &total.busy,
     );
-    header(o, "icapd_connections_accepted_total", "counter", "Connections accepted.");
-    let _ = writeln!(o, "icapd_connections_accepted_total {}", total.connections_accepted);
-    header(o, "icapd_connections_refused_total", "counter", "Connections answered 503 at the per-shard cap.");
-    let _ = writeln!(o, "icapd_connections_refused_total {}", total.connections_refused);
-    header(
+    single(o, "icapd_connections_accepted_total", "counter", "Connections accepted.", total.connections_accepted);
+    single(
+        o,
+        "icapd_connections_refused_total",
+        "counter",
+        "Connections answered 503 at the per-shard cap.",
+        total.connections_refused,
+    );
+    single(
         o,
         "icapd_connections_evicted_total",
         "counter",
         "Idle keep-alive connections closed at the cap to make room.",
+        total.connections_evicted,
     );
-    let _ = writeln!(o, "icapd_connections_evicted_total {}", total.connections_evicted);
-    header(o, "icapd_connection_panics_total", "counter", "Connection tasks that panicked (each closed only itself).");
-    let _ = writeln!(o, "icapd_connection_panics_total {}", total.connection_panics);
-    header(
+    single(
+        o,
+        "icapd_connection_panics_total",
+        "counter",
+        "Connection tasks that panicked (each closed only itself).",
+        total.connection_panics,
+    );
+    single(
         o,
         "icapd_access_log_dropped_lines_total",
         "counter",
         "Access-log lines dropped because the writer fell behind.",
+        total.log_lines_dropped,
     );
-    let _ = writeln!(o, "icapd_access_log_dropped_lines_total {}", total.log_lines_dropped);
-    header(o, "icapd_access_log_write_errors_total", "counter", "Access-log writes that failed.");
-    let _ = writeln!(o, "icapd_access_log_write_errors_total {}", p.log_write_errors);
+    single(o, "icapd_access_log_write_errors_total", "counter", "Access-log writes that failed.", p.log_write_errors);
 
     if let Some(sig) = &p.signatures {
         header(o, "icapd_signature_generation", "gauge", "Sequence number of the signature set loaded last.");
@@ -140,6 +149,12 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
         }
     }
     out
+}
+
+/// A metric with one unlabelled series.
+fn single(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
 }
 
 fn header(o: &mut String, name: &str, kind: &str, help: &str) {
