@@ -30,6 +30,8 @@ mod nrv;
 mod tests;
 #[cfg(test)]
 mod tests_ole2;
+#[cfg(test)]
+mod tests_pdf;
 
 use std::ops::ControlFlow;
 

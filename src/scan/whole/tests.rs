@@ -99,3 +99,8 @@ fn corpus_ole_doc() {
 fn corpus_ppt() {
     corpus_yields_clam("clam.ppt", Kind::Ole2);
 }
+
+#[test]
+fn corpus_pdf() {
+    corpus_yields_clam("clam.pdf", Kind::Pdf);
+}
