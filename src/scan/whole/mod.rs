@@ -32,6 +32,8 @@ mod tests;
 mod tests_ole2;
 #[cfg(test)]
 mod tests_pdf;
+#[cfg(test)]
+mod tests_rtf;
 
 use std::ops::ControlFlow;
 

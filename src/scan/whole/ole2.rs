@@ -102,7 +102,7 @@ fn zstr(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((&rest[..nul], at + nul + 1))
 }
 
-fn package(b: &[u8]) -> Option<(String, &[u8])> {
+pub fn package(b: &[u8]) -> Option<(String, &[u8])> {
     let _flags = le16(b, 0)?;
     let (label, at) = zstr(b, 2)?;
     let (_src, at) = zstr(b, at)?;

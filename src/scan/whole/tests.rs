@@ -104,3 +104,8 @@ fn corpus_ppt() {
 fn corpus_pdf() {
     corpus_yields_clam("clam.pdf", Kind::Pdf);
 }
+
+#[test]
+fn corpus_rtf() {
+    corpus_yields_clam("clam.exe.rtf", Kind::Rtf);
+}
