@@ -34,6 +34,8 @@ mod tests_ole2;
 mod tests_pdf;
 #[cfg(test)]
 mod tests_rtf;
+#[cfg(test)]
+mod tests_cab;
 
 use std::ops::ControlFlow;
 

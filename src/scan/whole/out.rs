@@ -43,6 +43,7 @@ pub struct Out<'a> {
     open: bool,
     member_bytes: u64,
     total_bytes: u64,
+    work_bytes: u64,
 }
 
 fn flow(c: ControlFlow<()>) -> R {
@@ -54,7 +55,7 @@ fn flow(c: ControlFlow<()>) -> R {
 
 impl<'a> Out<'a> {
     pub fn new(sink: &'a mut dyn Sink, limits: &Limits, input_len: u64) -> Self {
-        Out { sink, limits: *limits, input_len, members: 0, open: false, member_bytes: 0, total_bytes: 0 }
+        Out { sink, limits: *limits, input_len, members: 0, open: false, member_bytes: 0, total_bytes: 0, work_bytes: 0 }
     }
 
     /// The limits, for decoders that size their work by them.
@@ -90,6 +91,17 @@ impl<'a> Out<'a> {
             self.member_bytes += n;
             self.total_bytes += n;
             flow(self.sink.member_data(piece))?;
+        }
+        Ok(())
+    }
+
+    /// Counts bytes decoded but not emitted (the part of a CAB folder before the file wanted,
+    /// decoded again for files that overlap): that work is bounded by the same ratio as the
+    /// output, so no layout makes the decoding quadratic without tripping the limit.
+    pub fn work(&mut self, n: u64) -> R {
+        self.work_bytes += n;
+        if self.work_bytes > self.limits.ratio_max.saturating_mul(self.input_len.max(1)) {
+            return Err(Stop::Fault(Fault::Limit(LIMIT_RATIO)));
         }
         Ok(())
     }

@@ -109,3 +109,8 @@ fn corpus_pdf() {
 fn corpus_rtf() {
     corpus_yields_clam("clam.exe.rtf", Kind::Rtf);
 }
+
+#[test]
+fn corpus_cab() {
+    corpus_yields_clam("clam.cab", Kind::Cab);
+}
