@@ -36,6 +36,8 @@ mod tests_pdf;
 mod tests_rtf;
 #[cfg(test)]
 mod tests_cab;
+#[cfg(test)]
+mod tests_tnef;
 
 use std::ops::ControlFlow;
 

@@ -114,3 +114,8 @@ fn corpus_rtf() {
 fn corpus_cab() {
     corpus_yields_clam("clam.cab", Kind::Cab);
 }
+
+#[test]
+fn corpus_tnef() {
+    corpus_yields_clam("clam.tnef", Kind::Tnef);
+}
