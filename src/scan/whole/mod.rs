@@ -38,6 +38,8 @@ mod tests_rtf;
 mod tests_cab;
 #[cfg(test)]
 mod tests_tnef;
+#[cfg(test)]
+mod tests_html;
 
 use std::ops::ControlFlow;
 

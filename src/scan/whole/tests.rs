@@ -119,3 +119,8 @@ fn corpus_cab() {
 fn corpus_tnef() {
     corpus_yields_clam("clam.tnef", Kind::Tnef);
 }
+
+#[test]
+fn corpus_html() {
+    corpus_yields_clam("clam.exe.html", Kind::Html);
+}
