@@ -40,6 +40,8 @@ mod tests_cab;
 mod tests_tnef;
 #[cfg(test)]
 mod tests_html;
+#[cfg(test)]
+mod tests_7z;
 
 use std::ops::ControlFlow;
 

@@ -124,3 +124,8 @@ fn corpus_tnef() {
 fn corpus_html() {
     corpus_yields_clam("clam.exe.html", Kind::Html);
 }
+
+#[test]
+fn corpus_7z() {
+    corpus_yields_clam("clam.7z", Kind::SevenZip);
+}
