@@ -13,6 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use super::demux::{passes, Demux, Span};
 use super::out::{broken, le16, le32, Out, R};
 
 const BROKEN: &str = "Heuristics.Broken.CAB";
@@ -108,7 +109,7 @@ fn walk(data: &[u8], out: &mut Out) -> R {
     for (fi, folder) in t.folders.iter().enumerate() {
         // Files continued from or into another cabinet of a set (0xFFFD..0xFFFF) are in the
         // first or last folder, and are incomplete here.
-        let mut pending: Vec<&File> = t
+        let pending: Vec<&File> = t
             .files
             .iter()
             .filter(|f| match f.folder {
@@ -117,23 +118,12 @@ fn walk(data: &[u8], out: &mut Out) -> R {
                 n => n as usize == fi,
             })
             .collect();
-        pending.sort_by_key(|f| f.offset);
         if pending.iter().any(|f| f.folder >= 0xFFFD) {
             fault = Some(BROKEN);
         }
-        while !pending.is_empty() {
-            // One pass: the files that do not overlap, in offset order.
-            let mut pass = Vec::new();
-            let mut rest = Vec::new();
-            let mut end = 0u64;
-            for f in pending {
-                if f.offset as u64 >= end {
-                    end = f.offset as u64 + f.size as u64;
-                    pass.push(f);
-                } else {
-                    rest.push(f);
-                }
-            }
+        let spans: Vec<Span> =
+            pending.iter().map(|f| Span { name: f.name.clone(), offset: f.offset as u64, size: f.size as u64 }).collect();
+        for pass in passes(spans) {
             match decode_folder(data, folder, t.data_reserve, &pass, out) {
                 Ok(()) => {}
                 Err(super::out::Stop::Fault(super::Fault::Broken(name))) => {
@@ -142,7 +132,6 @@ fn walk(data: &[u8], out: &mut Out) -> R {
                 }
                 Err(e) => return Err(e),
             }
-            pending = rest;
         }
     }
     if t.files.iter().any(|f| f.folder < 0xFFFD && f.folder as usize >= t.folders.len()) {
@@ -226,18 +215,14 @@ impl Decoder {
     }
 }
 
-/// Decodes `folder` far enough for the files of `pass` (in offset order, not overlapping) and
-/// emits them as their bytes come out.
-fn decode_folder(data: &[u8], folder: &Folder, reserve: usize, pass: &[&File], out: &mut Out) -> R {
-    let need = pass.iter().map(|f| f.offset as u64 + f.size as u64).max().unwrap_or(0);
+/// Decodes `folder` far enough for the files of `pass` and emits them as their bytes come out.
+fn decode_folder(data: &[u8], folder: &Folder, reserve: usize, pass: &[Span], out: &mut Out) -> R {
     let mut dec = Decoder::new(folder.ctype).map_err(broken)?;
     let mut buf = Vec::with_capacity(BLOCK_BYTES);
     let mut at = folder.data_at;
-    let mut pos = 0u64; // folder offset of buf[0]
-    let mut k = 0usize; // next file of the pass
-    let mut open = false;
+    let mut demux = Demux::new(pass);
     for _ in 0..folder.blocks {
-        if k >= pass.len() {
+        if demux.done() {
             break;
         }
         let (Some(packed), Some(size)) = (le16(data, at + 4), le16(data, at + 6)) else { break };
@@ -248,40 +233,7 @@ fn decode_folder(data: &[u8], folder: &Folder, reserve: usize, pass: &[&File], o
             break;
         }
         out.work(buf.len() as u64)?;
-        let end = pos + buf.len() as u64;
-        while let Some(f) = pass.get(k) {
-            let (s, e) = (f.offset as u64, f.offset as u64 + f.size as u64);
-            if s > end || (s == end && e > s) {
-                break;
-            }
-            if !open {
-                out.start(&f.name)?;
-                open = true;
-            }
-            let from = s.max(pos);
-            let to = e.min(end);
-            if to > from {
-                out.data(&buf[(from - pos) as usize..(to - pos) as usize])?;
-            }
-            if e > end {
-                break;
-            }
-            out.end()?;
-            open = false;
-            k += 1;
-        }
-        pos = end;
-        if pos >= need && k >= pass.len() {
-            break;
-        }
+        demux.feed(&buf, out)?;
     }
-    // Zero-length files at the very end of the folder.
-    while let Some(f) = pass.get(k) {
-        if f.size != 0 || f.offset as u64 > pos {
-            return Err(broken(BROKEN));
-        }
-        out.member(&f.name, &[])?;
-        k += 1;
-    }
-    Ok(())
+    demux.finish(BROKEN, out)
 }

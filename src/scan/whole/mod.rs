@@ -14,6 +14,7 @@
 mod cab;
 mod chm;
 mod deflate;
+mod demux;
 mod html;
 mod ole2;
 mod out;
