@@ -43,6 +43,8 @@ mod tests_tnef;
 mod tests_html;
 #[cfg(test)]
 mod tests_7z;
+#[cfg(test)]
+mod tests_chm;
 
 use std::ops::ControlFlow;
 

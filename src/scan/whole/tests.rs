@@ -87,6 +87,7 @@ pub fn corpus_yields_clam(file: &str, kind: Kind) {
     let mut all = Vec::new();
     extract_deep(kind, &data, 0, &mut all);
     let names: Vec<_> = all.iter().map(|m| (m.0.clone(), m.1.len())).collect();
+    eprintln!("{file}: {names:?}");
     assert!(all.iter().any(|m| md5_hex(&m.1) == CLAM_MD5), "{file}: clam.exe not among {names:?}");
 }
 
@@ -128,4 +129,9 @@ fn corpus_html() {
 #[test]
 fn corpus_7z() {
     corpus_yields_clam("clam.7z", Kind::SevenZip);
+}
+
+#[test]
+fn corpus_chm() {
+    corpus_yields_clam("clam.chm", Kind::Chm);
 }
