@@ -45,6 +45,8 @@ mod tests_html;
 mod tests_7z;
 #[cfg(test)]
 mod tests_chm;
+#[cfg(test)]
+mod tests_upx;
 
 use std::ops::ControlFlow;
 

@@ -135,3 +135,23 @@ fn corpus_7z() {
 fn corpus_chm() {
     corpus_yields_clam("clam.chm", Kind::Chm);
 }
+
+#[test]
+fn corpus_upx_is_unpacked() {
+    let (Some(packed), Some(clam)) = (corpus("clam-upx.exe"), corpus("clam.exe")) else { return };
+    assert_eq!(detect(&packed), Some(Kind::Pe));
+    let (r, c) = run(Kind::Pe, &packed, &LOOSE);
+    assert_eq!(r, Ok(()));
+    let image = &c.members.iter().find(|m| m.0 == "upx").expect("unpacked image").1;
+    // The packed program carries clam.exe in its data: present whole once unpacked, and not
+    // in the packed file.
+    assert!(memchr::memmem::find(image, &clam).is_some(), "clam.exe in the unpacked image");
+    assert!(memchr::memmem::find(&packed, &clam[..64]).is_none());
+    // The code section's calls are back to relative form: the import thunk calls read
+    // `FF 15` and the CRT's `E8` calls land inside the image.
+    let calls = image.windows(5).filter(|w| w[0] == 0xE8).take(20).filter(|w| {
+        let rel = i32::from_le_bytes([w[1], w[2], w[3], w[4]]);
+        rel.unsigned_abs() < image.len() as u32
+    });
+    assert!(calls.count() > 0);
+}
