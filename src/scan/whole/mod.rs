@@ -47,8 +47,15 @@ mod tests_7z;
 mod tests_chm;
 #[cfg(test)]
 mod tests_upx;
+#[cfg(test)]
+mod tests_seeds;
+#[cfg(test)]
+mod tests_robust;
 
 use std::ops::ControlFlow;
+
+pub use out::PIECE_BYTES;
+pub use sevenz::DICTIONARY_BYTES_MAX;
 
 /// A format this module extracts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@ use sevenz_rust2::{ArchiveEntry, ArchiveWriter, EncoderConfiguration, EncoderMet
 use super::tests::*;
 use super::*;
 
-fn build(files: &[(&str, &[u8])], aes: Option<bool>) -> Vec<u8> {
+pub(super) fn build(files: &[(&str, &[u8])], aes: Option<bool>) -> Vec<u8> {
     let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
     if let Some(encrypt_header) = aes {
         w.set_content_methods(vec![

@@ -14,7 +14,7 @@ fn encint(mut v: u64, out: &mut Vec<u8>) {
     out.extend(bytes.iter().rev());
 }
 
-fn chm(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(super) fn chm(files: &[(&str, &[u8])]) -> Vec<u8> {
     const CHUNK: usize = 4096;
     let mut entries = Vec::new();
     let mut content = Vec::new();

@@ -5,7 +5,7 @@ use std::io::{Cursor, Write};
 use super::tests::*;
 use super::*;
 
-fn build(streams: &[(&str, &[u8])]) -> Vec<u8> {
+pub(super) fn build(streams: &[(&str, &[u8])]) -> Vec<u8> {
     let mut cf = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
     for (path, bytes) in streams {
         if let Some(parent) = std::path::Path::new(path).parent() {

@@ -5,14 +5,14 @@ use std::io::Write;
 use super::tests::*;
 use super::*;
 
-fn zlib(data: &[u8]) -> Vec<u8> {
+pub(super) fn zlib(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
 /// A PDF whose objects are `(dictionary entries, stream data)`, with a trailer.
-fn pdf(objects: &[(&str, &[u8])], trailer: &str) -> Vec<u8> {
+pub(super) fn pdf(objects: &[(&str, &[u8])], trailer: &str) -> Vec<u8> {
     let mut f = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
     for (i, (dict, data)) in objects.iter().enumerate() {
         write!(f, "{} 0 obj\n<< {dict} /Length {} >>\nstream\n", i + 1, data.len()).unwrap();

@@ -3,12 +3,12 @@
 use super::tests::*;
 use super::*;
 
-fn hex(b: &[u8]) -> String {
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// An OLE1 embedded object of `class` with `native` data.
-fn ole1(class: &str, native: &[u8]) -> Vec<u8> {
+pub(super) fn ole1(class: &str, native: &[u8]) -> Vec<u8> {
     let mut o = Vec::new();
     o.extend_from_slice(&0x0501u32.to_le_bytes());
     o.extend_from_slice(&2u32.to_le_bytes());
@@ -21,7 +21,7 @@ fn ole1(class: &str, native: &[u8]) -> Vec<u8> {
     o
 }
 
-fn rtf_with(objdata: &str) -> Vec<u8> {
+pub(super) fn rtf_with(objdata: &str) -> Vec<u8> {
     format!("{{\\rtf1\\ansi {{\\object\\objemb{{\\*\\objclass Word.Document.8}}{{\\*\\objdata {objdata}}}}} text}}").into_bytes()
 }
 

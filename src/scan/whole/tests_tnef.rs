@@ -13,7 +13,7 @@ fn attr(level: u8, id: u32, data: &[u8]) -> Vec<u8> {
     a
 }
 
-fn tnef(attachments: &[(&str, &[u8])]) -> Vec<u8> {
+pub(super) fn tnef(attachments: &[(&str, &[u8])]) -> Vec<u8> {
     let mut t = 0x223E_9F78u32.to_le_bytes().to_vec();
     t.extend_from_slice(&0x1234u16.to_le_bytes());
     t.extend(attr(1, 0x0009_9006, &[1, 0, 1, 0])); // attTnefVersion

@@ -41,7 +41,7 @@ impl BitWriter {
 
 /// NRV2B of `data`: every byte a literal, then the end marker (offset code 0x1000002 and the
 /// byte 0xFF, i.e. offset 0xFFFFFFFF).
-fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
+pub(super) fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
     let mut w = BitWriter::default();
     for &b in data {
         w.bit(1);
@@ -58,7 +58,7 @@ fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
     w.out
 }
 
-fn pe(packed: &[u8], upx_header: Option<u8>) -> Vec<u8> {
+pub(super) fn pe(packed: &[u8], upx_header: Option<u8>) -> Vec<u8> {
     let mut f = vec![0u8; 0x200];
     f[0..2].copy_from_slice(b"MZ");
     f[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());

@@ -69,7 +69,7 @@ pub fn is_upx(head: &[u8]) -> bool {
 fn offset_of(p: &Pe, rva: u32) -> Option<usize> {
     p.sections.iter().find_map(|s| {
         let span = s.vsize.max(s.raw_size);
-        (rva >= s.rva && rva - s.rva < span && rva - s.rva < s.raw_size).then(|| (s.raw_at + (rva - s.rva)) as usize)
+        (rva >= s.rva && rva - s.rva < span && rva - s.rva < s.raw_size).then(|| s.raw_at as usize + (rva - s.rva) as usize)
     })
 }
 
@@ -102,7 +102,7 @@ pub fn extract(data: &[u8], out: &mut Out) -> R {
         _ => return Err(broken(BROKEN)),
     };
     let src_at = offset_of(&p, src_rva).ok_or_else(|| broken(BROKEN))?;
-    let src = &data[src_at..];
+    let src = data.get(src_at..).filter(|s| !s.is_empty()).ok_or_else(|| broken(BROKEN))?;
     // The image may not pass the member limit (nor the room the sections give it).
     let room = match (upx0, upx1) {
         (Some(a), Some(b)) => a.vsize as u64 + b.vsize as u64,
