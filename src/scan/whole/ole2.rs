@@ -5,6 +5,11 @@
 //! - a PowerPoint `PowerPoint Document` stream yields each `ExOleObjStg` record's embedded
 //!   object, inflated where PowerPoint compressed it (that object is itself an OLE2 file);
 //! - the modules of a VBA project yield their source, decompressed from MS-OVBA (see `ovba`).
+//!
+//! A password-protected document is `Heuristics.Encrypted.OLE2` once its streams are out: an
+//! `EncryptedPackage` stream (an encrypted OOXML file kept in a compound file) or a Word
+//! `WordDocument` stream whose FIB has `fEncrypted` set. Its streams are still emitted, as the
+//! parts that are not encrypted (macros, embedded objects) may carry the threat.
 
 use std::io::{Cursor, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,6 +19,10 @@ use super::out::{broken, le16, le32, Buf, Out, R, PIECE_BYTES};
 use super::ovba;
 
 const BROKEN: &str = "Heuristics.Broken.OLE2";
+const ENCRYPTED: &str = "Heuristics.Encrypted.OLE2";
+/// Word's FIB: `wIdent` 0xA5EC at 0, flags at 0x0A with `fEncrypted` = 0x0100.
+const FIB_MAGIC: u16 = 0xA5EC;
+const FIB_ENCRYPTED: u16 = 0x0100;
 
 pub fn extract(data: &[u8], out: &mut Out) -> R {
     // The crate is trusted not to panic, but a panic on hostile input must not take the
@@ -45,6 +54,7 @@ fn walk(data: &[u8], out: &mut Out) -> R {
     let streams: Vec<(std::path::PathBuf, String)> =
         cf.walk().filter(|e| e.is_stream()).map(|e| (e.path().to_path_buf(), e.name().to_string())).collect();
     let cap = out.limits().member_bytes_max;
+    let mut encrypted = streams.iter().any(|(_, leaf)| leaf == "EncryptedPackage");
     for (path, leaf) in &streams {
         let name = member_name(path);
         let mut stream = cf.open_stream(path).map_err(|_| broken(BROKEN))?;
@@ -54,11 +64,16 @@ fn walk(data: &[u8], out: &mut Out) -> R {
         let mut keep = Buf::new(cap);
         out.start(&name)?;
         let mut buf = vec![0u8; PIECE_BYTES];
+        let mut first = true;
         loop {
             let n = stream.read(&mut buf).map_err(|_| broken(BROKEN))?;
             if n == 0 {
                 break;
             }
+            if first && leaf == "WordDocument" && le16(&buf[..n], 0) == Some(FIB_MAGIC) {
+                encrypted |= le16(&buf[..n], 0x0A).is_some_and(|f| f & FIB_ENCRYPTED != 0);
+            }
+            first = false;
             out.data(&buf[..n])?;
             if special {
                 keep.put_bytes(&buf[..n])?;
@@ -75,6 +90,9 @@ fn walk(data: &[u8], out: &mut Out) -> R {
         } else if is_vba_module(path) {
             vba_module(&mut cf, path, &keep.bytes, &name, out)?;
         }
+    }
+    if encrypted {
+        return Err(super::out::Stop::Fault(super::Fault::Encrypted(ENCRYPTED)));
     }
     Ok(())
 }
