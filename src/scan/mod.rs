@@ -11,6 +11,7 @@ pub mod hash;
 pub mod literal;
 pub mod policy;
 pub mod shard_gen;
+pub mod whole;
 pub mod yara_stream;
 
 use std::time::Duration;
