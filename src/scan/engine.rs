@@ -180,10 +180,17 @@ fn status_code(head: &[u8]) -> Option<u16> {
     std::str::from_utf8(code).ok()?.parse().ok()
 }
 
-/// Whether a `Content-Range` value is a byte range starting at 0 (`bytes 0-...`).
-fn range_starts_at_zero(value: &[u8]) -> bool {
-    let Some(rest) = value.strip_prefix(b"bytes").map(<[u8]>::trim_ascii_start) else { return false };
-    rest.strip_prefix(b"0").is_some_and(|r| r.starts_with(b"-"))
+/// Whether a `Content-Range` value is a byte range starting at 0. RFC 9110 §14.4: the unit is
+/// case-insensitive (`Bytes`) and `first-pos` is `1*DIGIT`, so `bytes 00-…` starts at 0 too;
+/// reading only the literal `bytes 0-` would scan such a range undecoded.
+pub(super) fn range_starts_at_zero(value: &[u8]) -> bool {
+    let unit_end = value.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(value.len());
+    if !value[..unit_end].eq_ignore_ascii_case(b"bytes") {
+        return false;
+    }
+    let rest = value[unit_end..].trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && rest[..digits].iter().all(|&b| b == b'0') && rest[digits..].trim_ascii_start().starts_with(b"-")
 }
 
 /// The value of the first header `name` (lowercase) in an HTTP head.

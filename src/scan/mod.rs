@@ -7,6 +7,8 @@ pub mod decode;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod exact_tests;
 pub mod hash;
 pub mod literal;
 pub mod policy;
