@@ -94,7 +94,7 @@ impl EngineInspector {
         let sg = ctx.current();
         let overlap = ctx.limits.yara_overlap_bytes;
         EngineInspector {
-            body: BodyStream::new(&sg.gen.body),
+            body: body_stream(&sg, &ctx.limits),
             hash: HashStream::new(),
             yara: None,
             feeder: YaraFeeder::new(overlap),
@@ -174,6 +174,10 @@ impl EngineInspector {
     }
 }
 
+fn body_stream(sg: &ShardGen, limits: &ScanLimits) -> BodyStream {
+    BodyStream::with_limits(&sg.gen.body, limits.body_partials_max, limits.body_partial_ends_max)
+}
+
 /// The status code of an HTTP response head.
 fn status_code(head: &[u8]) -> Option<u16> {
     let code = head.strip_prefix(b"HTTP/")?.split(|&b| b == b' ').nth(1)?;
@@ -206,7 +210,7 @@ impl Inspector for EngineInspector {
     fn begin(&mut self, txn: &Txn<'_>) -> Progress {
         let current = self.ctx.current();
         if !Rc::ptr_eq(&current, &self.sg) {
-            self.body = BodyStream::new(&current.gen.body);
+            self.body = body_stream(&current, &self.ctx.limits);
             self.sg = current;
         }
         self.yara = None;
@@ -350,6 +354,11 @@ impl EngineInspector {
         if let Some(sig) = self.body.feed(&sg.gen.body, data) {
             return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
         }
+        if self.body.overflowed() && self.ctx.policy.over_limit == OverLimit::Block {
+            // Under `pass` the other scanners go on, and `finish` reports the limit.
+            let v = self.over_limit(policy::THREAT_PARTIALS);
+            return self.conclude(v);
+        }
         let hashed_before = self.bytes - data.len() as u64;
         match sg.gen.hashes.size_max() {
             // One byte past the largest signed size is enough to rule every signature out.
@@ -393,6 +402,7 @@ impl EngineInspector {
         if let Some(sig) = self.body.finish(&sg.gen.body) {
             return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
         }
+
         if let Some(name) = self.hash.finish(&sg.gen.hashes) {
             return Verdict::Infected { threat: name.into() };
         }
@@ -420,6 +430,9 @@ impl EngineInspector {
                 Ok(None) => {}
                 Err(_) => return self.over_limit(policy::THREAT_TIME),
             }
+        }
+        if self.body.overflowed() {
+            return self.over_limit(policy::THREAT_PARTIALS);
         }
         Verdict::Clean
     }

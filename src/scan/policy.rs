@@ -16,6 +16,9 @@ pub enum OverLimit {
 /// Threat names reported for limit verdicts (ClamAV's names, so log parsers already know them).
 pub const THREAT_SIZE: &str = "Heuristics.Limits.Exceeded.MaxScanSize";
 pub const THREAT_TIME: &str = "Heuristics.Limits.Exceeded.MaxScanTime";
+/// Too many partial multi-segment `.ndb` matches (or ends for their bounded gaps) in one object
+/// (see [`crate::scan::body`]).
+pub const THREAT_PARTIALS: &str = "Heuristics.Limits.Exceeded.MaxPartialMatches";
 /// Content-Encoding limits (see [`crate::scan::decode`]). They share the `Limits.Exceeded`
 /// prefix, which is how the metrics and the access log count limit events.
 pub const THREAT_DECODED_SIZE: &str = "Heuristics.Limits.Exceeded.MaxDecodedSize";
