@@ -282,13 +282,23 @@ impl Inspector for EngineInspector {
                 progress
             }
             Err(fault) => {
-                let v = self.over_limit(fault.threat());
+                // The stream cannot be read further, but what was decoded is still judged by
+                // every scanner, as at the end of a broken stream in `finish`: under `pass` a
+                // fault in the middle must not skip the end-of-object rules either.
+                self.decode.end();
+                let v = match self.finish_scanned() {
+                    Verdict::Clean => self.over_limit(fault.threat()),
+                    found => found,
+                };
                 self.conclude(v)
             }
         }
     }
 
     fn preview_verdict(&mut self) -> Option<Verdict> {
+        if let Some(v) = &self.done {
+            return Some(v.clone());
+        }
         self.preview_verdict_of_scanned()
     }
 
@@ -383,6 +393,14 @@ impl EngineInspector {
     }
 
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
+        // Bytes the literal matcher still holds back (it stages tiny chunks) are matched now:
+        // an early 204 must not leave the end of the preview unseen.
+        let sg = self.sg.clone();
+        if let Some(sig) = self.body.flush(&sg.gen.body) {
+            let v = Verdict::Infected { threat: sg.gen.body.name(sig).into() };
+            self.conclude(v.clone());
+            return Some(v);
+        }
         // Streaming YARA rules that already hold on the preview answer now.
         match self.sg.scan_stream_rules(&self.preview) {
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),

@@ -96,3 +96,81 @@ fn a_range_from_zero_is_decoded_in_any_spelling() {
         assert!(!super::engine::range_starts_at_zero(format!("{later}99/100").as_bytes()), "{later}");
     }
 }
+
+// Item 7c: a decoding fault in the middle of a stream still lets every scanner conclude on
+// what was decoded, under `pass` as under `block`.
+
+#[test]
+fn a_fault_mid_stream_still_runs_the_end_of_object_scanners() {
+    use super::decode::tests::{gzip, text};
+    for (file, threat, object) in [
+        ("eicar.yar", "YARA.EICAR_Test_File", [EICAR, text(3000).as_slice()].concat()),
+        ("eicar.hdb", "Eicar-Test-Signature-MD5", EICAR.to_vec()),
+    ] {
+        let folder = Folder::new(&format!("midfault-{file}"), &[(file, &bundled(file))]);
+        // Stray bytes after the gzip member: the decoder fails while the body still streams.
+        let body = [gzip(&object).as_slice(), b"stray bytes that are no gzip member", &[b'.'; 200]].concat();
+        let head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n";
+        for policy in [pass(), block()] {
+            let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), policy.clone()));
+            let txn = respmod(head);
+            // The fault is found while feeding, not at the end.
+            assert!(matches!(inspector.begin(&txn), Progress::More));
+            assert!(matches!(inspector.feed(&body), Progress::Done(_)), "{file}");
+            assert_eq!(every_way(&mut inspector, &txn, &body), (infected(threat), None), "{file} {policy:?}");
+        }
+        // Without the signature in what was decoded, the fault decides.
+        let clean = [gzip(&text(3000)).as_slice(), b"stray"].concat();
+        let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), pass()));
+        let want = (Verdict::Clean, Some(super::policy::THREAT_BROKEN_ENCODING));
+        assert_eq!(every_way(&mut inspector, &respmod(head), &clean), want, "{file}");
+    }
+}
+
+// Item 7d: the literal matcher's staged bytes are matched before the preview is judged, so an
+// early 204 never leaves the end of a preview unseen.
+
+/// Feeds `preview` in the pieces `cuts` gives and asks for the preview verdict.
+fn preview_verdict(inspector: &mut EngineInspector, txn: &Txn<'_>, preview: &[u8], cuts: &[usize]) -> Option<Verdict> {
+    if let Progress::Done(v) = inspector.begin(txn) {
+        return Some(v);
+    }
+    let mut prev = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&preview.len())) {
+        if let Progress::Done(v) = inspector.feed(&preview[prev..cut]) {
+            return Some(v);
+        }
+        prev = cut;
+    }
+    let v = inspector.preview_verdict();
+    // The object goes on after a preview answered 100 Continue, and ends here.
+    let end = inspector.finish();
+    if v.is_some() {
+        assert_eq!(v.as_ref(), Some(&end), "the preview verdict stands");
+    }
+    v
+}
+
+#[test]
+fn the_whole_preview_reaches_the_body_matcher_before_an_early_204() {
+    let folder = Folder::new("preview-ndb", &[("eicar.ndb", &bundled("eicar.ndb"))]);
+    let early = Early204 { content_types: vec!["image/".into()], magic: vec![], size_max_bytes: None };
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: early };
+    let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), policy));
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n";
+    let txn = respmod(head);
+    for lead in [0usize, 10, 100, 900] {
+        let preview = [vec![b'.'; lead].as_slice(), EICAR, b"..."].concat();
+        for_each_split(preview.len(), |cuts| {
+            assert_eq!(
+                preview_verdict(&mut inspector, &txn, &preview, cuts),
+                Some(infected("Eicar-Test-Signature")),
+                "lead {lead} cuts {:?}…",
+                &cuts[..cuts.len().min(4)]
+            );
+        });
+    }
+    // A clean preview still gets its early 204.
+    let clean = vec![b'.'; 1024];
+    assert_eq!(preview_verdict(&mut inspector, &txn, &clean, &[7]), Some(Verdict::Clean));
+}
