@@ -80,6 +80,9 @@ pub struct EngineInspector {
     done: Option<Verdict>,
     /// The limit that decided the current object, whatever the policy made of it.
     limit: Option<&'static str>,
+    /// A limit that made one scanner stop under `over_limit = pass` while the others go on;
+    /// it decides the object at the end unless one of them finds a threat.
+    skipped: Option<&'static str>,
     /// The codings to undo for this object, outermost first (empty: scanned as received).
     codings: Vec<Coding>,
     /// A decoding fault found in the head (too many codings), answered at begin.
@@ -109,6 +112,7 @@ impl EngineInspector {
             url: Vec::with_capacity(256),
             done: None,
             limit: None,
+            skipped: None,
             codings: Vec::with_capacity(ctx.limits.decode.encodings_max),
             coding_fault: None,
             partial: false,
@@ -127,6 +131,21 @@ impl EngineInspector {
         match self.ctx.policy.over_limit {
             OverLimit::Block => Verdict::Infected { threat: threat.into() },
             OverLimit::Pass => Verdict::Clean,
+        }
+    }
+
+    /// One scanner cannot see the whole object. Under `block` that decides the object now;
+    /// under `pass` the other scanners go on and the limit is reported at the end.
+    fn skip(&mut self, threat: &'static str) -> Option<Progress> {
+        match self.ctx.policy.over_limit {
+            OverLimit::Block => {
+                let v = self.over_limit(threat);
+                Some(self.conclude(v))
+            }
+            OverLimit::Pass => {
+                self.skipped.get_or_insert(threat);
+                None
+            }
         }
     }
 
@@ -216,6 +235,7 @@ impl Inspector for EngineInspector {
         self.yara = None;
         self.done = None;
         self.limit = None;
+        self.skipped = None;
         self.body.reset();
         self.feeder.reset();
         self.preview.clear();
@@ -352,22 +372,47 @@ impl EngineInspector {
         self.bytes += data.len() as u64;
         let room = self.ctx.limits.preview_bytes.saturating_sub(self.preview.len());
         self.preview.extend_from_slice(&data[..room.min(data.len())]);
+        let sg = self.sg.clone();
+        if self.yara.is_none() && self.whole_fits && sg.gen.yara.stream.is_some() {
+            // No block scanner was free at `begin`: another object may have given one back
+            // since, and what came before is in the whole-object copy.
+            if let Some(mut lent) = sg.lend_block(self.ctx.limits.yara_block_scanners_max) {
+                let fed = self.feeder.feed(lent.scanner(), &self.whole);
+                if self.feeder.scanned_any() {
+                    lent.mark_used();
+                }
+                self.yara = Some(lent);
+                if fed.is_err() {
+                    let v = self.over_limit(policy::THREAT_TIME);
+                    return self.conclude(v);
+                }
+            }
+        }
         if self.whole_fits {
             if self.whole.len() + data.len() <= self.ctx.limits.yara_whole_bytes_max {
                 self.whole.extend_from_slice(data);
             } else {
                 self.whole_fits = false;
                 self.whole.clear();
+                if self.yara.is_none() && sg.gen.yara.stream.is_some() {
+                    if let Some(done) = self.skip(policy::THREAT_YARA_SCANNERS) {
+                        return done;
+                    }
+                }
+                if sg.gen.yara.whole.is_some() {
+                    if let Some(done) = self.skip(policy::THREAT_YARA_WHOLE) {
+                        return done;
+                    }
+                }
             }
         }
-        let sg = self.sg.clone();
         if let Some(sig) = self.body.feed(&sg.gen.body, data) {
             return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
         }
-        if self.body.overflowed() && self.ctx.policy.over_limit == OverLimit::Block {
-            // Under `pass` the other scanners go on, and `finish` reports the limit.
-            let v = self.over_limit(policy::THREAT_PARTIALS);
-            return self.conclude(v);
+        if self.body.overflowed() && self.skipped != Some(policy::THREAT_PARTIALS) {
+            if let Some(done) = self.skip(policy::THREAT_PARTIALS) {
+                return done;
+            }
         }
         let hashed_before = self.bytes - data.len() as u64;
         match sg.gen.hashes.size_max() {
@@ -450,7 +495,10 @@ impl EngineInspector {
             }
         }
         if self.body.overflowed() {
-            return self.over_limit(policy::THREAT_PARTIALS);
+            self.skipped.get_or_insert(policy::THREAT_PARTIALS);
+        }
+        if let Some(threat) = self.skipped {
+            return self.over_limit(threat);
         }
         Verdict::Clean
     }

@@ -174,3 +174,55 @@ fn the_whole_preview_reaches_the_body_matcher_before_an_early_204() {
     let clean = vec![b'.'; 1024];
     assert_eq!(preview_verdict(&mut inspector, &txn, &clean, &[7]), Some(Verdict::Clean));
 }
+
+// Item 4: an exhausted YARA scanner pool never disables YARA silently.
+
+const MARKER_RULE: &[u8] = b"rule Marker { strings: $m = \"yara-only-marker\" condition: $m }";
+
+fn marked(len: usize, at: usize) -> Vec<u8> {
+    let mut body = vec![b'.'; len];
+    body[at..at + 16].copy_from_slice(b"yara-only-marker");
+    body
+}
+
+#[test]
+fn an_exhausted_scanner_pool_never_disables_yara_silently() {
+    let folder = Folder::new("pool", &[("m.yar", MARKER_RULE)]);
+    let limits = Limits { yara_block_scanners_max: 1, yara_whole_bytes_max: 8 * 1024, ..Limits::default() };
+    for policy in [block(), pass()] {
+        let ctx = ctx_with(&folder.0, limits, policy.clone());
+        let mut holder = EngineInspector::new(ctx.clone());
+        let mut inspector = EngineInspector::new(ctx.clone());
+        let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+        // `holder` keeps the only block scanner for the whole test.
+        assert!(matches!(holder.begin(&txn), Progress::More));
+        assert!(matches!(holder.feed(b"in flight"), Progress::More));
+        // Within the whole-object copy the streaming rules run at the end.
+        assert_eq!(every_way(&mut inspector, &txn, &marked(6000, 5000)), (infected("YARA.Marker"), None));
+        // Past it the limit decides, and is reported under `pass` too.
+        let (v, limit) = every_way(&mut inspector, &txn, &marked(9000, 100));
+        assert_eq!(limit, Some(super::policy::THREAT_YARA_SCANNERS), "{policy:?}");
+        let want = if policy.over_limit == OverLimit::Block {
+            infected(super::policy::THREAT_YARA_SCANNERS)
+        } else {
+            Verdict::Clean
+        };
+        assert_eq!(v, want, "{policy:?}");
+        // Once the scanner is back, an object that started without one borrows it and
+        // catches up from its copy, so a marker before that point is still found.
+        let body = marked(20_000, 100);
+        for cut in [200, 4000, 8000] {
+            assert!(matches!(holder.begin(&txn), Progress::More));
+            assert!(matches!(inspector.begin(&txn), Progress::More));
+            assert!(matches!(inspector.feed(&body[..cut]), Progress::More));
+            let _ = holder.finish();
+            let mut rest = Progress::More;
+            for piece in body[cut..].chunks(777) {
+                rest = inspector.feed(piece);
+            }
+            assert!(matches!(rest, Progress::More));
+            assert_eq!(inspector.finish(), infected("YARA.Marker"), "cut {cut} {policy:?}");
+            assert_eq!(inspector.limit_hit(), None);
+        }
+    }
+}

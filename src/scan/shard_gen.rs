@@ -7,8 +7,15 @@
 //! * one whole-object scanner per rule set, used synchronously inside one call;
 //! * a pool of block scanners, lent to a connection for the duration of one object (a block
 //!   scanner accumulates matches until `finish`, so it cannot be shared by two objects in
-//!   flight). The pool grows on demand up to `yara_block_scanners_max`; when all are lent, the
-//!   object falls back to the whole-object path (scanned at the end if small enough).
+//!   flight). The pool grows on demand up to `yara_block_scanners_max`, which bounds the
+//!   virtual memory the instances reserve. When all are lent, the object keeps its
+//!   whole-object copy, asks again at every chunk (another object may have given one back; the
+//!   copy then catches the scanner up), and is scanned from the copy at the end if it never
+//!   gets one. Only an object that outgrows the copy (`yara_whole_bytes_max`) while every
+//!   scanner is still lent is not seen by the streaming rules: that is the named limit
+//!   `Heuristics.Limits.Exceeded.MaxYaraScanners`, through `policy.over_limit`. Building
+//!   scanners past the cap instead would make the cap meaningless, and blocking the object at
+//!   `begin` would refuse objects that a moment later could be scanned.
 //!
 //! The scanners' borrow of the rules is extended to `'static` because the rules live in the
 //! `Arc<Generation>` held by the same [`ShardGen`]; every scanner is dropped before that `Arc`
