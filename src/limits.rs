@@ -54,9 +54,11 @@ pub const SCAN_BYTES_MAX: u64 = 100 * 1024 * 1024;
 pub const SCAN_TIME_MAX: Duration = Duration::from_secs(30);
 /// Largest object kept in memory for whole-object YARA rules (modules, filesize, uintXX).
 pub const YARA_WHOLE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Bytes re-fed across each chunk boundary to the YARA block scanner: strings up to this long
-/// are found even when a boundary splits them.
-pub const YARA_OVERLAP_BYTES: usize = 1024;
+/// Largest overlap a streamed YARA rule may need. Consecutive blocks given to the YARA block
+/// scanner share the longest match any streamed rule can have (computed from the rules when
+/// the generation is built, usually tens of bytes), so no match is split by a block edge; a
+/// rule whose longest match exceeds this is evaluated on the whole object instead.
+pub const YARA_OVERLAP_BYTES: usize = 16 * 1024;
 /// YARA block scanners a shard may build (each reserves virtual memory for a WASM instance).
 pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
 /// Partial multi-segment `.ndb` matches held per object (one per signature segment seen whose

@@ -95,7 +95,7 @@ pub struct EngineInspector {
 impl EngineInspector {
     pub fn new(ctx: Rc<ScanCtx>) -> Self {
         let sg = ctx.current();
-        let overlap = ctx.limits.yara_overlap_bytes;
+        let overlap = sg.gen.yara.overlap;
         EngineInspector {
             body: body_stream(&sg, &ctx.limits),
             hash: HashStream::new(),
@@ -230,6 +230,9 @@ impl Inspector for EngineInspector {
         let current = self.ctx.current();
         if !Rc::ptr_eq(&current, &self.sg) {
             self.body = body_stream(&current, &self.ctx.limits);
+            if self.feeder.span() != current.gen.yara.overlap {
+                self.feeder = YaraFeeder::new(current.gen.yara.overlap);
+            }
             self.sg = current;
         }
         self.yara = None;
@@ -446,8 +449,9 @@ impl EngineInspector {
             self.conclude(v.clone());
             return Some(v);
         }
-        // Streaming YARA rules that already hold on the preview answer now.
-        match self.sg.scan_stream_rules(&self.preview) {
+        // Streaming YARA rules that hold on the preview and cannot stop holding with more data
+        // (monotone ones) answer now; the others wait for the body.
+        match self.sg.scan_preview_rules(&self.preview) {
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),

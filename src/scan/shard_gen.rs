@@ -36,6 +36,7 @@ struct Pool {
     blocks: Vec<BlockScanner>,
     created: usize,
     stream_whole: Option<WholeScanner>,
+    preview: Option<WholeScanner>,
     whole: Option<WholeScanner>,
 }
 
@@ -75,8 +76,14 @@ impl ShardGen {
         Some(LentBlock { scanner: Some(scanner), owner: self.clone(), used: false, finished: false })
     }
 
-    /// Runs the streaming rules over one contiguous buffer (a preview); the first matching
-    /// rule's name.
+    /// Runs the monotone streaming rules over a preview: a rule that holds on it holds on the
+    /// whole object, so it may answer now. The first matching rule's name.
+    pub fn scan_preview_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
+        self.scan_whole_buffer(self.gen.yara.preview.as_ref(), |pool| &mut pool.preview, data)
+    }
+
+    /// Runs the streaming rules over one contiguous buffer (the whole object, when no block
+    /// scanner was free); the first matching rule's name.
     pub fn scan_stream_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
         self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data)
     }
