@@ -226,3 +226,95 @@ fn an_exhausted_scanner_pool_never_disables_yara_silently() {
         }
     }
 }
+
+// Item 3: a word in metadata does not make a rule whole-object (and so skipped on large
+// objects); item 7a: strings longer than any fixed overlap are found across chunk edges;
+// item 7b: fullword ignores chunk edges, and only monotone rules answer at preview time.
+
+fn yara_ctx(tag: &str, rules: &str, limits: Limits, policy: ScanPolicy) -> (Folder, Rc<ScanCtx>) {
+    let folder = Folder::new(tag, &[("r.yar", rules.as_bytes())]);
+    let ctx = ctx_with(&folder.0, limits, policy);
+    (folder, ctx)
+}
+
+#[test]
+fn a_metadata_word_does_not_make_a_rule_whole_object() {
+    let rules = "rule Meta { meta: description = \"checks filesize, uint32 and pe.imports\" strings: $m = \"yara-only-marker\" condition: $m }";
+    let limits = Limits { yara_whole_bytes_max: 4096, ..Limits::default() };
+    let (_f, ctx) = yara_ctx("meta", rules, limits, pass());
+    assert_eq!(ctx.current().gen.yara.whole_rules, 0);
+    let mut inspector = EngineInspector::new(ctx);
+    let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+    // Larger than the whole-object copy: only a streamed rule can see it.
+    assert_eq!(every_way(&mut inspector, &txn, &marked(10_000, 9000)), (infected("YARA.Meta"), None));
+}
+
+#[test]
+fn long_yara_strings_across_chunk_edges_are_found() {
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x} ")).collect();
+    let rules = format!(
+        "rule Long {{ strings: $l = {{ {hex} }} condition: $l }}\n\
+         rule Jump {{ strings: $j = {{ 4d 5a 90 00 [2000-2600] 50 45 00 00 }} condition: $j }}\n"
+    );
+    let (_f, ctx) = yara_ctx("long", &rules, Limits::default(), block());
+    let mut inspector = EngineInspector::new(ctx);
+    let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+    let mut body = vec![b'.'; 12_000];
+    body[4000..7000].copy_from_slice(&bytes);
+    assert_eq!(every_way(&mut inspector, &txn, &body).0, infected("YARA.Long"));
+    let mut body = vec![b'.'; 12_000];
+    body[3000..3004].copy_from_slice(&[0x4d, 0x5a, 0x90, 0]);
+    body[5504..5508].copy_from_slice(&[0x50, 0x45, 0, 0]);
+    assert_eq!(every_way(&mut inspector, &txn, &body).0, infected("YARA.Jump"));
+    // Gzip-encoded, the decoded pieces end at multiples of 32 KiB: put the string across one.
+    use super::decode::tests::gzip;
+    let mut page = vec![b'-'; 70_000];
+    page[32 * 1024 - 1500..32 * 1024 + 1500].copy_from_slice(&bytes);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n";
+    assert_eq!(every_way(&mut inspector, &respmod(head), &gzip(&page)).0, infected("YARA.Long"));
+}
+
+#[test]
+fn fullword_is_not_fooled_by_a_chunk_edge() {
+    let rules = "rule Word { strings: $w = \"evil\" fullword condition: $w }";
+    let (_f, ctx) = yara_ctx("fullword", rules, Limits::default(), block());
+    let mut inspector = EngineInspector::new(ctx);
+    let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+    let mut body = b"lorem ipsum dolor ".repeat(1000);
+    let at = 5000 - 5000 % 18 + 6; // just after a space: "ipsum" begins here
+    body[at - 1] = b'x';
+    body[at..at + 5].copy_from_slice(b"evil ");
+    for cut in [at, at + 4, at - 1, at + 1] {
+        assert_eq!(verdict_of_txn(&mut inspector, &txn, &body, &[cut]), Verdict::Clean, "cut {cut}");
+    }
+    assert_eq!(every_way(&mut inspector, &txn, &body).0, Verdict::Clean);
+    body[at - 1] = b' ';
+    assert_eq!(every_way(&mut inspector, &txn, &body).0, infected("YARA.Word"));
+}
+
+#[test]
+fn only_monotone_rules_answer_at_preview_time() {
+    let rules = r#"
+        rule Once { strings: $o = "once" condition: #o == 1 }
+        rule NotB { strings: $a = "alpha" $b = "bravo" condition: $a and not $b }
+        rule Any { strings: $x = "x-marker" condition: any of them }
+    "#;
+    let (_f, ctx) = yara_ctx("preview", rules, Limits::default(), block());
+    assert_eq!(ctx.current().gen.yara.preview_rules, 1);
+    let mut inspector = EngineInspector::new(ctx);
+    let txn = respmod(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n");
+    // The preview alone satisfies Once and NotB; the rest of the object does not.
+    let preview = b"..once..alpha..".to_vec();
+    let rest = b"..once..bravo..";
+    for_each_split(preview.len(), |cuts| {
+        assert_eq!(preview_verdict(&mut inspector, &txn, &preview, cuts), None, "cuts {cuts:?}");
+    });
+    let whole = [preview.as_slice(), rest].concat();
+    assert_eq!(every_way(&mut inspector, &txn, &whole).0, Verdict::Clean);
+    // A monotone rule that holds on the preview answers at once.
+    let marked = b"..x-marker..".to_vec();
+    for_each_split(marked.len(), |cuts| {
+        assert_eq!(preview_verdict(&mut inspector, &txn, &marked, cuts), Some(infected("YARA.Any")), "cuts {cuts:?}");
+    });
+}
