@@ -190,6 +190,8 @@ impl BodyStream {
     }
 
     pub fn feed(&mut self, set: &BodySet, chunk: &[u8]) -> Option<u32> {
+        // Past a bound the stream stops: the engine has already applied the over-limit policy
+        // (MaxPartialMatches) when it saw `overflowed`, so this skip is never silent.
         if self.found.is_some() || self.overflowed {
             return self.found;
         }

@@ -385,6 +385,11 @@ impl EngineInspector {
                     lent.mark_used();
                 }
                 self.yara = Some(lent);
+                if sg.gen.yara.whole.is_none() {
+                    // The copy was kept only for the streaming rules.
+                    self.whole_fits = false;
+                    self.whole.clear();
+                }
                 if fed.is_err() {
                     let v = self.over_limit(policy::THREAT_TIME);
                     return self.conclude(v);

@@ -30,7 +30,7 @@ use yara_x::ScanError;
 /// New bytes a block holds at least (except the last).
 pub const BLOCK_MIN_BYTES: usize = 4096;
 /// New bytes taken into the buffer before a block is scanned.
-pub const BLOCK_MAX_BYTES: usize = 64 * 1024;
+pub const BLOCK_MAX_BYTES: usize = 32 * 1024;
 /// How far before the ideal place a block may start, to start after a non-word byte.
 pub const EDGE_SEARCH_BYTES: usize = 4096;
 

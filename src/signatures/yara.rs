@@ -110,10 +110,22 @@ pub fn compile_with(
     let wanted = |class: Class| {
         facts.iter().enumerate().any(|(fi, ff)| ff.rules.iter().enumerate().any(|(ri, r)| !r.global && plan.member(fi, ri, class)))
     };
-    let set_of = &|class: Class| if wanted(class) { build(source(class)) } else { Ok(None) };
-    let stream = set_of(Class::Stream)?;
-    let preview = set_of(Class::Preview)?;
-    let whole = set_of(Class::Whole)?;
+    // The three sets compile on their own threads: this is the control plane, off the data
+    // path, and compiling a large public set takes seconds per set.
+    let sources: Vec<Option<Vec<(&PathBuf, String)>>> = [Class::Stream, Class::Preview, Class::Whole]
+        .into_iter()
+        .map(|class| wanted(class).then(|| source(class).collect()))
+        .collect();
+    let built: Vec<Result<Option<(yara_x::Rules, usize)>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .into_iter()
+            .map(|src| scope.spawn(move || src.map_or(Ok(None), |src| build(src.into_iter()))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("the YARA compiler panicked".into()))).collect()
+    });
+    let mut built = built.into_iter();
+    let mut next = || built.next().expect("three sets");
+    let (stream, preview, whole) = (next()?, next()?, next()?);
     if let Some((rules, _)) = &stream {
         for w in rules.warnings() {
             problems.push(Problem { file: PathBuf::from("(yara)"), line: 0, message: first_line(&w.to_string()) });
