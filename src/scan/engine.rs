@@ -17,6 +17,7 @@
 use super::body::BodyStream;
 use super::decode::{self, Coding, DecodeChain, Fault};
 use super::hash::HashStream;
+use super::ldb::LdbStream;
 use super::policy::{self, OverLimit};
 use super::shard_gen::{LentBlock, ShardGen};
 use super::yara_stream::YaraFeeder;
@@ -62,6 +63,9 @@ pub struct EngineInspector {
     sg: Rc<ShardGen>,
     body: BodyStream,
     hash: HashStream,
+    // clamdb (issue 16): logical signatures and the .fp/.sfp allowlist, per object.
+    ldb: LdbStream,
+    allow_hash: HashStream,
     yara: Option<LentBlock>,
     feeder: YaraFeeder,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
@@ -96,6 +100,8 @@ impl EngineInspector {
         EngineInspector {
             body: BodyStream::new(&sg.gen.body),
             hash: HashStream::new(),
+            ldb: LdbStream::new(&sg.gen.ldb, ctx.limits.yara_whole_bytes_max),
+            allow_hash: HashStream::new(),
             yara: None,
             feeder: YaraFeeder::new(overlap),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
@@ -200,12 +206,14 @@ impl Inspector for EngineInspector {
         let current = self.ctx.current();
         if !Rc::ptr_eq(&current, &self.sg) {
             self.body = BodyStream::new(&current.gen.body);
+            self.ldb = LdbStream::new(&current.gen.ldb, self.ctx.limits.yara_whole_bytes_max);
             self.sg = current;
         }
         self.yara = None;
         self.done = None;
         self.limit = None;
         self.body.reset();
+        self.ldb.reset(&self.sg.gen.ldb);
         self.feeder.reset();
         self.preview.clear();
         self.whole.clear();
@@ -232,6 +240,8 @@ impl Inspector for EngineInspector {
         // it must not escape the hash signatures. Hashing stops past the largest signed size.
         let needed = self.gen().hashes.needed(None);
         self.hash.begin(needed);
+        let allow_needed = self.gen().allow.needed(None);
+        self.allow_hash.begin(allow_needed);
         self.yara = self.sg.lend_block(self.ctx.limits.yara_block_scanners_max);
         // Without a block scanner the streaming rules run with the whole-object ones at the end.
         let need_whole = self.gen().yara.whole.is_some() || (self.yara.is_none() && self.gen().yara.stream.is_some());
@@ -340,8 +350,17 @@ impl EngineInspector {
             }
         }
         let sg = self.sg.clone();
+        // clamdb (issue 16): while an allowlist hash could still match, a found body
+        // signature waits for the end of the object (BodyStream keeps it found).
+        let allow_open = allow_could_match(&sg.gen.allow, self.bytes);
         if let Some(sig) = self.body.feed(&sg.gen.body, data) {
-            return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
+            if !allow_open {
+                return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
+            }
+        }
+        self.ldb.feed(&sg.gen.ldb, data);
+        if allow_open {
+            feed_bounded(&mut self.allow_hash, sg.gen.allow.size_max(), self.bytes - data.len() as u64, data);
         }
         let hashed_before = self.bytes - data.len() as u64;
         match sg.gen.hashes.size_max() {
@@ -367,8 +386,11 @@ impl EngineInspector {
     }
 
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
-        // Streaming YARA rules that already hold on the preview answer now.
+        // Streaming YARA rules that already hold on the preview answer now (unless an
+        // allowlist hash may still clear the object: then the end decides).
+        let allow_open = allow_could_match(&self.sg.gen.allow, self.bytes);
         match self.sg.scan_stream_rules(&self.preview) {
+            Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
@@ -380,14 +402,29 @@ impl EngineInspector {
             .then_some(Verdict::Clean)
     }
 
-    /// The verdict of the scanners that conclude at the end of the object.
+    /// The verdict of the scanners that conclude at the end of the object; a signature
+    /// match on an object whose hash is on the `.fp`/`.sfp` allowlist is clean (clamdb).
     fn finish_scanned(&mut self) -> Verdict {
         let sg = self.sg.clone();
+        let allowed = !sg.gen.allow.is_empty() && self.allow_hash.finish(&sg.gen.allow).is_some();
+        let verdict = self.finish_signatures();
+        if allowed && self.limit.is_none() {
+            return Verdict::Clean;
+        }
+        verdict
+    }
+
+    fn finish_signatures(&mut self) -> Verdict {
+        let sg = self.sg.clone();
+        let ldb = self.ldb.finish(&sg.gen.ldb);
         if let Some(sig) = self.body.finish(&sg.gen.body) {
             return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
         }
         if let Some(name) = self.hash.finish(&sg.gen.hashes) {
             return Verdict::Infected { threat: name.into() };
+        }
+        if let Some(sig) = ldb {
+            return Verdict::Infected { threat: sg.gen.ldb.name(sig).into() };
         }
         if let Some(mut lent) = self.yara.take() {
             let flushed = self.feeder.finish(lent.scanner());
@@ -414,6 +451,26 @@ impl EngineInspector {
                 Err(_) => return self.over_limit(policy::THREAT_TIME),
             }
         }
+        if let Some(threat) = self.ldb.limit_hit() {
+            return self.over_limit(threat);
+        }
         Verdict::Clean
+    }
+}
+
+/// Whether an allowlist hash could still match an object of which `bytes` have been seen.
+fn allow_could_match(allow: &super::hash::HashSet, bytes: u64) -> bool {
+    !allow.is_empty() && allow.size_max().is_none_or(|max| bytes <= max)
+}
+
+/// Feeds `data` (which starts at `before`) to `hash`, stopping one byte past `max`.
+fn feed_bounded(hash: &mut HashStream, max: Option<u64>, before: u64, data: &[u8]) {
+    match max {
+        Some(max) if before > max => {}
+        Some(max) => {
+            let room = max.saturating_add(1) - before;
+            hash.feed(&data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
+        }
+        None => hash.feed(data),
     }
 }

@@ -5,10 +5,13 @@
 pub mod body;
 pub mod decode;
 pub mod engine;
+pub mod filetype;
 #[cfg(test)]
 mod engine_tests;
 pub mod hash;
+pub mod ldb;
 pub mod literal;
+pub mod pe;
 pub mod policy;
 pub mod shard_gen;
 pub mod yara_stream;

@@ -410,7 +410,7 @@ fn finish_segment(segment: Segment, number: usize) -> Result<Segment, String> {
 
 /// Parses the `{...}` gap starting at byte `start` (the `{`); returns it and the index just
 /// past the closing `}`.
-fn parse_gap(hex: &str, start: usize) -> Result<(Gap, usize), String> {
+pub(crate) fn parse_gap(hex: &str, start: usize) -> Result<(Gap, usize), String> {
     let at = start + 1;
     let rest = hex.get(start + 1..).unwrap_or("");
     let Some(len) = rest.find('}') else {
