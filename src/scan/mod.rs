@@ -3,6 +3,8 @@
 //! the caller).
 
 pub mod body;
+#[cfg(test)]
+mod clamdb_tests;
 pub mod decode;
 pub mod engine;
 pub mod filetype;

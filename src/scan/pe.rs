@@ -52,6 +52,16 @@ pub fn parse(head: &[u8]) -> Option<PeInfo> {
         return None;
     }
     let ep_rva = u64::from(u32_at(head, opt + 16)?);
+    // Like the Windows loader (and ClamAV), raw data pointers are rounded down to the file
+    // alignment when it is a sane one (a multiple of 512 up to 64 KiB).
+    let file_align = u64::from(u32_at(head, opt + 36).unwrap_or(0));
+    let align = |raw: u64| {
+        if file_align >= 0x200 && file_align <= 0x10000 && file_align % 0x200 == 0 {
+            raw / file_align * file_align
+        } else {
+            raw
+        }
+    };
     let table = opt + opt_size;
     let mut sections = Vec::with_capacity(nsections.min(SECTIONS_MAX));
     let mut ep_offset = None;
@@ -60,7 +70,7 @@ pub fn parse(head: &[u8]) -> Option<PeInfo> {
         let vsize = u64::from(u32_at(head, s + 8)?);
         let va = u64::from(u32_at(head, s + 12)?);
         let raw_size = u64::from(u32_at(head, s + 16)?);
-        let raw_offset = u64::from(u32_at(head, s + 20)?);
+        let raw_offset = align(u64::from(u32_at(head, s + 20)?));
         let span = vsize.max(raw_size);
         if ep_offset.is_none() && ep_rva >= va && ep_rva < va + span && ep_rva - va < raw_size {
             ep_offset = Some(raw_offset + (ep_rva - va));
