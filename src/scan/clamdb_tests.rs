@@ -179,3 +179,17 @@ fn typed_ndb_signatures_only_fire_on_their_file_type() {
     assert_eq!(all_ways(&mut insp, b"\x7fELF....-elf").as_deref(), Some("Elf.Sig"));
     assert_eq!(all_ways(&mut insp, b"\x7fELF..-elf.."), None);
 }
+
+#[test]
+fn clam_exe_section_hash_from_an_mdb() {
+    let exe = std::fs::read(CLAM_EXE).expect("clamav-testfiles installed");
+    // clam.exe's only section starts at 1, which the file alignment rounds down to 0.
+    let mdb = format!("512:{}:Clamav.Test.Section-1\n", md5_hex(&exe[..512]));
+    let folder = Folder::new("mdb", &[("t.mdb", mdb.into_bytes())]);
+    let gen = folder.load();
+    assert_eq!(gen.summary.sections, 1, "{:?}", gen.problems);
+    let mut insp = inspector(gen);
+    assert_eq!(all_ways(&mut insp, &exe).as_deref(), Some("Clamav.Test.Section-1"));
+    // Cut inside its section table, it is no PE at all.
+    assert_eq!(threat(&mut insp, &exe[..520], &[]), None);
+}

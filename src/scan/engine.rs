@@ -18,6 +18,7 @@ use super::body::BodyStream;
 use super::decode::{self, Coding, DecodeChain, Fault};
 use super::hash::HashStream;
 use super::ldb::LdbStream;
+use super::sections::SectionStream;
 use super::policy::{self, OverLimit};
 use super::shard_gen::{LentBlock, ShardGen};
 use super::yara_stream::YaraFeeder;
@@ -66,6 +67,7 @@ pub struct EngineInspector {
     // clamdb (issue 16): logical signatures and the .fp/.sfp allowlist, per object.
     ldb: LdbStream,
     allow_hash: HashStream,
+    sections: SectionStream,
     yara: Option<LentBlock>,
     feeder: YaraFeeder,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
@@ -102,6 +104,7 @@ impl EngineInspector {
             hash: HashStream::new(),
             ldb: LdbStream::new(&sg.gen.ldb, ctx.limits.yara_whole_bytes_max),
             allow_hash: HashStream::new(),
+            sections: SectionStream::new(),
             yara: None,
             feeder: YaraFeeder::new(overlap),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
@@ -214,6 +217,7 @@ impl Inspector for EngineInspector {
         self.limit = None;
         self.body.reset();
         self.ldb.reset(&self.sg.gen.ldb);
+        self.sections.reset();
         self.feeder.reset();
         self.preview.clear();
         self.whole.clear();
@@ -359,6 +363,7 @@ impl EngineInspector {
             }
         }
         self.ldb.feed(&sg.gen.ldb, data);
+        self.sections.feed(&sg.gen.sections, data);
         if allow_open {
             feed_bounded(&mut self.allow_hash, sg.gen.allow.size_max(), self.bytes - data.len() as u64, data);
         }
@@ -421,6 +426,9 @@ impl EngineInspector {
             return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
         }
         if let Some(name) = self.hash.finish(&sg.gen.hashes) {
+            return Verdict::Infected { threat: name.into() };
+        }
+        if let Some(name) = self.sections.finish(&sg.gen.sections) {
             return Verdict::Infected { threat: name.into() };
         }
         if let Some(sig) = ldb {

@@ -15,6 +15,7 @@ pub mod ldb;
 pub mod literal;
 pub mod pe;
 pub mod policy;
+pub mod sections;
 pub mod shard_gen;
 pub mod yara_stream;
 
