@@ -126,7 +126,7 @@ fn ign2_disables_a_signature_by_name_or_by_line() {
 fn a_big_file_of_unsupported_lines_reports_a_handful_of_lines() {
     let mut ndb = String::new();
     for i in 0..20_000 {
-        ndb.push_str(&format!("Html.Sig-{i}:3:*:3c7363726970743e{:04x}\n", i));
+        ndb.push_str(&format!("Neg.Sig-{i}:0:*:3c7363726970743e!({:02x}|41)42\n", i % 256));
     }
     ndb.push_str("Good:0:*:676f6f642d7369676e6174757265\nBroken\n");
     let folder = Folder::new("big", &[
@@ -140,7 +140,7 @@ fn a_big_file_of_unsupported_lines_reports_a_handful_of_lines() {
     assert_eq!(gen.problems.len(), 20_001);
     let lines = gen.report_lines();
     assert_eq!(lines.len(), 5, "{lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("big.ndb: 20000 lines skipped: target type N (HTML) needs ClamAV's HTML normalisation")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("big.ndb: 20000 lines skipped: negated alternatives `…` at character N are not supported")), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("daily.cbc: not loaded: bytecode")), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("daily.pdb: not loaded: phishing")), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("daily.hdu: not loaded: PUA")), "{lines:#?}");
@@ -165,6 +165,19 @@ fn packed_databases_newest_wins_and_damage_fails_the_load() {
     let folder = Folder::new("damaged", &[("daily.cvd", damaged)]);
     let err = load(&folder.0, LoadOptions::default()).err().unwrap();
     assert!(err.contains("daily.cvd") && err.contains("MD5"), "{err}");
+}
+
+#[test]
+fn html_and_text_signatures_match_the_normalised_text() {
+    let ndb = "Html.Sig:3:*:3c7363726970743e6576696c28\nText.Sig:7:*:6576696c20776f726473\n";
+    let folder = Folder::new("norm", &[("t.ndb", ndb.as_bytes().to_vec())]);
+    let gen = folder.load();
+    assert_eq!(gen.summary.logical, 2, "{:?}", gen.problems);
+    let mut insp = inspector(gen);
+    assert_eq!(all_ways(&mut insp, b"<html><SCRIPT>EVIL(1)</script>").as_deref(), Some("Html.Sig"));
+    assert_eq!(all_ways(&mut insp, b"<html>&lt;script&gt;evil(").as_deref(), Some("Html.Sig"));
+    assert_eq!(all_ways(&mut insp, b"some EVIL \r\n\t  Words here").as_deref(), Some("Text.Sig"));
+    assert_eq!(all_ways(&mut insp, b"\x00binary evil words"), None, "not text");
 }
 
 #[test]

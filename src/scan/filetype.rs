@@ -5,10 +5,9 @@
 //! bytes, so the type is decided from the object's first bytes, as ClamAV's own file typing
 //! does, and a typed signature only counts on objects of its type.
 //!
-//! Targets 3 (HTML) and 7 (ASCII text) are matched by ClamAV against *normalised* text (HTML
-//! with tags and entities rewritten, text lower-cased with whitespace collapsed). icapd does
-//! not implement those normalisations, so signatures for those targets are skipped at load
-//! with that reason rather than matched against raw bytes, where they would miss or misfire.
+//! Targets 3 (HTML) and 7 (ASCII text) are matched by ClamAV against *normalised* text (text
+//! lower-cased with whitespace collapsed, HTML also with character references decoded); so are
+//! they here, through [`super::textnorm`].
 
 /// How many leading bytes file typing and the PE header reader look at. PE headers (the
 /// section table included) sit in the first 4 KiB of every real executable; 64 KiB leaves
@@ -47,13 +46,9 @@ impl Target {
             10 => Target::Pdf,
             11 => Target::Flash,
             12 => Target::Java,
-            3 => return Err("target type 3 (HTML) needs ClamAV's HTML normalisation, which icapd does not implement".into()),
-            7 => {
-                return Err(
-                    "target type 7 (ASCII text) needs ClamAV's text normalisation, which icapd does not implement".into()
-                )
-            }
-            n => return Err(format!("target type {n} is not one icapd recognises (0-2, 4-6, 9-12)")),
+            3 => Target::Html,
+            7 => Target::Ascii,
+            n => return Err(format!("target type {n} is not one icapd recognises (0-7, 9-12)")),
         })
     }
 
@@ -140,7 +135,7 @@ mod tests {
         assert_eq!(detect(b"plain words\n"), Some(Target::Ascii));
         assert_eq!(detect(&[0, 1, 2, 3]), None);
         assert!(Target::Any.accepts(None) && Target::Pe.accepts(Some(Target::Pe)) && !Target::Pe.accepts(Some(Target::Elf)));
-        assert!(Target::from_number(3).unwrap_err().contains("HTML"));
+        assert_eq!(Target::from_number(3), Ok(Target::Html));
         assert!(Target::from_number(13).is_err());
     }
 }

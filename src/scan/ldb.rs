@@ -23,6 +23,7 @@
 use super::filetype::{self, Target, HEAD_BYTES};
 use super::literal::{LiteralSet, LiteralStream, Pattern};
 use super::pe::{self, PeInfo};
+use super::textnorm::TextNorm;
 use crate::signatures::clamav::expr::Expr;
 use crate::signatures::clamav::ldb::{LdbSignature, Subsig, Tdb};
 use crate::signatures::clamav::offset::{ObjectFacts, SigOffset};
@@ -74,12 +75,25 @@ struct Sig {
     needs_pe: bool,
 }
 
+/// The form of the object a pattern is matched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The bytes as they are.
+    Raw = 0,
+    /// ASCII lower-cased (for `::i`).
+    Lower = 1,
+    /// ClamAV's text normalisation (target 7).
+    Text = 2,
+    /// ClamAV's HTML normalisation (target 3).
+    Html = 3,
+}
+
+const VIEWS: usize = 4;
+
 /// The compiled logical signatures of one generation; shared read-only by all shards.
 pub struct LdbSet {
-    exact: LiteralSet,
-    nocase: LiteralSet,
-    exact_of: Vec<PatRef>,
-    nocase_of: Vec<PatRef>,
+    views: [LiteralSet; VIEWS],
+    pat_of: [Vec<PatRef>; VIEWS],
     chains: Vec<Chain>,
     /// For each slot (global subsignature index): its signature and whether its offset is
     /// deferred.
@@ -118,10 +132,8 @@ impl LdbSet {
     /// Compiles `sigs`. A PCRE that does not compile was already reported by the loader,
     /// which calls [`compile_pcre`]; should one slip through, its signature is left out.
     pub fn new(sigs: Vec<LdbSignature>) -> Result<LdbSet, String> {
-        let mut exact = Vec::new();
-        let mut nocase = Vec::new();
-        let mut exact_of = Vec::new();
-        let mut nocase_of = Vec::new();
+        let mut patterns: [Vec<Pattern>; VIEWS] = Default::default();
+        let mut pat_of: [Vec<PatRef>; VIEWS] = Default::default();
         let mut chains = Vec::new();
         let mut slot_sig = Vec::new();
         let mut slot_offset = Vec::new();
@@ -145,9 +157,16 @@ impl LdbSet {
                         if *wide {
                             forms.push(pattern.wide());
                         }
+                        let view = match sig.tdb.target {
+                            Some(Target::Html) => View::Html,
+                            Some(Target::Ascii) => View::Text,
+                            _ if *ci => View::Lower,
+                            _ => View::Raw,
+                        };
                         for form in forms {
-                            let form = if *ci { form.lowered() } else { form };
-                            new_chains.push((first_slot + local as u32, *offset, form, *ci, *fullword));
+                            // Normalised views are lower-case, so their patterns are too.
+                            let form = if view == View::Raw { form } else { form.lowered() };
+                            new_chains.push((first_slot + local as u32, *offset, form, view, *fullword));
                         }
                     }
                     Subsig::Pcre(p) => {
@@ -173,13 +192,9 @@ impl LdbSet {
                 slot_sig.push((si, deferred));
                 slot_offset.push(offset);
             }
-            for (slot, offset, form, ci, fullword) in new_chains {
+            for (slot, offset, form, view, fullword) in new_chains {
                 let chain = chains.len() as u32;
-                if ci {
-                    patterns_of(&form, chain, &mut nocase, &mut nocase_of);
-                } else {
-                    patterns_of(&form, chain, &mut exact, &mut exact_of);
-                }
+                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize]);
                 chains.push(Chain { slot, offset, segs: form.parts.len() as u16, gaps: form.gaps, fullword });
             }
             out.push(Sig {
@@ -193,11 +208,10 @@ impl LdbSet {
             });
         }
         let build = |p| LiteralSet::new(p).map_err(|e| format!("building the logical-signature matcher: {e:?}"));
+        let [raw, lower, text, html] = patterns;
         Ok(LdbSet {
-            exact: build(exact)?,
-            nocase: build(nocase)?,
-            exact_of,
-            nocase_of,
+            views: [build(raw)?, build(lower)?, build(text)?, build(html)?],
+            pat_of,
             chains,
             slot_sig,
             slot_offset,
@@ -256,9 +270,10 @@ struct Pending {
 
 /// Per-connection state for one [`LdbSet`]; reused across objects.
 pub struct LdbStream {
-    exact: LiteralStream,
-    nocase: LiteralStream,
-    hits: Vec<(u64, u32, bool)>,
+    streams: [LiteralStream; VIEWS],
+    text: TextNorm,
+    html: TextNorm,
+    hits: Vec<(u64, u32, u8)>,
     partials: HashMap<(u32, u16), Partial>,
     slots: HashMap<u32, SlotState>,
     touched: Vec<u32>,
@@ -278,8 +293,14 @@ impl LdbStream {
     /// A stream for `set`; objects up to `whole_max` bytes are kept for PCRE subsignatures.
     pub fn new(set: &LdbSet, whole_max: usize) -> Self {
         LdbStream {
-            exact: LiteralStream::new(&set.exact),
-            nocase: LiteralStream::new(&set.nocase),
+            streams: [
+                LiteralStream::new(&set.views[0]),
+                LiteralStream::new(&set.views[1]),
+                LiteralStream::new(&set.views[2]),
+                LiteralStream::new(&set.views[3]),
+            ],
+            text: TextNorm::new(false),
+            html: TextNorm::new(true),
             hits: Vec::with_capacity(64),
             partials: HashMap::new(),
             slots: HashMap::new(),
@@ -299,8 +320,11 @@ impl LdbStream {
 
     /// Starts a new object.
     pub fn reset(&mut self, set: &LdbSet) {
-        self.exact.reset();
-        self.nocase.reset();
+        for s in &mut self.streams {
+            s.reset();
+        }
+        self.text.reset();
+        self.html.reset();
         self.hits.clear();
         self.partials.clear();
         self.slots.clear();
@@ -345,11 +369,19 @@ impl LdbStream {
         }
         self.size += chunk.len() as u64;
         let hits = &mut self.hits;
-        self.exact.feed(&set.exact, chunk, &mut |p, end| hits.push((end, p, false)));
-        if !set.nocase.is_empty() {
+        self.streams[0].feed(&set.views[0], chunk, &mut |p, end| hits.push((end, p, 0)));
+        for v in 1..VIEWS {
+            if set.views[v].is_empty() {
+                continue;
+            }
             self.lower.clear();
-            self.lower.extend(chunk.iter().map(u8::to_ascii_lowercase));
-            self.nocase.feed(&set.nocase, &self.lower, &mut |p, end| hits.push((end, p, true)));
+            match v {
+                1 => self.lower.extend(chunk.iter().map(u8::to_ascii_lowercase)),
+                2 => self.text.feed(chunk, &mut self.lower),
+                _ => self.html.feed(chunk, &mut self.lower),
+            }
+            let vi = v as u8;
+            self.streams[v].feed(&set.views[v], &self.lower, &mut |p, end| hits.push((end, p, vi)));
         }
         self.resolve_pending(set, false);
         self.join(set);
@@ -361,8 +393,23 @@ impl LdbStream {
             return None;
         }
         let hits = &mut self.hits;
-        self.exact.finish(&set.exact, &mut |p, end| hits.push((end, p, false)));
-        self.nocase.finish(&set.nocase, &mut |p, end| hits.push((end, p, true)));
+        for v in 2..VIEWS {
+            if set.views[v].is_empty() {
+                continue;
+            }
+            self.lower.clear();
+            if v == 2 {
+                self.text.finish(&mut self.lower);
+            } else {
+                self.html.finish(&mut self.lower);
+            }
+            let vi = v as u8;
+            self.streams[v].feed(&set.views[v], &self.lower, &mut |p, end| hits.push((end, p, vi)));
+        }
+        for v in 0..VIEWS {
+            let vi = v as u8;
+            self.streams[v].finish(&set.views[v], &mut |p, end| hits.push((end, p, vi)));
+        }
         self.join(set);
         self.resolve_pending(set, true);
         if self.touched.is_empty() {
@@ -446,8 +493,8 @@ impl LdbStream {
         }
         self.hits.sort_unstable();
         let hits = std::mem::take(&mut self.hits);
-        for &(end, pid, ci) in &hits {
-            let r = if ci { set.nocase_of[pid as usize] } else { set.exact_of[pid as usize] };
+        for &(end, pid, view) in &hits {
+            let r = set.pat_of[usize::from(view)][pid as usize];
             self.on_segment(set, r, end);
         }
         self.hits = hits;

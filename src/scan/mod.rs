@@ -17,6 +17,7 @@ pub mod pe;
 pub mod policy;
 pub mod sections;
 pub mod shard_gen;
+pub mod textnorm;
 pub mod yara_stream;
 
 use std::time::Duration;
