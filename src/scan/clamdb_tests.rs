@@ -178,6 +178,11 @@ fn html_and_text_signatures_match_the_normalised_text() {
     assert_eq!(all_ways(&mut insp, b"<html>&lt;script&gt;evil(").as_deref(), Some("Html.Sig"));
     assert_eq!(all_ways(&mut insp, b"some EVIL \r\n\t  Words here").as_deref(), Some("Text.Sig"));
     assert_eq!(all_ways(&mut insp, b"\x00binary evil words"), None, "not text");
+    // Long enough that the type is decided mid-stream and the head is replayed.
+    let mut long = b"<html><body>".to_vec();
+    long.extend(std::iter::repeat_n(b"padding text  ".as_slice(), 60).flatten());
+    long.extend_from_slice(b"<Script>Evil(2)");
+    assert_eq!(all_ways(&mut insp, &long).as_deref(), Some("Html.Sig"));
 }
 
 #[test]

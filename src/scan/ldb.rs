@@ -287,7 +287,21 @@ pub struct LdbStream {
     size: u64,
     limit: Option<&'static str>,
     counts: Vec<u32>,
+    norm: Norm,
 }
+
+/// Which normalised view the current object is fed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Norm {
+    /// Fewer than [`DECIDE_BYTES`] seen: not known yet.
+    Undecided,
+    View(usize),
+    None,
+}
+
+/// How many leading bytes decide whether an object is HTML or text (what
+/// [`filetype::detect`] looks at for those types).
+const DECIDE_BYTES: usize = 512;
 
 impl LdbStream {
     /// A stream for `set`; objects up to `whole_max` bytes are kept for PCRE subsignatures.
@@ -315,6 +329,7 @@ impl LdbStream {
             size: 0,
             limit: None,
             counts: Vec::with_capacity(64),
+            norm: Norm::Undecided,
         }
     }
 
@@ -338,6 +353,7 @@ impl LdbStream {
         self.whole_fits = set.has_pcre;
         self.size = 0;
         self.limit = None;
+        self.norm = Norm::Undecided;
     }
 
     /// The limit that kept a PCRE subsignature from running on the last object, if any.
@@ -351,7 +367,8 @@ impl LdbStream {
             return;
         }
         let room = HEAD_BYTES.saturating_sub(self.head.len());
-        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        let taken = room.min(chunk.len());
+        self.head.extend_from_slice(&chunk[..taken]);
         if self.whole_fits {
             if self.whole.len() + chunk.len() <= self.whole_max {
                 self.whole.extend_from_slice(chunk);
@@ -370,18 +387,24 @@ impl LdbStream {
         self.size += chunk.len() as u64;
         let hits = &mut self.hits;
         self.streams[0].feed(&set.views[0], chunk, &mut |p, end| hits.push((end, p, 0)));
-        for v in 1..VIEWS {
-            if set.views[v].is_empty() {
-                continue;
-            }
+        if !set.views[1].is_empty() {
             self.lower.clear();
-            match v {
-                1 => self.lower.extend(chunk.iter().map(u8::to_ascii_lowercase)),
-                2 => self.text.feed(chunk, &mut self.lower),
-                _ => self.html.feed(chunk, &mut self.lower),
+            self.lower.extend(chunk.iter().map(u8::to_ascii_lowercase));
+            self.streams[1].feed(&set.views[1], &self.lower, &mut |p, end| hits.push((end, p, 1)));
+        }
+        match self.norm {
+            Norm::View(v) => self.feed_norm(set, v, chunk),
+            Norm::Undecided if self.head.len() >= DECIDE_BYTES => {
+                self.decide(set, DECIDE_BYTES);
+                if let Norm::View(v) = self.norm {
+                    // Replay everything so far: the head, and what of this chunk it could not hold.
+                    let head = std::mem::take(&mut self.head);
+                    self.feed_norm(set, v, &head);
+                    self.head = head;
+                    self.feed_norm(set, v, &chunk[taken..]);
+                }
             }
-            let vi = v as u8;
-            self.streams[v].feed(&set.views[v], &self.lower, &mut |p, end| hits.push((end, p, vi)));
+            _ => {}
         }
         self.resolve_pending(set, false);
         self.join(set);
@@ -392,20 +415,26 @@ impl LdbStream {
         if set.is_empty() {
             return None;
         }
-        let hits = &mut self.hits;
-        for v in 2..VIEWS {
-            if set.views[v].is_empty() {
-                continue;
+        if self.norm == Norm::Undecided {
+            self.decide(set, self.head.len());
+            if let Norm::View(v) = self.norm {
+                let head = std::mem::take(&mut self.head);
+                self.feed_norm(set, v, &head);
+                self.head = head;
             }
+        }
+        if let Norm::View(v) = self.norm {
             self.lower.clear();
-            if v == 2 {
+            if v == View::Text as usize {
                 self.text.finish(&mut self.lower);
             } else {
                 self.html.finish(&mut self.lower);
             }
             let vi = v as u8;
+            let hits = &mut self.hits;
             self.streams[v].feed(&set.views[v], &self.lower, &mut |p, end| hits.push((end, p, vi)));
         }
+        let hits = &mut self.hits;
         for v in 0..VIEWS {
             let vi = v as u8;
             self.streams[v].finish(&set.views[v], &mut |p, end| hits.push((end, p, vi)));
@@ -434,6 +463,36 @@ impl LdbStream {
         }
         self.touched = touched;
         found
+    }
+
+    /// Decides from the first `n` bytes which normalised view (if any) this object needs: only
+    /// an object typed as HTML or text can match signatures for those targets, so the others
+    /// never pay for normalising.
+    fn decide(&mut self, set: &LdbSet, n: usize) {
+        let view = match filetype::detect(&self.head[..n.min(self.head.len())]) {
+            Some(Target::Html) => View::Html,
+            Some(Target::Ascii) => View::Text,
+            _ => {
+                self.norm = Norm::None;
+                return;
+            }
+        };
+        self.norm = if set.views[view as usize].is_empty() { Norm::None } else { Norm::View(view as usize) };
+    }
+
+    fn feed_norm(&mut self, set: &LdbSet, v: usize, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.lower.clear();
+        if v == View::Text as usize {
+            self.text.feed(data, &mut self.lower);
+        } else {
+            self.html.feed(data, &mut self.lower);
+        }
+        let vi = v as u8;
+        let hits = &mut self.hits;
+        self.streams[v].feed(&set.views[v], &self.lower, &mut |p, end| hits.push((end, p, vi)));
     }
 
     fn evaluate(&mut self, sig: &Sig, slot_offsets: &[SigOffset], filetype: Option<Target>, pe: Option<&PeInfo>) -> bool {
