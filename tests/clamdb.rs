@@ -55,7 +55,10 @@ fn check_summarises_and_verbose_lists_every_line() {
     let out = check(&dir, false);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.len() <= 8, "{out}");
-    assert!(out.contains("local.ndb: 2000 lines skipped: negated alternatives `…` at character N are not supported"), "{out}");
+    assert!(
+        out.contains("local.ndb: 2000 lines skipped: negated alternatives `…` at character N are not supported"),
+        "{out}"
+    );
     assert!(out.contains("daily.cbc: not loaded: bytecode"), "{out}");
     assert!(out.contains("daily.wdb: not loaded: phishing"), "{out}");
     assert!(out.contains("local.ldb: 1 line skipped"), "{out}");
@@ -64,7 +67,10 @@ fn check_summarises_and_verbose_lists_every_line() {
     assert!(verbose.lines().count() >= 2_000, "{}", verbose.lines().count());
     let shown = format!("{}:2: Neg.Sig-0: negated alternatives", dir.join("local.ndb").display());
     assert!(verbose.contains(&shown), "{shown}");
-    assert!(verbose.contains(&format!("{}:2: Broken: the logical expression names subsignature 2", dir.join("local.ldb").display())));
+    assert!(verbose.contains(&format!(
+        "{}:2: Broken: the logical expression names subsignature 2",
+        dir.join("local.ldb").display()
+    )));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -89,7 +95,8 @@ fn a_freshclam_folder_is_served_end_to_end() {
     let dir = folder_bytes("serve", &[("main.cvd", main), ("daily.cld", daily), ("bytecode.cbc", b"x".to_vec())]);
     let metrics_port = free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let server = Server::start(&["--shards", "1", "--signatures", dir.to_str().unwrap(), "--metrics", &metrics_addr], None);
+    let server =
+        Server::start(&["--shards", "1", "--signatures", dir.to_str().unwrap(), "--metrics", &metrics_addr], None);
     let r = exchange(&server.connect(), respmod(&exe, true)).expect("a response");
     assert_eq!(threat(&r).as_deref(), Some("Clamav.Test.File-6"), "{r:?}");
     assert_eq!(r.header("X-Virus-ID"), Some("Clamav.Test.File-6"));

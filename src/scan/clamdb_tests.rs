@@ -74,7 +74,11 @@ fn clam_exe_is_found_by_a_logical_signature_in_a_cvd() {
     let Ok(exe) = std::fs::read(CLAM_EXE) else {
         panic!("{CLAM_EXE} is missing: install Debian's clamav-testfiles (scripts/test does)");
     };
-    let packed = cvd::build(&[("main.ldb", CLAM_LDB.as_bytes()), ("main.info", b"ClamAV-VDB:x\n"), ("COPYING", b"x")], 62, false);
+    let packed = cvd::build(
+        &[("main.ldb", CLAM_LDB.as_bytes()), ("main.info", b"ClamAV-VDB:x\n"), ("COPYING", b"x")],
+        62,
+        false,
+    );
     let folder = Folder::new("clamexe", &[("main.cvd", packed)]);
     let gen = folder.load();
     assert_eq!(gen.summary.logical, 1, "{:?}", gen.report_lines());
@@ -101,7 +105,8 @@ fn allowlist_clears_an_object_whatever_matched() {
     assert_eq!(all_ways(&mut insp, other).as_deref(), Some("Eicar-Test-Signature"), "not listed: still found");
     // SHA-256 in .sfp, with `*` as the size.
     let sha: String = sha2::Sha256::digest(EICAR).iter().map(|b| format!("{b:02x}")).collect();
-    let folder = Folder::new("sfp", &[("eicar.ndb", eicar_ndb), ("local.sfp", format!("{sha}:*:Eicar.Allowed\n").into_bytes())]);
+    let folder =
+        Folder::new("sfp", &[("eicar.ndb", eicar_ndb), ("local.sfp", format!("{sha}:*:Eicar.Allowed\n").into_bytes())]);
     let mut insp = inspector(folder.load());
     assert_eq!(all_ways(&mut insp, EICAR), None);
 }
@@ -116,7 +121,11 @@ fn ign2_disables_a_signature_by_name_or_by_line() {
     assert_eq!(gen.summary.body, 0);
     let disabled: usize = gen.summary.formats.iter().map(|f| f.disabled).sum();
     assert_eq!(disabled, 2);
-    assert!(gen.report_lines().iter().any(|l| l.ends_with("a.ndb: 2 signatures disabled by .ign2/.ign")), "{:?}", gen.report_lines());
+    assert!(
+        gen.report_lines().iter().any(|l| l.ends_with("a.ndb: 2 signatures disabled by .ign2/.ign")),
+        "{:?}",
+        gen.report_lines()
+    );
     let mut insp = inspector(gen);
     assert_eq!(threat(&mut insp, EICAR, &[]), None);
     assert_eq!(threat(&mut insp, b"other-signature", &[]), None);
@@ -129,18 +138,27 @@ fn a_big_file_of_unsupported_lines_reports_a_handful_of_lines() {
         ndb.push_str(&format!("Neg.Sig-{i}:0:*:3c7363726970743e!({:02x}|41)42\n", i % 256));
     }
     ndb.push_str("Good:0:*:676f6f642d7369676e6174757265\nBroken\n");
-    let folder = Folder::new("big", &[
-        ("big.ndb", ndb.into_bytes()),
-        ("daily.cbc", b"bytecode".to_vec()),
-        ("daily.pdb", b"H:example.com\n".to_vec()),
-        ("daily.hdu", b"x\n".to_vec()),
-        ("README.md", b"not a database".to_vec()),
-    ]);
+    let folder = Folder::new(
+        "big",
+        &[
+            ("big.ndb", ndb.into_bytes()),
+            ("daily.cbc", b"bytecode".to_vec()),
+            ("daily.pdb", b"H:example.com\n".to_vec()),
+            ("daily.hdu", b"x\n".to_vec()),
+            ("README.md", b"not a database".to_vec()),
+        ],
+    );
     let gen = folder.load();
     assert_eq!(gen.problems.len(), 20_001);
     let lines = gen.report_lines();
     assert_eq!(lines.len(), 5, "{lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("big.ndb: 20000 lines skipped: negated alternatives `…` at character N are not supported")), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                .contains("big.ndb: 20000 lines skipped: negated alternatives `…` at character N are not supported")),
+        "{lines:#?}"
+    );
     assert!(lines.iter().any(|l| l.contains("daily.cbc: not loaded: bytecode")), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("daily.pdb: not loaded: phishing")), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("daily.hdu: not loaded: PUA")), "{lines:#?}");

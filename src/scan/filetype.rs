@@ -103,7 +103,10 @@ pub fn detect(head: &[u8]) -> Option<Target> {
     }
     let sample = head.get(..512).unwrap_or(head);
     let lower: Vec<u8> = sample.iter().map(u8::to_ascii_lowercase).collect();
-    if [&b"<html"[..], b"<!doctype html", b"<head", b"<body", b"<script"].iter().any(|t| lower.windows(t.len()).any(|w| w == *t)) {
+    if [&b"<html"[..], b"<!doctype html", b"<head", b"<body", b"<script"]
+        .iter()
+        .any(|t| lower.windows(t.len()).any(|w| w == *t))
+    {
         return Some(Target::Html);
     }
     if !sample.is_empty() && sample.iter().all(|&b| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
@@ -134,7 +137,9 @@ mod tests {
         assert_eq!(detect(b"<!DOCTYPE html><html>"), Some(Target::Html));
         assert_eq!(detect(b"plain words\n"), Some(Target::Ascii));
         assert_eq!(detect(&[0, 1, 2, 3]), None);
-        assert!(Target::Any.accepts(None) && Target::Pe.accepts(Some(Target::Pe)) && !Target::Pe.accepts(Some(Target::Elf)));
+        assert!(
+            Target::Any.accepts(None) && Target::Pe.accepts(Some(Target::Pe)) && !Target::Pe.accepts(Some(Target::Elf))
+        );
         assert_eq!(Target::from_number(3), Ok(Target::Html));
         assert!(Target::from_number(13).is_err());
     }

@@ -104,7 +104,12 @@ pub struct LdbSet {
     has_fullword: bool,
 }
 
-fn patterns_of(p: &crate::signatures::clamav::hex::HexPattern, chain: u32, out: &mut Vec<Pattern>, refs: &mut Vec<PatRef>) {
+fn patterns_of(
+    p: &crate::signatures::clamav::hex::HexPattern,
+    chain: u32,
+    out: &mut Vec<Pattern>,
+    refs: &mut Vec<PatRef>,
+) {
     for (seg, variants) in p.parts.iter().enumerate() {
         for v in variants {
             let exact = v.mask.iter().all(|&m| m == 0xFF);
@@ -125,7 +130,13 @@ pub fn compile_pcre(p: &crate::signatures::clamav::ldb::Pcre) -> Result<regex::b
         .swap_greed(p.ungreedy)
         .size_limit(1 << 22)
         .build()
-        .map_err(|e| format!("the PCRE `{}` is not supported by the regex engine: {}", p.regex.escape_default(), e.to_string().lines().last().unwrap_or("")))
+        .map_err(|e| {
+            format!(
+                "the PCRE `{}` is not supported by the regex engine: {}",
+                p.regex.escape_default(),
+                e.to_string().lines().last().unwrap_or("")
+            )
+        })
 }
 
 impl LdbSet {
@@ -495,7 +506,13 @@ impl LdbStream {
         self.streams[v].feed(&set.views[v], &self.lower, &mut |p, end| hits.push((end, p, vi)));
     }
 
-    fn evaluate(&mut self, sig: &Sig, slot_offsets: &[SigOffset], filetype: Option<Target>, pe: Option<&PeInfo>) -> bool {
+    fn evaluate(
+        &mut self,
+        sig: &Sig,
+        slot_offsets: &[SigOffset],
+        filetype: Option<Target>,
+        pe: Option<&PeInfo>,
+    ) -> bool {
         let tdb = &sig.tdb;
         if let Some(t) = tdb.target {
             if !t.accepts(filetype) {
@@ -608,10 +625,10 @@ impl LdbStream {
         if self.partials.len() >= PARTIALS_MAX && !self.partials.contains_key(&(r.chain, r.seg)) {
             return;
         }
-        let p = self.partials.entry((r.chain, r.seg)).or_insert(Partial {
-            earliest: (chain_start, end),
-            ..Partial::default()
-        });
+        let p = self
+            .partials
+            .entry((r.chain, r.seg))
+            .or_insert(Partial { earliest: (chain_start, end), ..Partial::default() });
         if end < p.earliest.1 {
             p.earliest = (chain_start, end);
         }
@@ -676,7 +693,9 @@ mod tests {
     fn set(lines: &[&str]) -> LdbSet {
         let sigs = lines
             .iter()
-            .map(|l| if l.contains(';') { parse_ldb_line(l) } else { ndb_as_ldb(l) }.unwrap_or_else(|e| panic!("{l}: {e}")))
+            .map(|l| {
+                if l.contains(';') { parse_ldb_line(l) } else { ndb_as_ldb(l) }.unwrap_or_else(|e| panic!("{l}: {e}"))
+            })
             .collect();
         LdbSet::new(sigs).unwrap()
     }
@@ -701,7 +720,11 @@ mod tests {
 
     #[test]
     fn expressions_and_counts_stream() {
-        let s = set(&["And;Target:0;0&1;616263;78797a", "Count;Engine:51-255,Target:0;0>2;515151", "Or;Target:0;(0|1)=2,2;4b4b4b;4c4c4c"]);
+        let s = set(&[
+            "And;Target:0;0&1;616263;78797a",
+            "Count;Engine:51-255,Target:0;0>2;515151",
+            "Or;Target:0;(0|1)=2,2;4b4b4b;4c4c4c",
+        ]);
         assert_eq!(all_ways(&s, b"..abc...xyz..").as_deref(), Some("And"));
         assert_eq!(all_ways(&s, b"..abc......"), None);
         assert_eq!(all_ways(&s, b"QQQ.QQQ.QQQ").as_deref(), Some("Count"));

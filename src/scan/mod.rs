@@ -7,9 +7,9 @@ pub mod body;
 mod clamdb_tests;
 pub mod decode;
 pub mod engine;
-pub mod filetype;
 #[cfg(test)]
 mod engine_tests;
+pub mod filetype;
 pub mod hash;
 pub mod ldb;
 pub mod literal;

@@ -56,7 +56,7 @@ pub fn parse(head: &[u8]) -> Option<PeInfo> {
     // alignment when it is a sane one (a multiple of 512 up to 64 KiB).
     let file_align = u64::from(u32_at(head, opt + 36).unwrap_or(0));
     let align = |raw: u64| {
-        if file_align >= 0x200 && file_align <= 0x10000 && file_align % 0x200 == 0 {
+        if (0x200..=0x10000).contains(&file_align) && file_align % 0x200 == 0 {
             raw / file_align * file_align
         } else {
             raw
@@ -124,7 +124,10 @@ mod tests {
     fn reads_sections_and_entry_point() {
         let pe = build_test_pe(&[b"first section", b"second"], 6);
         let info = parse(&pe).unwrap();
-        assert_eq!(info.sections, vec![Section { raw_offset: 0x400, raw_size: 13 }, Section { raw_offset: 0x40d, raw_size: 6 }]);
+        assert_eq!(
+            info.sections,
+            vec![Section { raw_offset: 0x400, raw_size: 13 }, Section { raw_offset: 0x40d, raw_size: 6 }]
+        );
         assert_eq!(info.ep_offset, Some(0x406));
         assert_eq!(&pe[0x406..0x40d], b"section");
         assert_eq!(parse(b"MZ"), None);

@@ -12,7 +12,6 @@ use super::hash::{HashSet, HashStream};
 use super::pe;
 
 struct Hashing {
-    start: u64,
     end: u64,
     fed_to: u64,
     hash: HashStream,
@@ -96,7 +95,7 @@ impl SectionStream {
                 hash.feed(&self.head[s.raw_offset as usize..head_end as usize]);
                 fed_to = head_end;
             }
-            out.push(Hashing { start: s.raw_offset, end, fed_to, hash });
+            out.push(Hashing { end, fed_to, hash });
         }
         self.sections = Some(out);
     }
@@ -122,7 +121,6 @@ impl SectionStream {
             if complete && found.is_none() {
                 found = name;
             }
-            let _ = s.start;
         }
         found
     }
@@ -141,8 +139,11 @@ mod tests {
         let code = b"section code that is malicious";
         let pe_bytes = pe::build_test_pe(&[b"clean data", code], 0);
         let md5: String = Md5::digest(code).iter().map(|b| format!("{b:02x}")).collect();
-        let (sigs, problems) =
-            parse_section_db(&format!("{}:{md5}:Win.Section.Test\n*:{md5}:Any.Size\n", code.len()), Path::new("t.mdb"), HashDbKind::Hdb);
+        let (sigs, problems) = parse_section_db(
+            &format!("{}:{md5}:Win.Section.Test\n*:{md5}:Any.Size\n", code.len()),
+            Path::new("t.mdb"),
+            HashDbKind::Hdb,
+        );
         assert!(problems.is_empty(), "{problems:?}");
         let set = HashSet::new(sigs);
         let run = |data: &[u8], cuts: &[usize]| {
@@ -156,7 +157,9 @@ mod tests {
             s.finish(&set).map(str::to_string)
         };
         assert_eq!(run(&pe_bytes, &[]).as_deref(), Some("Win.Section.Test"));
-        for_each_split(pe_bytes.len(), |cuts| assert_eq!(run(&pe_bytes, cuts).as_deref(), Some("Win.Section.Test"), "{cuts:?}"));
+        for_each_split(pe_bytes.len(), |cuts| {
+            assert_eq!(run(&pe_bytes, cuts).as_deref(), Some("Win.Section.Test"), "{cuts:?}")
+        });
         let mut changed = pe_bytes.clone();
         let last = changed.len() - 1;
         changed[last] ^= 1;

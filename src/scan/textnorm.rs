@@ -111,7 +111,9 @@ impl TextNorm {
 /// The byte a character reference stands for, when it is ASCII.
 fn decode(name: &[u8]) -> Option<u8> {
     let value = match name {
-        [b'#', b'x' | b'X', hex @ ..] if !hex.is_empty() => u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?,
+        [b'#', b'x' | b'X', hex @ ..] if !hex.is_empty() => {
+            u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?
+        }
         [b'#', dec @ ..] if !dec.is_empty() => std::str::from_utf8(dec).ok()?.parse().ok()?,
         b"lt" => 0x3c,
         b"gt" => 0x3e,

@@ -1,20 +1,20 @@
 //! Loading a signature folder into one immutable [`Generation`].
 
+use super::clamav::cvd;
 use super::clamav::formats::{self, Format};
 use super::clamav::ignore::{self, Ignores};
 use super::clamav::ldb::{self, LdbSignature};
-use super::clamav::cvd;
 use super::hashsig::{parse_hash_db, parse_section_db, HashDbKind, HashSignature};
 use super::ndb::{parse_ndb_line, NdbSignature};
 use super::problem::{self, content_lines, Problem};
 use super::urls::parse_urls;
-use crate::scan::ldb::{compile_pcre, LdbSet};
-use std::collections::BTreeMap;
 use super::yara::{self, YaraSet};
 use crate::scan::body::BodySet;
 use crate::scan::hash::HashSet;
+use crate::scan::ldb::{compile_pcre, LdbSet};
 use crate::scan::literal::{LiteralSet, Pattern};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -177,7 +177,9 @@ struct Loaded {
 
 impl Loaded {
     fn count(&mut self, format: &str) -> &mut FormatCount {
-        self.counts.entry(format.to_string()).or_insert_with(|| FormatCount { format: format.to_string(), ..FormatCount::default() })
+        self.counts
+            .entry(format.to_string())
+            .or_insert_with(|| FormatCount { format: format.to_string(), ..FormatCount::default() })
     }
 
     /// Records what a parser returned for one file.

@@ -152,10 +152,9 @@ pub fn parse_section_db(text: &str, file: &Path, kind: HashDbKind) -> (Vec<HashS
             Err(message) => problems.push(Problem::new(
                 file,
                 line_no,
-                message.replace("(HashString:FileSize:MalwareName", "(PESectionSize:HashString:MalwareName").replace(
-                    "the file size",
-                    "the section size",
-                ),
+                message
+                    .replace("(HashString:FileSize:MalwareName", "(PESectionSize:HashString:MalwareName")
+                    .replace("the file size", "the section size"),
             )),
         }
     }

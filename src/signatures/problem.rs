@@ -96,7 +96,12 @@ pub fn summarise(problems: &[Problem]) -> Vec<String> {
         .into_iter()
         .map(|(file, reason, count, first)| {
             let lines = if count == 1 { "line" } else { "lines" };
-            format!("{}: {count} {lines} skipped: {reason} (first: line {}: {})", file.display(), first.line, first.message)
+            format!(
+                "{}: {count} {lines} skipped: {reason} (first: line {}: {})",
+                file.display(),
+                first.line,
+                first.message
+            )
         })
         .collect()
 }

@@ -149,8 +149,9 @@ pub fn build(files: &[(&str, &[u8])], version: u64, plain: bool) -> Vec<u8> {
         gz.finish().expect("gzip into memory")
     };
     let md5: String = Md5::digest(&archive).iter().map(|b| format!("{b:02x}")).collect();
-    let mut header = format!("ClamAV-VDB:04 Dec 2026 01-00 +0000:{version}:{}:90:{md5}:X:icapd-test:1796346000", files.len())
-        .into_bytes();
+    let mut header =
+        format!("ClamAV-VDB:04 Dec 2026 01-00 +0000:{version}:{}:90:{md5}:X:icapd-test:1796346000", files.len())
+            .into_bytes();
     header.resize(HEADER_BYTES, b' ');
     header.extend_from_slice(&archive);
     header

@@ -32,7 +32,11 @@ impl Expr {
         let mut p = Parser { b: text.as_bytes(), i: 0, subsigs, depth: 0 };
         let e = p.or()?;
         if p.i != p.b.len() {
-            return Err(format!("unexpected `{}` at character {} of the logical expression", char::from(p.b[p.i]), p.i + 1));
+            return Err(format!(
+                "unexpected `{}` at character {} of the logical expression",
+                char::from(p.b[p.i]),
+                p.i + 1
+            ));
         }
         Ok(e)
     }
@@ -139,7 +143,10 @@ impl Parser<'_> {
             _ => {
                 let n = self.number()? as usize;
                 if n >= self.subsigs {
-                    return Err(format!("the logical expression names subsignature {n}, but the line has {}", self.subsigs));
+                    return Err(format!(
+                        "the logical expression names subsignature {n}, but the line has {}",
+                        self.subsigs
+                    ));
                 }
                 Expr::Sub(n as u8)
             }

@@ -18,9 +18,8 @@ pub enum Format {
 }
 
 /// The formats icapd parses, in the order the metrics list them.
-pub const LOADED: &[&str] = &[
-    "cvd", "cld", "cud", "ndb", "ldb", "hdb", "hsb", "mdb", "msb", "fp", "sfp", "ign2", "ign", "yar", "urls",
-];
+pub const LOADED: &[&str] =
+    &["cvd", "cld", "cud", "ndb", "ldb", "hdb", "hsb", "mdb", "msb", "fp", "sfp", "ign2", "ign", "yar", "urls"];
 
 /// The format of a file called `name`.
 pub fn format_of(name: &str) -> Format {

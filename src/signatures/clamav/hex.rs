@@ -78,7 +78,8 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
         }
         match c {
             b'(' => {
-                let close = hex[i..].find(')').map(|n| i + n).ok_or(format!("`(` at character {at} is never closed"))?;
+                let close =
+                    hex[i..].find(')').map(|n| i + n).ok_or(format!("`(` at character {at} is never closed"))?;
                 let inner = &hex[i + 1..close];
                 if inner == "B" || inner == "L" {
                     return Err(format!("the anchor `({inner})` at character {at} is not supported"));
@@ -135,9 +136,11 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
             b'{' => parse_gap(hex, i)?,
             b'[' => {
                 // `[n-m]` is an anchored `{n-m}`.
-                let close = hex[i..].find(']').map(|n| i + n).ok_or(format!("`[` at character {at} is never closed"))?;
+                let close =
+                    hex[i..].find(']').map(|n| i + n).ok_or(format!("`[` at character {at} is never closed"))?;
                 let body = &hex[i + 1..close];
-                let range = body.split_once('-').and_then(|(lo, hi)| Some((lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?)));
+                let range =
+                    body.split_once('-').and_then(|(lo, hi)| Some((lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?)));
                 match range {
                     Some((min, max)) if min <= max => (Gap::Range { min, max }, close + 1),
                     _ => return Err(format!("`[{}]` at character {at} is not a range `[n-m]`", body.escape_default())),
@@ -155,7 +158,10 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                 format!("two gaps in a row at character {at}; a gap must sit between bytes")
             });
         }
-        parts.push(finish(std::mem::replace(&mut current, vec![Variant { bytes: Vec::new(), mask: Vec::new() }]), parts.len() + 1)?);
+        parts.push(finish(
+            std::mem::replace(&mut current, vec![Variant { bytes: Vec::new(), mask: Vec::new() }]),
+            parts.len() + 1,
+        )?);
         gaps.push(gap);
         i = next;
     }

@@ -111,7 +111,9 @@ pub fn parse_ldb_line(line: &str) -> Result<LdbSignature, String> {
         subsigs.push(parse_subsig(text, subs_text.len()).map_err(|m| with_name(format!("subsignature {i}: {m}")))?);
     }
     if expr.eval(&vec![0; subsigs.len()]) {
-        return Err(with_name("the logical expression holds with no subsignature matched, so it would match every object".into()));
+        return Err(with_name(
+            "the logical expression holds with no subsignature matched, so it would match every object".into(),
+        ));
     }
     check_normalised(LdbSignature { name: name.to_string(), tdb, expr, subsigs }).map_err(with_name)
 }
@@ -168,7 +170,8 @@ fn parse_tdb(text: &str) -> Result<Tdb, String> {
                 range(value, key)?;
             }
             "Target" => {
-                let n = value.parse::<u64>().map_err(|_| format!("`Target:{}` is not a number", value.escape_default()))?;
+                let n =
+                    value.parse::<u64>().map_err(|_| format!("`Target:{}` is not a number", value.escape_default()))?;
                 tdb.target = Some(Target::from_number(n)?);
             }
             "FileSize" => tdb.file_size = Some(range(value, key)?),
@@ -179,8 +182,12 @@ fn parse_tdb(text: &str) -> Result<Tdb, String> {
                     "`{key}:` needs the types of the enclosing archives, which icapd's scanners do not see"
                 ))
             }
-            "IconGroup1" | "IconGroup2" => return Err(format!("`{key}:` needs PE icon matching, which icapd does not do")),
-            "HandlerType" => return Err("`HandlerType:` re-scans through ClamAV's type handlers, which icapd does not have".into()),
+            "IconGroup1" | "IconGroup2" => {
+                return Err(format!("`{key}:` needs PE icon matching, which icapd does not do"))
+            }
+            "HandlerType" => {
+                return Err("`HandlerType:` re-scans through ClamAV's type handlers, which icapd does not have".into())
+            }
             other => return Err(format!("the target description key `{}` is not known", other.escape_default())),
         }
     }
@@ -216,7 +223,9 @@ fn parse_subsig(text: &str, subsigs: usize) -> Result<Subsig, String> {
             'a' => ascii = true,
             'w' => wide = true,
             'f' => fullword = true,
-            other => return Err(format!("the subsignature modifier `{}` is not known (i, w, a, f)", other.escape_default())),
+            other => {
+                return Err(format!("the subsignature modifier `{}` is not known (i, w, a, f)", other.escape_default()))
+            }
         }
     }
     if !wide {
@@ -336,6 +345,84 @@ mod tests {
         assert!(err("A;Target:1;0=0;4142").contains("every object"));
         assert!(err("A;Target:1;0;0/x/Q").contains("PCRE flag"));
         assert!(err("A;Nope:1;0;4142").contains("not known"));
+    }
+
+    #[test]
+    fn random_lines_are_parsed_or_reported_never_panic() {
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces = [
+            "0",
+            "1",
+            "2",
+            "&",
+            "|",
+            "(",
+            ")",
+            "=",
+            ">",
+            "<",
+            ",",
+            ";",
+            ":",
+            "::",
+            "i",
+            "w",
+            "f",
+            "a",
+            "41",
+            "42",
+            "??",
+            "4?",
+            "*",
+            "{2-4}",
+            "[1-2]",
+            "(41|42)",
+            "!(",
+            "/",
+            "EP+",
+            "EOF-",
+            "S0+",
+            "SE",
+            "Target",
+            "Engine:51-255",
+            "Target:1",
+            "é",
+            "#",
+            "$",
+            "\\",
+            "[",
+            "]",
+            "{",
+            "}",
+        ];
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            fn piece(next: &mut impl FnMut() -> u64, pieces: &[&str], k: u64) -> String {
+                let n = (next() % k) as usize + 1;
+                (0..n).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect()
+            }
+            let exprs = ["0", "0&1", "(0|1)>1,1", "1"];
+            let expr =
+                if next() % 2 == 0 { exprs[(next() % 4) as usize].to_string() } else { piece(&mut next, &pieces, 3) };
+            let sub0 = if next() % 2 == 0 {
+                format!("4142{}", piece(&mut next, &pieces, 2))
+            } else {
+                piece(&mut next, &pieces, 4)
+            };
+            let tail = format!("{expr};{sub0};43444546{}", piece(&mut next, &pieces, 2));
+            let line = format!("R;Target:{};{}", next() % 14, tail);
+            if parse_ldb_line(&line).is_ok() {
+                parsed += 1;
+            }
+            let _ = ndb_as_ldb(&format!("R:{}:{}", next() % 14, tail.replace(';', ":")));
+        }
+        assert!(parsed > 0, "the generator should make some valid lines");
     }
 
     #[test]

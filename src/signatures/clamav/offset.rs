@@ -28,7 +28,10 @@ pub enum Anchor {
 pub enum SigOffset {
     Any,
     /// The match starts within `anchor ..= anchor + shift`.
-    At { anchor: Anchor, shift: u64 },
+    At {
+        anchor: Anchor,
+        shift: u64,
+    },
     /// The whole match lies inside section `index`.
     SectionEntire(u32),
 }
@@ -71,7 +74,9 @@ impl SigOffset {
                     Anchor::Section(x, n) => {
                         facts.pe.and_then(|pe| pe.sections.get(x as usize)).map(|s| s.raw_offset.saturating_add(n))
                     }
-                    Anchor::LastSection(n) => facts.pe.and_then(|pe| pe.sections.last()).map(|s| s.raw_offset.saturating_add(n)),
+                    Anchor::LastSection(n) => {
+                        facts.pe.and_then(|pe| pe.sections.last()).map(|s| s.raw_offset.saturating_add(n))
+                    }
                 };
                 match base {
                     Some(b) => (b, shift),
@@ -88,8 +93,19 @@ pub fn parse_offset(field: &str) -> Result<SigOffset, String> {
     if field == "*" {
         return Ok(SigOffset::Any);
     }
-    let bad = || format!("offset `{}` is not one of *, n, EOF-n, EP+n, EP-n, Sx+n, SL+n, SEx (each with an optional ,m)", field.escape_default());
-    let num = |s: &str| -> Result<u64, String> { if is_decimal(s) { s.parse().map_err(|_| bad()) } else { Err(bad()) } };
+    let bad = || {
+        format!(
+            "offset `{}` is not one of *, n, EOF-n, EP+n, EP-n, Sx+n, SL+n, SEx (each with an optional ,m)",
+            field.escape_default()
+        )
+    };
+    let num = |s: &str| -> Result<u64, String> {
+        if is_decimal(s) {
+            s.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
     let (main, shift) = match field.split_once(',') {
         Some((m, s)) => (m, num(s)?),
         None => (field, 0),
@@ -130,7 +146,10 @@ mod tests {
     fn parse_and_accept() {
         let pe = PeInfo {
             ep_offset: Some(0x400),
-            sections: vec![Section { raw_offset: 0x400, raw_size: 0x200 }, Section { raw_offset: 0x600, raw_size: 0x100 }],
+            sections: vec![
+                Section { raw_offset: 0x400, raw_size: 0x200 },
+                Section { raw_offset: 0x600, raw_size: 0x100 },
+            ],
             ep_rva: 0x1000,
         };
         let facts = ObjectFacts { size: 0x700, pe: Some(&pe) };
