@@ -28,6 +28,8 @@ pub struct Config {
     pub limits: Limits,
     /// Only check the configuration, then exit.
     pub check: bool,
+    /// With `--check`: list every skipped signature line, not one line per file and reason.
+    pub verbose: bool,
     /// How long SIGTERM waits for in-flight transactions.
     pub shutdown_grace: Duration,
     pub policy: ScanPolicy,
@@ -158,6 +160,7 @@ OPTIONS:
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
     --check              validate the configuration and exit
+    -v, --verbose        with --check, list every skipped signature line with file:line
     --help               print this help
     --version            print the version
 
@@ -183,6 +186,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
     let mut check = false;
+    let mut verbose = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -203,6 +207,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
             "--check" => check = true,
+            "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
             other => return Err(format!("unknown argument '{other}' (see --help)")),
@@ -285,6 +290,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         inspector,
         limits,
         check,
+        verbose,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
         policy: ScanPolicy { over_limit, early_204 },
         block_page,
