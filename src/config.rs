@@ -39,6 +39,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Where HAProxy's agent-check is answered (off when `None`).
     pub agent: Option<SocketAddr>,
+    /// How long a stop answers agent checks with `drain` before the listeners close.
+    pub agent_drain: Duration,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
 }
@@ -76,6 +78,7 @@ struct FileConfig {
     reload_poll_ms: Option<u64>,
     metrics: Option<String>,
     agent: Option<String>,
+    agent_drain_ms: Option<u64>,
     access_log: Option<String>,
     access_log_format: Option<String>,
     #[serde(default)]
@@ -310,6 +313,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
         metrics,
         agent,
+        agent_drain: Duration::from_millis(file.agent_drain_ms.unwrap_or(0)),
         access_log,
         access_log_format,
     })))
