@@ -31,6 +31,10 @@ pub fn set_draining() {
     DRAINING.store(true, Ordering::SeqCst);
 }
 
+pub fn is_draining() -> bool {
+    DRAINING.load(Ordering::SeqCst)
+}
+
 /// The busy total seen at the previous check, to turn a running sum into a rate.
 #[derive(Clone, Copy, Debug)]
 pub struct Previous {
@@ -89,7 +93,7 @@ pub fn start(
                         continue;
                     }
                 };
-                let draining = DRAINING.load(Ordering::SeqCst);
+                let draining = is_draining();
                 let snapshots = if draining {
                     Vec::new()
                 } else {

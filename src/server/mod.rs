@@ -368,4 +368,24 @@ mod tests {
         feeder.join().unwrap();
         assert_eq!(code, 0);
     }
+
+    #[test]
+    fn with_an_agent_drain_period_the_shards_are_stopped_when_it_ends() {
+        let mut cfg = config();
+        cfg.agent = Some("127.0.0.1:1".parse().unwrap());
+        cfg.agent_drain = Duration::from_millis(50);
+        let (event_tx, event_rx) = unbounded();
+        let (signal_tx, signal_rx) = unbounded();
+        let (control_tx, control_rx) = unbounded();
+        event_tx.send(ShardEvent::Listening { shard: 0, cpu: 0 }).unwrap();
+        signal_tx.send(signal_hook::consts::SIGTERM).unwrap();
+        let feeder = std::thread::spawn(move || {
+            // Nothing but the end of the drain period can send this (no second signal comes).
+            assert!(matches!(control_rx.recv_timeout(Duration::from_secs(10)), Ok(Control::Stop)));
+            assert!(agent::is_draining());
+            event_tx.send(ShardEvent::Exited { shard: 0, panicked: false }).unwrap();
+        });
+        assert_eq!(wait(cfg, vec![control_tx], event_rx, signal_rx, None, None), 0);
+        feeder.join().unwrap();
+    }
 }
