@@ -181,7 +181,7 @@ impl Store {
     pub fn rollback(&self) -> Result<u64, String> {
         let current =
             self.current().ok_or(format!("{} is not a link into {}", self.link.display(), self.root.display()))?;
-        let previous = self.versions().into_iter().filter(|&v| v < current).next_back();
+        let previous = self.versions().into_iter().rfind(|&v| v < current);
         let previous = previous.ok_or(format!("no version older than {current} is kept"))?;
         self.point_at(previous)?;
         // The state no longer describes what is installed: the next update downloads again.
