@@ -16,6 +16,9 @@ use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1344";
 pub const DEFAULT_SIGNATURES: &str = "./signatures";
+/// Where whole objects too big for memory are spooled: a disk-backed directory every system
+/// has (`/tmp` may be a memory file system).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/tmp";
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -45,6 +48,9 @@ pub struct Config {
     pub agent_drain: Duration,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
+    /// Where whole objects too big for memory are spooled for whole-object YARA rules (`None`:
+    /// off; such objects are a named limit).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Where access-log lines go.
@@ -83,6 +89,7 @@ struct FileConfig {
     agent_drain_ms: Option<u64>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    spool_dir: Option<String>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -145,6 +152,11 @@ struct FileLimits {
     encodings_max: Option<usize>,
     zstd_window_bytes_max: Option<usize>,
     decode_buffer_bytes: Option<usize>,
+    conn_retained_bytes_max: Option<usize>,
+    shard_memory_bytes_max: Option<usize>,
+    transfer_rate_min_bytes_per_sec: Option<u64>,
+    transfer_rate_grace_ms: Option<u64>,
+    scan_turn_bytes: Option<usize>,
     update_bundle_bytes_max: Option<u64>,
     update_unpacked_bytes_max: Option<u64>,
     update_files_max: Option<usize>,
@@ -324,6 +336,11 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         agent_drain: Duration::from_millis(file.agent_drain_ms.unwrap_or(0)),
         access_log,
         access_log_format,
+        spool_dir: match file.spool_dir.as_deref() {
+            Some("off") => None,
+            Some(dir) => Some(dir.into()),
+            None => Some(DEFAULT_SPOOL_DIR.into()),
+        },
     })))
 }
 
@@ -365,6 +382,11 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         encodings_max: f.encodings_max.unwrap_or(d.encodings_max),
         zstd_window_bytes_max: f.zstd_window_bytes_max.unwrap_or(d.zstd_window_bytes_max),
         decode_buffer_bytes: f.decode_buffer_bytes.unwrap_or(d.decode_buffer_bytes),
+        conn_retained_bytes_max: f.conn_retained_bytes_max.unwrap_or(d.conn_retained_bytes_max),
+        shard_memory_bytes_max: f.shard_memory_bytes_max.unwrap_or(d.shard_memory_bytes_max),
+        transfer_rate_min_bytes_per_sec: f.transfer_rate_min_bytes_per_sec.unwrap_or(d.transfer_rate_min_bytes_per_sec),
+        transfer_rate_grace: ms(f.transfer_rate_grace_ms, d.transfer_rate_grace),
+        scan_turn_bytes: f.scan_turn_bytes.unwrap_or(d.scan_turn_bytes),
         update_bundle_bytes_max: f.update_bundle_bytes_max.unwrap_or(d.update_bundle_bytes_max),
         update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),
         update_files_max: f.update_files_max.unwrap_or(d.update_files_max),

@@ -109,6 +109,30 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// Receive-block bytes one connection may hold: the block being read into plus the blocks its
+/// hold-back window and unwritten output lie in. Whatever the client does (`Allow: 204`, early
+/// answers, pipelining, never reading our answers), a connection at this bound is not read from
+/// until its output drains (TCP back-pressure), and the hold-back window is echoed early rather
+/// than spread over more blocks. Must hold at least three receive blocks.
+pub const CONN_RETAINED_BYTES_MAX: usize = 512 * 1024;
+/// Memory budget of one shard: reservations of connections in a transaction
+/// (`conn_retained_bytes_max` each), whole-object copies, decoder buffers and container buffers.
+/// When it is spent, a connection that needs its reservation waits (is not read from) and a
+/// buffer that cannot be charged is refused with a counted reason; nothing is allocated past it.
+pub const SHARD_MEMORY_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// Slowest average body transfer accepted, in bytes per second from the start of the body,
+/// judged once `transfer_rate_grace` has passed. 0 turns it off (the default): Squid forwards
+/// a body as fast as the origin server sends it, and a slow origin is not an attack. When on, a
+/// body slower than this is treated like one that fell silent (408, or a cut-off echo).
+pub const TRANSFER_RATE_MIN_BYTES_PER_SEC: u64 = 0;
+/// How long a body may take before `transfer_rate_min_bytes_per_sec` is judged.
+pub const TRANSFER_RATE_GRACE: Duration = Duration::from_secs(30);
+
+/// Body bytes one connection processes per scheduler turn before the shard runs something
+/// else: big objects are scanned in turns of this size (in the shard's bulk task queue), so a
+/// small transaction, a timer or the control task never waits behind a whole object.
+pub const SCAN_TURN_BYTES: usize = 64 * 1024;
 /// Largest signature bundle `icapd-update` downloads (the compressed `.tar.gz`); a larger or
 /// longer answer is refused before anything is unpacked. The bundled sets are kilobytes and a
 /// full ClamAV main database is about 200 MB, so this leaves room without inviting a disk fill.
@@ -158,6 +182,11 @@ pub struct Limits {
     pub encodings_max: usize,
     pub zstd_window_bytes_max: usize,
     pub decode_buffer_bytes: usize,
+    pub conn_retained_bytes_max: usize,
+    pub shard_memory_bytes_max: usize,
+    pub transfer_rate_min_bytes_per_sec: u64,
+    pub transfer_rate_grace: Duration,
+    pub scan_turn_bytes: usize,
     pub update_bundle_bytes_max: u64,
     pub update_unpacked_bytes_max: u64,
     pub update_files_max: usize,
@@ -201,6 +230,11 @@ impl Default for Limits {
             encodings_max: ENCODINGS_MAX,
             zstd_window_bytes_max: ZSTD_WINDOW_BYTES_MAX,
             decode_buffer_bytes: DECODE_BUFFER_BYTES,
+            conn_retained_bytes_max: CONN_RETAINED_BYTES_MAX,
+            shard_memory_bytes_max: SHARD_MEMORY_BYTES_MAX,
+            transfer_rate_min_bytes_per_sec: TRANSFER_RATE_MIN_BYTES_PER_SEC,
+            transfer_rate_grace: TRANSFER_RATE_GRACE,
+            scan_turn_bytes: SCAN_TURN_BYTES,
             update_bundle_bytes_max: UPDATE_BUNDLE_BYTES_MAX,
             update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
             update_files_max: UPDATE_FILES_MAX,
@@ -213,6 +247,8 @@ impl Default for Limits {
 const _: () = assert!(ICAP_HEADER_BYTES_MAX + HTTP_HEADER_BYTES_MAX <= RECV_BLOCK_BYTES);
 const _: () = assert!(IDLE_BLOCK_BYTES <= RECV_BLOCK_BYTES);
 const _: () = assert!(ICAP_HEADER_COUNT_MAX <= u16::MAX as usize);
+const _: () = assert!(CONN_RETAINED_BYTES_MAX >= 3 * RECV_BLOCK_BYTES);
+const _: () = assert!(SHARD_MEMORY_BYTES_MAX >= CONN_RETAINED_BYTES_MAX);
 
 impl Limits {
     /// The scanning engine's share of the limits.
@@ -253,6 +289,7 @@ impl Limits {
             ("access_log_flush_bytes", self.access_log_flush_bytes),
             ("access_log_queue_buffers", self.access_log_queue_buffers),
             ("scrape_request_bytes_max", self.scrape_request_bytes_max),
+            ("scan_turn_bytes", self.scan_turn_bytes),
             ("body_partials_max", self.body_partials_max),
             ("body_partial_ends_max", self.body_partial_ends_max),
             ("update_files_max", self.update_files_max),
@@ -298,6 +335,12 @@ impl Limits {
         }
         if !(1024..=1 << 30).contains(&self.zstd_window_bytes_max) {
             return Err("zstd_window_bytes_max must be between 1024 and 1073741824".into());
+        }
+        if self.conn_retained_bytes_max < 3 * self.recv_block_bytes {
+            return Err("conn_retained_bytes_max must hold at least three receive blocks (3 * recv_block_bytes)".into());
+        }
+        if self.shard_memory_bytes_max < self.conn_retained_bytes_max {
+            return Err("shard_memory_bytes_max must be at least conn_retained_bytes_max".into());
         }
         if !(1024..=1 << 20).contains(&self.decode_buffer_bytes) {
             return Err("decode_buffer_bytes must be between 1024 and 1048576".into());

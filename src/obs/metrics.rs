@@ -60,6 +60,8 @@ pub struct ShardMetrics {
     pub connection_panics: u64,
     /// Access-log lines dropped because the log writer fell behind.
     pub log_lines_dropped: u64,
+    /// The shard's memory budget and receive-block pool, filled in at each scrape.
+    pub memory: crate::budget::BudgetStats,
     labels_max: usize,
 }
 
@@ -82,6 +84,7 @@ impl ShardMetrics {
             connections_evicted: 0,
             connection_panics: 0,
             log_lines_dropped: 0,
+            memory: Default::default(),
             labels_max,
         }
     }
@@ -145,6 +148,7 @@ impl ShardMetrics {
         self.connections_evicted += other.connections_evicted;
         self.connection_panics += other.connection_panics;
         self.log_lines_dropped += other.log_lines_dropped;
+        self.memory.merge(&other.memory);
     }
 
     /// Transactions counted, over every label.

@@ -117,6 +117,7 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
         total.log_lines_dropped,
     );
     single(o, "icapd_access_log_write_errors_total", "counter", "Access-log writes that failed.", p.log_write_errors);
+    total.memory.write_prometheus(o);
 
     if let Some(sig) = &p.signatures {
         header(o, "icapd_signature_generation", "gauge", "Sequence number of the signature set loaded last.");

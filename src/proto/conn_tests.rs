@@ -12,7 +12,7 @@ use crate::limits::Limits;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-const INFO: ServerInfo = ServerInfo { max_connections: 100, preview_bytes: 1024, options_ttl_secs: 3600 };
+pub const INFO: ServerInfo = ServerInfo { max_connections: 100, preview_bytes: 1024, options_ttl_secs: 3600 };
 
 /// One decoded response.
 #[derive(Debug, PartialEq, Eq)]

@@ -23,6 +23,8 @@ use super::sections::SectionStream;
 use super::shard_gen::{LentBlock, ShardGen};
 use super::yara_stream::YaraFeeder;
 use super::ScanLimits;
+use super::spool::{Spool, SpoolError};
+use crate::budget::{Charge, ShardBudget, Use};
 use crate::inspect::{Inspector, Progress, Txn, Verdict};
 use crate::proto::Method;
 use crate::signatures::{urls, Generation};
@@ -37,18 +39,34 @@ pub struct ScanCtx {
     current: RefCell<Rc<ShardGen>>,
     pub limits: ScanLimits,
     pub policy: super::ScanPolicy,
+    /// The shard's memory budget: whole-object copies and decoders are charged to it.
+    pub budget: Rc<ShardBudget>,
+    /// Where whole-object copies past `yara_whole_bytes_max` go (`None`: not kept; such an
+    /// object is `Heuristics.Limits.Exceeded.MaxYaraWholeSize`).
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl ScanCtx {
+    /// A context with a budget of its own that never refuses (tools and tests), spooling
+    /// big objects under the system's temporary directory.
     pub fn new(gen: Arc<Generation>, limits: ScanLimits, policy: super::ScanPolicy) -> Rc<ScanCtx> {
-        let timeout = limits.scan_time_max.max(Duration::from_secs(1));
-        Rc::new(ScanCtx { current: RefCell::new(ShardGen::new(gen, timeout)), limits, policy })
+        Self::with_budget(gen, limits, policy, ShardBudget::new(usize::MAX), Some(std::env::temp_dir()))
+    }
+
+    /// A context charging its buffers to `budget` (the shard's).
+    pub fn with_budget(
+        gen: Arc<Generation>,
+        limits: ScanLimits,
+        policy: super::ScanPolicy,
+        budget: Rc<ShardBudget>,
+        spool_dir: Option<std::path::PathBuf>,
+    ) -> Rc<ScanCtx> {
+        Rc::new(ScanCtx { current: RefCell::new(ShardGen::new(gen)), limits, policy, budget, spool_dir })
     }
 
     /// Switches to a new generation; objects in flight keep the one they started with.
     pub fn install(&self, gen: Arc<Generation>) {
-        let timeout = self.limits.scan_time_max.max(Duration::from_secs(1));
-        *self.current.borrow_mut() = ShardGen::new(gen, timeout);
+        *self.current.borrow_mut() = ShardGen::new(gen);
     }
 
     pub fn current(&self) -> Rc<ShardGen> {
@@ -56,8 +74,6 @@ impl ScanCtx {
     }
 }
 
-/// Capacity of the whole-object copy kept between objects; larger copies are freed.
-const WHOLE_KEEP_BYTES: usize = 256 * 1024;
 
 pub struct EngineInspector {
     ctx: Rc<ScanCtx>,
@@ -72,8 +88,8 @@ pub struct EngineInspector {
     feeder: YaraFeeder,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
     preview: Vec<u8>,
-    /// A copy of the object for whole-object YARA rules, while it fits.
-    whole: Vec<u8>,
+    /// A copy of the object for whole-object YARA rules (in memory, or spooled to a file).
+    whole: Spool,
     whole_fits: bool,
     /// Bytes scanned (decoded, for an encoded body).
     bytes: u64,
@@ -96,6 +112,8 @@ pub struct EngineInspector {
     /// A leading `206` range of an encoded object: it may end in the middle of the stream.
     partial: bool,
     decode: DecodeChain,
+    /// What the current object's decoders cost (released when the object ends).
+    decode_charge: Option<Charge>,
 }
 
 impl EngineInspector {
@@ -111,7 +129,7 @@ impl EngineInspector {
             yara: None,
             feeder: YaraFeeder::new(overlap),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
-            whole: Vec::new(),
+            whole: Spool::new(ctx.budget.clone(), ctx.limits.yara_whole_bytes_max, ctx.spool_dir.clone()),
             whole_fits: false,
             bytes: 0,
             received: 0,
@@ -126,6 +144,7 @@ impl EngineInspector {
             coding_fault: None,
             partial: false,
             decode: DecodeChain::new(ctx.limits.decode),
+            decode_charge: None,
             ctx,
             sg,
         }
@@ -161,6 +180,7 @@ impl EngineInspector {
     fn conclude(&mut self, v: Verdict) -> Progress {
         self.yara = None;
         self.decode.end();
+        self.decode_charge = None;
         self.done = Some(v.clone());
         Progress::Done(v)
     }
@@ -200,6 +220,22 @@ impl EngineInspector {
             }
         }
     }
+}
+
+/// Memory the decoders for `codings` may take: each stage's output buffer plus its window
+/// (32 KiB for deflate with its state, up to 16 MiB for brotli, the configured cap for zstd).
+fn decoder_cost(codings: &[Coding], limits: &decode::DecodeLimits) -> usize {
+    codings
+        .iter()
+        .map(|c| {
+            limits.decode_buffer_bytes
+                + match c {
+                    Coding::Gzip | Coding::Deflate => 64 * 1024,
+                    Coding::Brotli => 16 * 1024 * 1024,
+                    Coding::Zstd => limits.zstd_window_bytes_max,
+                }
+        })
+        .sum()
 }
 
 fn body_stream(sg: &ShardGen, limits: &ScanLimits) -> BodyStream {
@@ -255,10 +291,7 @@ impl Inspector for EngineInspector {
         self.feeder.reset();
         self.preview.clear();
         self.whole.clear();
-        if self.whole.capacity() > WHOLE_KEEP_BYTES {
-            // A big object's copy is not kept on an idle connection.
-            self.whole = Vec::new();
-        }
+        self.decode_charge = None;
         self.bytes = 0;
         self.received = 0;
         self.spent = Duration::ZERO;
@@ -272,6 +305,16 @@ impl Inspector for EngineInspector {
         if let Some(fault) = self.coding_fault {
             let v = self.over_limit(fault.threat());
             return self.conclude(v);
+        }
+        if !self.codings.is_empty() {
+            let cost = decoder_cost(&self.codings, &self.ctx.limits.decode);
+            match self.ctx.budget.try_charge(Use::Decoder, cost) {
+                Some(c) => self.decode_charge = Some(c),
+                None => {
+                    let v = self.over_limit(policy::THREAT_MEMORY);
+                    return self.conclude(v);
+                }
+            }
         }
         self.decode.begin(&self.codings, self.partial);
         // Not `needed(content_length)`: a Content-Length header can lie, and a body longer than
@@ -355,6 +398,8 @@ impl Inspector for EngineInspector {
         if let Some(v) = self.done.take() {
             return v;
         }
+        // The decoders' memory goes back to the budget whichever way this returns.
+        let _decoders = self.decode_charge.take();
         if self.decode.is_active() {
             let complete = self.decode.finish();
             self.decode.end();
@@ -394,7 +439,10 @@ impl EngineInspector {
             // No block scanner was free at `begin`: another object may have given one back
             // since, and what came before is in the whole-object copy.
             if let Some(mut lent) = sg.lend_block(self.ctx.limits.yara_block_scanners_max) {
-                let fed = self.feeder.feed(lent.scanner(), &self.whole);
+                let fed = match self.whole.contents() {
+                    Ok(whole) => self.feeder.feed(lent.scanner(), whole),
+                    Err(_) => Ok(()),
+                };
                 if self.feeder.scanned_any() {
                     lent.mark_used();
                 }
@@ -411,18 +459,20 @@ impl EngineInspector {
             }
         }
         if self.whole_fits {
-            if self.whole.len() + data.len() <= self.ctx.limits.yara_whole_bytes_max {
-                self.whole.extend_from_slice(data);
-            } else {
+            if let Err(e) = self.whole.push(data) {
                 self.whole_fits = false;
                 self.whole.clear();
+                let lost = match e {
+                    SpoolError::Memory => policy::THREAT_MEMORY,
+                    SpoolError::TooBig => policy::THREAT_YARA_WHOLE,
+                };
                 if self.yara.is_none() && sg.gen.yara.stream.is_some() {
                     if let Some(done) = self.skip(policy::THREAT_YARA_SCANNERS) {
                         return done;
                     }
                 }
                 if sg.gen.yara.whole.is_some() {
-                    if let Some(done) = self.skip(policy::THREAT_YARA_WHOLE) {
+                    if let Some(done) = self.skip(lost) {
                         return done;
                     }
                 }
@@ -469,6 +519,11 @@ impl EngineInspector {
         Progress::More
     }
 
+    /// What remains of the object's scan time (`scan_time_max` less the CPU time charged).
+    fn time_left(&self) -> Duration {
+        self.ctx.limits.scan_time_max.saturating_sub(self.spent)
+    }
+
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
         // Bytes the literal matcher still holds back (it stages tiny chunks) are matched now:
         // an early 204 must not leave the end of the preview unseen.
@@ -482,7 +537,7 @@ impl EngineInspector {
         // (monotone ones) answer now; the others wait for the body.
         // An allowlist hash may still clear the object: then the end decides.
         let allow_open = allow_could_match(&self.sg.gen.allow, self.bytes);
-        match self.sg.scan_preview_rules(&self.preview) {
+        match self.sg.scan_preview_rules(&self.preview, self.time_left()) {
             Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
@@ -535,14 +590,24 @@ impl EngineInspector {
                 Err(_) => return self.over_limit(policy::THREAT_TIME),
             }
         } else if self.whole_fits && sg.gen.yara.stream.is_some() {
-            match sg.scan_stream_rules(&self.whole) {
+            let left = self.time_left();
+            let result = match self.whole.contents() {
+                Ok(whole) => sg.scan_stream_rules(whole, left),
+                Err(_) => return self.over_limit(policy::THREAT_YARA_WHOLE),
+            };
+            match result {
                 Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
                 Ok(None) => {}
                 Err(_) => return self.over_limit(policy::THREAT_TIME),
             }
         }
         if self.whole_fits {
-            match sg.scan_whole_rules(&self.whole) {
+            let left = self.time_left();
+            let result = match self.whole.contents() {
+                Ok(whole) => sg.scan_whole_rules(whole, left),
+                Err(_) => return self.over_limit(policy::THREAT_YARA_WHOLE),
+            };
+            match result {
                 Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
                 Ok(None) => {}
                 Err(_) => return self.over_limit(policy::THREAT_TIME),

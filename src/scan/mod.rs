@@ -19,6 +19,7 @@ pub mod pe;
 pub mod policy;
 pub mod sections;
 pub mod shard_gen;
+pub mod spool;
 pub mod whole;
 pub mod textnorm;
 pub mod yara_stream;

@@ -16,14 +16,17 @@ pub enum OverLimit {
 /// Threat names reported for limit verdicts (ClamAV's names, so log parsers already know them).
 pub const THREAT_SIZE: &str = "Heuristics.Limits.Exceeded.MaxScanSize";
 pub const THREAT_TIME: &str = "Heuristics.Limits.Exceeded.MaxScanTime";
+/// The shard's memory budget ([`crate::budget`]) could not pay for a buffer the object needs
+/// (its whole-object copy, its decoders): the object is not scanned fully, so it is a limit.
+pub const THREAT_MEMORY: &str = "Heuristics.Limits.Exceeded.MemoryBudget";
 /// Too many partial multi-segment `.ndb` matches (or ends for their bounded gaps) in one object
 /// (see [`crate::scan::body`]).
 pub const THREAT_PARTIALS: &str = "Heuristics.Limits.Exceeded.MaxPartialMatches";
 /// Every YARA block scanner of the shard was lent to other objects for as long as this object
 /// fitted in its whole-object copy, so the streaming YARA rules could not see it all.
 pub const THREAT_YARA_SCANNERS: &str = "Heuristics.Limits.Exceeded.MaxYaraScanners";
-/// The object outgrew the in-memory copy that whole-object YARA rules (modules, `filesize`,
-/// unbounded strings) are evaluated on (`yara_whole_bytes_max`).
+/// The object could not be kept whole for the whole-object YARA rules (modules, `filesize`,
+/// unbounded strings): past `yara_whole_bytes_max` with the spool off, or the spool failed.
 pub const THREAT_YARA_WHOLE: &str = "Heuristics.Limits.Exceeded.MaxYaraWholeSize";
 /// Content-Encoding limits (see [`crate::scan::decode`]). They share the `Limits.Exceeded`
 /// prefix, which is how the metrics and the access log count limit events.

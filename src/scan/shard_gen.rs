@@ -41,16 +41,22 @@ struct Pool {
 }
 
 /// One generation as seen by one shard.
+///
+/// Block scanners have no timeout: yara-x's timeout runs in wall time from the first block, so a
+/// slow download would be judged by its duration. Scan time is CPU time, measured by the server
+/// and charged per transaction (`scan_time_max`); one block's work is bounded by the block. A
+/// whole-buffer scan is one synchronous call that nothing can interrupt from outside, so it
+/// gets what is left of the object's budget as its timeout (on its own thread, one call's wall
+/// time is its CPU time unless the machine is overloaded).
 pub struct ShardGen {
     // Declared before `gen` so that every scanner is dropped before the rules it borrows.
     pool: RefCell<Pool>,
     pub gen: Arc<Generation>,
-    timeout: Duration,
 }
 
 impl ShardGen {
-    pub fn new(gen: Arc<Generation>, timeout: Duration) -> Rc<ShardGen> {
-        Rc::new(ShardGen { pool: RefCell::new(Pool::default()), gen, timeout })
+    pub fn new(gen: Arc<Generation>) -> Rc<ShardGen> {
+        Rc::new(ShardGen { pool: RefCell::new(Pool::default()), gen })
     }
 
     fn rules_static(rules: &yara_x::Rules) -> &'static yara_x::Rules {
@@ -67,9 +73,7 @@ impl ShardGen {
             Some(s) => s,
             None if pool.created < max => {
                 pool.created += 1;
-                let mut s = yara_x::blocks::Scanner::new(Self::rules_static(rules));
-                s.set_timeout(self.timeout);
-                s
+                yara_x::blocks::Scanner::new(Self::rules_static(rules))
             }
             None => return None,
         };
@@ -78,19 +82,19 @@ impl ShardGen {
 
     /// Runs the monotone streaming rules over a preview: a rule that holds on it holds on the
     /// whole object, so it may answer now. The first matching rule's name.
-    pub fn scan_preview_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
-        self.scan_whole_buffer(self.gen.yara.preview.as_ref(), |pool| &mut pool.preview, data)
+    pub fn scan_preview_rules(&self, data: &[u8], time_left: Duration) -> Result<Option<String>, yara_x::ScanError> {
+        self.scan_whole_buffer(self.gen.yara.preview.as_ref(), |pool| &mut pool.preview, data, time_left)
     }
 
     /// Runs the streaming rules over one contiguous buffer (the whole object, when no block
     /// scanner was free); the first matching rule's name.
-    pub fn scan_stream_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
-        self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data)
+    pub fn scan_stream_rules(&self, data: &[u8], time_left: Duration) -> Result<Option<String>, yara_x::ScanError> {
+        self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data, time_left)
     }
 
     /// Runs the whole-object rules over the complete object.
-    pub fn scan_whole_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
-        self.scan_whole_buffer(self.gen.yara.whole.as_ref(), |pool| &mut pool.whole, data)
+    pub fn scan_whole_rules(&self, data: &[u8], time_left: Duration) -> Result<Option<String>, yara_x::ScanError> {
+        self.scan_whole_buffer(self.gen.yara.whole.as_ref(), |pool| &mut pool.whole, data, time_left)
     }
 
     /// Scans `data` with `rules` using the pool's scanner in `slot`, built on first use.
@@ -99,15 +103,12 @@ impl ShardGen {
         rules: Option<&yara_x::Rules>,
         slot: impl FnOnce(&mut Pool) -> &mut Option<WholeScanner>,
         data: &[u8],
+        time_left: Duration,
     ) -> Result<Option<String>, yara_x::ScanError> {
         let Some(rules) = rules else { return Ok(None) };
         let mut pool = self.pool.borrow_mut();
-        let timeout = self.timeout;
-        let scanner = slot(&mut pool).get_or_insert_with(|| {
-            let mut s = yara_x::Scanner::new(Self::rules_static(rules));
-            s.set_timeout(timeout);
-            s
-        });
+        let scanner = slot(&mut pool).get_or_insert_with(|| yara_x::Scanner::new(Self::rules_static(rules)));
+        scanner.set_timeout(time_left.max(Duration::from_millis(1)));
         first_match(scanner.scan(data)?.matching_rules())
     }
 }

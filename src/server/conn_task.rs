@@ -5,8 +5,10 @@
 //! Output is flushed before more input is read, so a client that stops reading our answers
 //! stops being read too (TCP back-pressure instead of unbounded buffering).
 
+use super::scan_queue;
 use super::sendmsg::{send_vectored, IOV_MAX};
 use super::shard::ShardCtx;
+use crate::budget::{Charge, Use};
 use crate::proto::conn::{Conn, State};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
@@ -55,6 +57,8 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
     if let Some(page) = &ctx.block_page {
         conn.set_block_page(page.clone());
     }
+    // This connection's share of the shard's memory budget while it is inside a transaction.
+    let mut reservation: Option<Charge> = None;
     loop {
         while conn.has_output() {
             match write_some(&mut stream, &conn, limits.body_inactivity).await {
@@ -71,6 +75,17 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
         let idle = conn.state() == State::Idle;
         if idle && ctx.draining.get() {
             break;
+        }
+        if conn.in_transaction() && reservation.is_none() {
+            reservation = reserve(ctx, &conn).await;
+            if reservation.is_none() {
+                // The budget stayed spent until the phase's deadline.
+                conn.handle_timeout(Instant::now(), unix_now());
+                record_outcomes(&mut conn, ctx, peer, local, &mut busy);
+                continue;
+            }
+        } else if !conn.in_transaction() && conn.held_bytes() <= limits.idle_block_bytes {
+            reservation = None;
         }
         let now = Instant::now();
         let deadline = conn.poll_deadline().expect("a reading connection has a deadline");
@@ -91,12 +106,23 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
         match read {
             Ok(0) => conn.handle_eof(),
             Ok(n) => {
-                let started = Instant::now();
+                let now = Instant::now();
                 let unix = unix_now();
-                conn.handle_read(n, started, unix);
-                let spent = started.elapsed();
-                conn.handle_scan_time(spent, unix);
-                busy += spent;
+                conn.handle_received(n, now);
+                // One transaction per step: the CPU time a step spends is charged to the
+                // transaction it worked on (pipelined ones included), and other connections
+                // get the CPU between steps.
+                loop {
+                    let (back, more, spent) = scan_queue::step(ctx.queues, conn, now, unix).await;
+                    conn = back;
+                    conn.handle_scan_time(spent, unix);
+                    busy += spent;
+                    record_outcomes(&mut conn, ctx, peer, local, &mut busy);
+                    if !more {
+                        break;
+                    }
+                    glommio::yield_if_needed().await;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => conn.handle_timeout(Instant::now(), unix_now()),
             Err(_) => conn.handle_eof(),
@@ -109,8 +135,32 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
     let _ = stream.close().await;
 }
 
+/// How often a connection waiting for memory looks again.
+const BUDGET_RETRY: Duration = Duration::from_millis(5);
+
+/// Reserves the connection's share of the shard's memory budget (`conn_retained_bytes_max`,
+/// the most it can hold), waiting while the budget is spent: the connection is not read from
+/// meanwhile, so its client meets TCP back-pressure instead of the shard running out of memory.
+/// Gives up at the phase's deadline (`None`).
+async fn reserve(ctx: &ShardCtx, conn: &Conn) -> Option<Charge> {
+    let bytes = ctx.limits.conn_retained_bytes_max;
+    if let Some(c) = ctx.budget.try_charge(Use::Connections, bytes) {
+        return Some(c);
+    }
+    ctx.budget.count_wait();
+    let deadline = conn.poll_deadline()?;
+    while Instant::now() < deadline {
+        glommio::timer::sleep(BUDGET_RETRY).await;
+        if ctx.budget.fits(bytes) {
+            return ctx.budget.try_charge(Use::Connections, bytes);
+        }
+    }
+    None
+}
+
 /// Counts and logs the transactions the connection finished since the last call. The
-/// processing time accumulated since the previous answer goes to the first of them.
+/// processing time accumulated since the previous answer goes to the first of them (reads are
+/// processed one transaction per step, so that is the transaction that spent it).
 fn record_outcomes(
     conn: &mut Conn,
     ctx: &ShardCtx,

@@ -13,6 +13,7 @@ pub mod cpus;
 mod log_writer;
 mod metrics_listener;
 mod reload;
+mod scan_queue;
 mod sendmsg;
 mod shard;
 

@@ -3,6 +3,7 @@
 use super::conn_task;
 use super::log_writer::LogMsg;
 use super::{Control, ShardEvent};
+use crate::budget::ShardBudget;
 use crate::config::Config;
 use crate::inspect::{Inspector, InspectorKind};
 use crate::limits::Limits;
@@ -35,6 +36,9 @@ const CONTROL_POLL: Duration = Duration::from_millis(50);
 /// Free receive blocks a shard keeps for reuse (and allocates up front).
 const POOL_KEEP_BLOCKS: usize = 256;
 const POOL_PREFILL_BLOCKS: usize = 16;
+/// How often the pool gives back the free blocks nobody needed since the last time (and the
+/// allocator returns the freed memory to the system), so RSS falls back after a burst.
+const POOL_TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything a shard's connection tasks share. Single-threaded: cells, not locks.
 pub struct ShardCtx {
@@ -47,6 +51,10 @@ pub struct ShardCtx {
     pub scan: Option<Rc<ScanCtx>>,
     pub block_page: Option<Rc<str>>,
     pub pool: RefCell<BlockPool>,
+    /// The memory budget every big buffer of this shard is charged to.
+    pub budget: Rc<ShardBudget>,
+    /// The interactive and bulk task queues (see [`super::scan_queue`]).
+    pub queues: super::scan_queue::Queues,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
     /// Connections waiting between requests: closed at once when the shard drains, and the
@@ -128,13 +136,18 @@ impl ShardCtx {
 
     /// A copy of this shard's counters and state for a scrape.
     pub fn snapshot(&self) -> ShardSnapshot {
+        let mut metrics = self.metrics.borrow().clone();
+        metrics.memory = self.budget.stats();
+        let pool = self.pool.borrow();
+        metrics.memory.pool_allocated = pool.allocated_bytes() as u64;
+        metrics.memory.pool_free = pool.free_bytes() as u64;
         ShardSnapshot {
             shard: self.shard,
             cpu: self.cpu,
             active: self.active.get(),
             generation: self.scan.as_ref().map(|s| s.current().gen.id),
             istag: self.istag(),
-            metrics: self.metrics.borrow().clone(),
+            metrics,
         }
     }
 }
@@ -235,6 +248,7 @@ pub async fn run(args: ShardArgs) {
         }
     };
     let limits = cfg.limits;
+    let budget = ShardBudget::new(limits.shard_memory_bytes_max);
     let ctx = Rc::new(ShardCtx {
         shard,
         cpu,
@@ -245,7 +259,7 @@ pub async fn run(args: ShardArgs) {
             options_ttl_secs: limits.options_ttl.as_secs(),
         },
         inspector: cfg.inspector,
-        scan: generation.map(|g| ScanCtx::new(g, limits.scan(), cfg.policy.clone())),
+        scan: generation.map(|g| ScanCtx::with_budget(g, limits.scan(), cfg.policy.clone(), budget.clone(), cfg.spool_dir.clone())),
         block_page: cfg.block_page.as_deref().map(Rc::from),
         pool: RefCell::new(BlockPool::new(
             limits.recv_block_bytes,
@@ -253,6 +267,8 @@ pub async fn run(args: ShardArgs) {
             POOL_KEEP_BLOCKS,
             POOL_PREFILL_BLOCKS,
         )),
+        budget,
+        queues: super::scan_queue::Queues::create(),
         active: Cell::new(0),
         draining: Cell::new(false),
         idle: RefCell::new(IdleSet::default()),
@@ -265,8 +281,19 @@ pub async fn run(args: ShardArgs) {
 
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let control_ctx = ctx.clone();
-    spawn_local(async move {
+    let interactive = ctx.queues.interactive;
+    glommio::spawn_local_into(async move {
+        let mut last_trim = Instant::now();
         loop {
+            if last_trim.elapsed() >= POOL_TRIM_EVERY {
+                last_trim = Instant::now();
+                if control_ctx.pool.borrow_mut().trim() > 0 {
+                    // SAFETY: malloc_trim only returns free heap memory to the system.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
+            }
             while let Ok(msg) = control.try_recv() {
                 match msg {
                     Control::Stop => {
@@ -286,7 +313,8 @@ pub async fn run(args: ShardArgs) {
             control_ctx.flush_log();
             glommio::timer::sleep(CONTROL_POLL).await;
         }
-    })
+    }, interactive)
+    .expect("the interactive queue belongs to this executor")
     .detach();
 
     loop {
@@ -303,7 +331,9 @@ pub async fn run(args: ShardArgs) {
                     spawn_local(refuse(stream, ctx.clone())).detach();
                 } else {
                     ctx.metrics.borrow_mut().connections_accepted += 1;
-                    spawn_local(conn_task::serve(stream, ctx.clone())).detach();
+                    glommio::spawn_local_into(conn_task::serve(stream, ctx.clone()), ctx.queues.interactive)
+                        .expect("the interactive queue belongs to this executor")
+                        .detach();
                 }
             }
             Some(Err(e)) => {

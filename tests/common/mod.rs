@@ -366,3 +366,37 @@ pub fn parse_metrics(page: &str) -> HashMap<String, f64> {
 pub fn metric(m: &HashMap<String, f64>, series: &str) -> f64 {
     *m.get(series).unwrap_or_else(|| panic!("no series {series}"))
 }
+
+/// Peak resident memory of a process in KiB (`VmHWM` in `/proc/PID/status`).
+pub fn hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line")
+}
+
+/// Writes a chunked body of `total` bytes (generated, never held whole: one 1 MiB piece is
+/// sent again and again), starting with `first`, and the final zero chunk. Returns the body
+/// bytes written before an error (a write timeout when the server stops reading).
+pub fn send_generated_body(w: &mut impl Write, first: &[u8], total: u64) -> std::io::Result<u64> {
+    const PIECE: usize = 1 << 20;
+    let filler = pseudo_random(PIECE, 42);
+    let mut sent = 0u64;
+    if !first.is_empty() {
+        w.write_all(format!("{:x}\r\n", first.len()).as_bytes())?;
+        w.write_all(first)?;
+        w.write_all(b"\r\n")?;
+        sent += first.len() as u64;
+    }
+    while sent < total {
+        let n = (total - sent).min(PIECE as u64) as usize;
+        w.write_all(format!("{n:x}\r\n").as_bytes())?;
+        w.write_all(&filler[..n])?;
+        w.write_all(b"\r\n")?;
+        sent += n as u64;
+    }
+    w.write_all(b"0\r\n\r\n")?;
+    Ok(sent)
+}
