@@ -98,6 +98,11 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// A TLS connection must finish its handshake within this, whatever the peer trickles: until
+/// then it holds a connection slot without having sent a request. Squid and c-icap-client
+/// handshake in milliseconds on a LAN; 10 s leaves room for a loaded client.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +139,7 @@ pub struct Limits {
     pub encodings_max: usize,
     pub zstd_window_bytes_max: usize,
     pub decode_buffer_bytes: usize,
+    pub tls_handshake: Duration,
 }
 
 impl Default for Limits {
@@ -171,6 +177,7 @@ impl Default for Limits {
             encodings_max: ENCODINGS_MAX,
             zstd_window_bytes_max: ZSTD_WINDOW_BYTES_MAX,
             decode_buffer_bytes: DECODE_BUFFER_BYTES,
+            tls_handshake: TLS_HANDSHAKE,
         }
     }
 }
@@ -262,6 +269,9 @@ impl Limits {
         }
         if !(1024..=1 << 20).contains(&self.decode_buffer_bytes) {
             return Err("decode_buffer_bytes must be between 1024 and 1048576".into());
+        }
+        if self.tls_handshake.is_zero() {
+            return Err("tls_handshake_ms must be greater than 0".into());
         }
         Ok(())
     }
