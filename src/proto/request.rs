@@ -87,13 +87,14 @@ fn is_icap_version(v: &[u8]) -> bool {
     v.len() == 8 && v.starts_with(b"ICAP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit()
 }
 
-/// Extracts the service name from `icap://authority/service[?query]`.
+/// Extracts the service name from `icap://authority/service[?query]`. Squid names an ICAP-over-
+/// TLS service `icaps://...` in its requests too, so that scheme is accepted as well.
 fn service_name(uri: &[u8]) -> Result<&[u8], ProtoError> {
-    const SCHEME: &[u8] = b"icap://";
-    if uri.len() < SCHEME.len() || !uri[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
-        return Err(ProtoError::Uri);
-    }
-    let rest = &uri[SCHEME.len()..];
+    let scheme = [&b"icap://"[..], b"icaps://"]
+        .into_iter()
+        .find(|s| uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s))
+        .ok_or(ProtoError::Uri)?;
+    let rest = &uri[scheme.len()..];
     let slash = rest.iter().position(|&b| b == b'/').ok_or(ProtoError::Uri)?;
     if slash == 0 {
         return Err(ProtoError::Uri);
@@ -135,6 +136,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.preview, None, "no body, so no preview");
+        let r = interpret_str("OPTIONS ICAPS://127.0.0.1:11344/respmod ICAP/1.0\r\n\r\n").unwrap();
+        assert_eq!(r.service.name, "respmod", "Squid's icaps:// service URIs");
     }
 
     #[test]
@@ -149,6 +152,8 @@ mod tests {
             ("OPTIONS http://h/respmod ICAP/1.0\r\n\r\n", Uri),
             ("OPTIONS icap://h ICAP/1.0\r\n\r\n", Uri),
             ("OPTIONS icap:///respmod ICAP/1.0\r\n\r\n", Uri),
+            ("OPTIONS icapss://h/respmod ICAP/1.0\r\n\r\n", Uri),
+            ("OPTIONS icaps:/h/respmod ICAP/1.0\r\n\r\n", Uri),
             ("OPTIONS icap://h/nope ICAP/1.0\r\n\r\n", UnknownService),
             ("OPTIONS icap://h/ ICAP/1.0\r\n\r\n", UnknownService),
             ("REQMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body=5\r\n\r\n", MethodNotAllowed),
