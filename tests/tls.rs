@@ -257,3 +257,44 @@ fn bad_certificate_files_at_start_are_exit_2_with_one_line() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `icap-bench --tls` against the TLS listener: every request answered and every verdict right
+/// (EICAR planted in every 10th), verifying the certificate against the test CA, in a closed and
+/// an open loop, with and without `Allow: 204` (a 200 KB echo through TLS). Counts only.
+#[test]
+fn icap_bench_over_tls_checks_every_verdict() {
+    let sigs = Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures");
+    let dir = std::env::temp_dir().join(format!("icapd-tls-bench-{}", std::process::id()));
+    let certs = make_certs(&dir, "bench");
+    let (server, port) = start_tls(&certs, &["--signatures", sigs.to_str().unwrap(), "--access-log", "off"]);
+    let server_arg = format!("127.0.0.1:{port}");
+    for extra in [
+        &["--requests", "100", "--body-size", "1024"][..],
+        &["--requests", "30", "--body-size", "200K", "--no204"][..],
+        &["--requests", "50", "--rate", "500", "--body-size", "4K"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_icap-bench"))
+            .args(["--server", &server_arg, "--tls", "--tls-ca", certs.ca.to_str().unwrap()])
+            .args(["--connections", "4", "--duration", "30", "--quiet", "--eicar-every", "10", "--json", "-"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let requests: u64 = extra[1].parse().unwrap();
+        let json = &stdout[stdout.find("\n{\n").map_or(0, |i| i + 1)..];
+        let r: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(r["answered"].as_u64(), Some(requests), "{extra:?}: {r}");
+        assert_eq!(r["verdicts"]["wrong"].as_u64(), Some(0), "{extra:?}: {r}");
+        assert_eq!(r["verdicts"]["blocked"].as_u64(), Some(requests / 10), "{extra:?}: {r}");
+    }
+    // A certificate the client does not trust is a failed run, not a silent success.
+    let other = make_certs(&dir, "untrusted");
+    let out = Command::new(env!("CARGO_BIN_EXE_icap-bench"))
+        .args(["--server", &server_arg, "--tls", "--tls-ca", other.ca.to_str().unwrap(), "--requests", "5", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
