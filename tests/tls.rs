@@ -97,6 +97,7 @@ fn c_icap_client_over_tls_with_the_bundled_signatures() {
 
     let (text, _) = c_icap_client(tls_port, &dir, &["-s", "avscan"]);
     assert!(text.contains("ICAP/1.0 200 OK") && text.contains("Preview: 1024"), "{text}");
+    assert!(text.contains("Allow 206: Yes"), "{text}");
     for extra in [&[][..], &["-nopreview"][..], &["-no204"][..]] {
         let args = [&["-s", "avscan", "-f", eicar][..], extra].concat();
         let (text, out) = c_icap_client(tls_port, &dir, &args);
@@ -105,7 +106,12 @@ fn c_icap_client_over_tls_with_the_bundled_signatures() {
     }
     let (text, _) = c_icap_client(tls_port, &dir, &["-s", "avscan", "-f", clean]);
     assert!(text.contains("ICAP/1.0 204"), "{text}");
-    for extra in [&["-no204"][..], &["-no204", "-nopreview"][..]] {
+    // With -206 the client sends Allow: 206 (icapd offers it): the 204 stays the answer where 204
+    // is allowed, and without -no204's 204 the body comes back whole (a 206 after the preview
+    // is not allowed by Allow: 206 alone).
+    let (text, _) = c_icap_client(tls_port, &dir, &["-s", "avscan", "-f", clean, "-206"]);
+    assert!(text.contains("ICAP/1.0 204"), "{text}");
+    for extra in [&["-no204"][..], &["-no204", "-nopreview"][..], &["-no204", "-206"][..]] {
         let args = [&["-s", "avscan", "-f", clean][..], extra].concat();
         let (text, out) = c_icap_client(tls_port, &dir, &args);
         assert!(text.contains("ICAP/1.0 200 OK"), "{args:?}: {text}");
