@@ -34,7 +34,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
@@ -69,7 +69,7 @@ impl TlsServer {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let mut roots = RootCertStore::empty();
-                for der in read_certs(ca)? {
+                for der in read_certs(ca, "TLS client CA file")? {
                     roots.add(der).map_err(|e| format!("tls_client_ca {}: {e}", ca.display()))?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -113,13 +113,14 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
-fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_file(path, "TLS certificate file")?;
+/// The PEM certificates in `path`; `what` names the file in errors.
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_file(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("TLS certificate file {}: {e}", path.display()))?;
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("TLS certificate file {}: no PEM certificate in it", path.display()));
+        return Err(format!("{what} {}: no PEM certificate in it", path.display()));
     }
     Ok(certs)
 }
@@ -129,7 +130,7 @@ fn load_certified_key(paths: &TlsConfig, provider: &CryptoProvider) -> Result<Ce
     let (Some(cert), Some(key)) = (&paths.cert, &paths.key) else {
         return Err("TLS needs tls_cert and tls_key".into());
     };
-    let chain = read_certs(cert)?;
+    let chain = read_certs(cert, "TLS certificate file")?;
     let pem = read_file(key, "TLS key file")?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("TLS key file {}: no usable PEM private key ({e})", key.display()))?;

@@ -172,9 +172,10 @@ impl Write for Stream {
         let tls = self.tls.as_mut().expect("checked");
         // rustls takes plaintext up to its buffer limit; 0 means it is full until flushed.
         let n = tls.writer().write(buf)?;
-        match self.flush_tls() {
-            Err(e) if e.kind() != ErrorKind::WouldBlock => return Err(e),
-            _ => {}
+        if let Err(e) = self.flush_tls() {
+            if e.kind() != ErrorKind::WouldBlock {
+                return Err(e);
+            }
         }
         if n == 0 && !buf.is_empty() {
             return Err(ErrorKind::WouldBlock.into());
