@@ -70,7 +70,8 @@ struct Squid {
 }
 
 impl Squid {
-    fn start(icaps_port: u16) -> Squid {
+    /// Squid using icapd at `icaps_port`, with `tls_options` on both ICAP services.
+    fn start(icaps_port: u16, tls_options: &str) -> Squid {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("icapd-squid-tls-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -92,8 +93,8 @@ icap_preview_enable on
 icap_preview_size 1024
 icap_persistent_connections on
 icap_service_failure_limit -1
-icap_service svc_resp respmod_precache bypass=off {icaps}/respmod tls-flags=DONT_VERIFY_PEER
-icap_service svc_req reqmod_precache bypass=off {icaps}/reqmod tls-flags=DONT_VERIFY_PEER
+icap_service svc_resp respmod_precache bypass=off {icaps}/respmod {tls_options}
+icap_service svc_req reqmod_precache bypass=off {icaps}/reqmod {tls_options}
 adaptation_access svc_resp allow all
 adaptation_access svc_req allow all
 shutdown_lifetime 1 seconds
@@ -184,7 +185,7 @@ fn squid_over_icaps() {
         ],
         None,
     );
-    let squid = Squid::start(tls_port);
+    let squid = Squid::start(tls_port, "tls-flags=DONT_VERIFY_PEER");
 
     let (status, body, _) = curl(&squid, &url("/clean.html"));
     assert!(
@@ -238,4 +239,53 @@ fn squid_over_icaps() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(squid);
     drop(icapd);
+}
+
+/// Squid verifying icapd's certificate against the CA (`tls-cafile=`) and presenting a client
+/// certificate (`tls-cert=`, `tls-key=`) that icapd requires with `--tls-client-ca`; and the same
+/// Squid without its certificate, which icapd refuses (so Squid, with bypass=off, serves an error
+/// instead of an unscanned object).
+#[test]
+fn squid_with_a_client_certificate() {
+    let origin = start_origin([("/clean.html".to_string(), b"mutual TLS page\n".to_vec())].into_iter().collect());
+    let url = format!("http://127.0.0.1:{origin}/clean.html");
+    let dir = std::env::temp_dir().join(format!("icapd-squid-mtls-{}", std::process::id()));
+    let certs = make_certs(&dir, "mtls");
+    // Squid runs as the proxy user and must read its certificate and key.
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&dir).status();
+    let tls_port = free_port();
+    let icapd = Server::start(
+        &[
+            "--shards",
+            "2",
+            "--inspector",
+            "test",
+            "--tls-listen",
+            &format!("127.0.0.1:{tls_port}"),
+            "--tls-cert",
+            certs.cert.to_str().unwrap(),
+            "--tls-key",
+            certs.key.to_str().unwrap(),
+            "--tls-client-ca",
+            certs.ca.to_str().unwrap(),
+        ],
+        None,
+    );
+    // Squid checks the certificate against the name in tls-domain= (an IP address in the URI is
+    // not matched against the certificate's IP entries), so the test names localhost.
+    let verified = format!("tls-cafile={} tls-domain=localhost", certs.ca.display());
+    let with_cert =
+        format!("{verified} tls-cert={} tls-key={}", certs.client_cert.display(), certs.client_key.display());
+    let squid = Squid::start(tls_port, &with_cert);
+    let (status, body, _) = curl(&squid, &url);
+    let log = squid.log("cache.log");
+    let problems: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("WARNING")).collect();
+    assert!(status == 200 && body == b"mutual TLS page\n", "{status}; cache.log:\n{}", problems.join("\n"));
+    drop(squid);
+    let squid = Squid::start(tls_port, &verified);
+    let (status, body, _) = curl(&squid, &url);
+    assert!(status >= 500 && body != b"mutual TLS page\n", "served without a client certificate: {status}");
+    drop(squid);
+    drop(icapd);
+    let _ = std::fs::remove_dir_all(&dir);
 }
