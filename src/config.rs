@@ -45,6 +45,22 @@ pub struct Config {
     pub agent_drain: Duration,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
+    /// ICAP over TLS (icaps://): listeners and certificate files; off when `listen` is empty.
+    pub tls: TlsConfig,
+}
+
+/// The TLS listeners and the files they serve. Certificate and key are loaded (and checked) when
+/// the server starts and again on SIGHUP; see `src/server/tls.rs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Addresses every shard listens on for TLS, beside the plain `listen` address.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate they signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where access-log lines go.
@@ -83,6 +99,11 @@ struct FileConfig {
     agent_drain_ms: Option<u64>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -149,6 +170,7 @@ struct FileLimits {
     update_unpacked_bytes_max: Option<u64>,
     update_files_max: Option<usize>,
     update_fetch_deadline_ms: Option<u64>,
+    tls_handshake_ms: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -171,6 +193,11 @@ OPTIONS:
     --access-log DEST    stderr | off | a file path (reopened on SIGUSR1) [default: stderr]
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
+    --tls-listen ADDR    also serve ICAP over TLS (icaps://) on ADDR, e.g. 0.0.0.0:11344; may be
+                         given several times [default: off]
+    --tls-cert FILE      PEM certificate chain for the TLS listeners (reloaded on SIGHUP)
+    --tls-key FILE       PEM private key for the TLS listeners (reloaded on SIGHUP)
+    --tls-client-ca FILE require client certificates signed by these PEM CA certificates
     --check              validate the configuration and exit
     -v, --verbose        with --check, list every skipped signature line with file:line
     --help               print this help
@@ -198,6 +225,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut agent: Option<String> = None;
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
+    let mut tls_listen: Vec<String> = Vec::new();
+    let mut tls_cert: Option<PathBuf> = None;
+    let mut tls_key: Option<PathBuf> = None;
+    let mut tls_client_ca: Option<PathBuf> = None;
     let mut check = false;
     let mut verbose = false;
     let mut it = args.iter();
@@ -220,6 +251,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--agent" => agent = Some(value("--agent")?),
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
+            "--tls-listen" => tls_listen.push(value("--tls-listen")?),
+            "--tls-cert" => tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => tls_key = Some(value("--tls-key")?.into()),
+            "--tls-client-ca" => tls_client_ca = Some(value("--tls-client-ca")?.into()),
             "--check" => check = true,
             "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
@@ -307,6 +342,29 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let format_text = access_log_format.or(file.access_log_format).unwrap_or_else(|| "icap".into());
     let access_log_format =
         LogFormat::parse(&format_text).ok_or(format!("unknown access log format '{format_text}' (icap, json)"))?;
+    // Listeners given on the command line replace those of the file, like every other key.
+    let tls_listen_text = if tls_listen.is_empty() { file.tls_listen } else { tls_listen };
+    let mut tls_addrs: Vec<SocketAddr> = Vec::with_capacity(tls_listen_text.len());
+    for text in &tls_listen_text {
+        let addr: SocketAddr =
+            text.parse().map_err(|_| format!("invalid TLS listen address '{text}' (want IP:PORT)"))?;
+        if addr == listen || metrics == Some(addr) || tls_addrs.contains(&addr) {
+            return Err(format!("the TLS listener {addr} is already in use by another listener"));
+        }
+        tls_addrs.push(addr);
+    }
+    let tls = TlsConfig {
+        listen: tls_addrs,
+        cert: tls_cert.or(file.tls_cert),
+        key: tls_key.or(file.tls_key),
+        client_ca: tls_client_ca.or(file.tls_client_ca),
+    };
+    if !tls.listen.is_empty() && (tls.cert.is_none() || tls.key.is_none()) {
+        return Err("--tls-listen needs --tls-cert and --tls-key (tls_cert, tls_key in the file)".into());
+    }
+    if tls.listen.is_empty() && (tls.cert.is_some() || tls.key.is_some() || tls.client_ca.is_some()) {
+        return Err("TLS certificate files are set but there is no --tls-listen (tls_listen) to use them".into());
+    }
     Ok(Parsed::Run(Box::new(Config {
         listen,
         signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
@@ -324,6 +382,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         agent_drain: Duration::from_millis(file.agent_drain_ms.unwrap_or(0)),
         access_log,
         access_log_format,
+        tls,
     })))
 }
 
@@ -369,6 +428,7 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),
         update_files_max: f.update_files_max.unwrap_or(d.update_files_max),
         update_fetch_deadline: ms(f.update_fetch_deadline_ms, d.update_fetch_deadline),
+        tls_handshake: ms(f.tls_handshake_ms, d.tls_handshake),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
@@ -441,6 +501,52 @@ mod tests {
         assert_eq!(run(&[]).unwrap().agent, None);
         assert!(run(&["--agent", "1345"]).unwrap_err().contains("agent address"));
         assert!(run(&["--listen", "127.0.0.1:9000", "--agent", "127.0.0.1:9000"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_and_keys() {
+        assert_eq!(run(&[]).unwrap().tls, TlsConfig::default());
+        let c = run(&[
+            "--tls-listen",
+            "0.0.0.0:11344",
+            "--tls-listen=127.0.0.1:11345",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--tls-client-ca",
+            "/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.tls.listen, ["0.0.0.0:11344".parse().unwrap(), "127.0.0.1:11345".parse().unwrap()]);
+        assert_eq!(
+            (c.tls.cert, c.tls.key, c.tls.client_ca),
+            (Some("/c.pem".into()), Some("/k.pem".into()), Some("/ca.pem".into()))
+        );
+        assert!(run(&["--tls-listen", "0.0.0.0:11344"]).unwrap_err().contains("--tls-cert"));
+        assert!(run(&["--tls-cert", "/c.pem", "--tls-key", "/k.pem"]).unwrap_err().contains("--tls-listen"));
+        assert!(run(&["--tls-listen", "11344", "--tls-cert", "c", "--tls-key", "k"]).unwrap_err().contains("11344"));
+        let same =
+            ["--listen", "127.0.0.1:1344", "--tls-listen", "127.0.0.1:1344", "--tls-cert", "c", "--tls-key", "k"];
+        assert!(run(&same).unwrap_err().contains("already in use"));
+
+        let dir = std::env::temp_dir().join(format!("icapd-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "tls_listen = [\"0.0.0.0:11344\", \"[::1]:11344\"]\ntls_cert = \"/etc/icapd/cert.pem\"\ntls_key = \"/etc/icapd/key.pem\"\n[limits]\ntls_handshake_ms = 2500\n",
+        )
+        .unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.tls.listen.len(), 2);
+        assert_eq!(c.tls.cert, Some("/etc/icapd/cert.pem".into()));
+        assert_eq!(c.limits.tls_handshake, Duration::from_millis(2500));
+        let c = run(&["--config", path.to_str().unwrap(), "--tls-listen", "127.0.0.1:2"]).unwrap();
+        assert_eq!(c.tls.listen, ["127.0.0.1:2".parse().unwrap()], "the command line replaces the file's list");
+        std::fs::write(&path, "[limits]\ntls_handshake_ms = 0\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("tls_handshake_ms"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub const UPDATE_UNPACKED_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 pub const UPDATE_FILES_MAX: usize = 1024;
 /// How long `icapd-update` waits for the bundle server: connecting, and between bytes.
 pub const UPDATE_FETCH_DEADLINE: Duration = Duration::from_secs(60);
+/// A TLS connection must finish its handshake within this, whatever the peer trickles: until
+/// then it holds a connection slot without having sent a request. Squid and c-icap-client
+/// handshake in milliseconds on a LAN; 10 s leaves room for a loaded client.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
@@ -162,6 +166,7 @@ pub struct Limits {
     pub update_unpacked_bytes_max: u64,
     pub update_files_max: usize,
     pub update_fetch_deadline: Duration,
+    pub tls_handshake: Duration,
 }
 
 impl Default for Limits {
@@ -205,6 +210,7 @@ impl Default for Limits {
             update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
             update_files_max: UPDATE_FILES_MAX,
             update_fetch_deadline: UPDATE_FETCH_DEADLINE,
+            tls_handshake: TLS_HANDSHAKE,
         }
     }
 }
@@ -307,6 +313,9 @@ impl Limits {
         }
         if self.update_fetch_deadline.is_zero() {
             return Err("update_fetch_deadline must be greater than 0".into());
+        }
+        if self.tls_handshake.is_zero() {
+            return Err("tls_handshake_ms must be greater than 0".into());
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ mod metrics_listener;
 mod reload;
 mod sendmsg;
 mod shard;
+pub mod tls;
+mod transport;
 
 use crate::config::Config;
 use crate::inspect::InspectorKind;
@@ -87,6 +89,18 @@ pub fn run(config: Config) -> i32 {
     } else {
         None
     };
+    // TLS certificate and key are checked before any shard starts, like the signatures.
+    let tls = if config.tls.listen.is_empty() {
+        None
+    } else {
+        match tls::TlsServer::load(&config.tls) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("icapd: {e}");
+                return 2;
+            }
+        }
+    };
     let started = Instant::now();
     let state: SharedControl = Arc::new(std::sync::Mutex::new(ControlState {
         signatures: generation.as_ref().map(|g| signature_info(g)),
@@ -110,6 +124,7 @@ pub fn run(config: Config) -> i32 {
         let cfg = config.clone();
         let gen = generation.clone();
         let log_tx = log.as_ref().map(|l| l.tx.clone());
+        let shard_tls = tls.clone();
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("icapd-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
@@ -125,6 +140,7 @@ pub fn run(config: Config) -> i32 {
                     control: ctl_rx,
                     events,
                     log: log_tx,
+                    tls: shard_tls,
                 })
                 .await;
             });
@@ -175,7 +191,7 @@ pub fn run(config: Config) -> i32 {
         },
         None => None,
     };
-    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()));
+    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()), tls);
     if let Some(log) = log {
         log.finish();
     }
@@ -213,6 +229,7 @@ fn wait(
     signals: Receiver<i32>,
     reloads: Option<Sender<()>>,
     log: Option<Sender<LogMsg>>,
+    tls: Option<Arc<tls::TlsServer>>,
 ) -> i32 {
     let shards = controls.len();
     let mut listening = 0;
@@ -235,6 +252,9 @@ fn wait(
                     eprintln!("icapd: shard {shard} pinned to CPU {cpu}, listening on {}", config.listen);
                     listening += 1;
                     if listening == shards {
+                        for addr in &config.tls.listen {
+                            eprintln!("icapd: TLS (icaps) on {addr}, certificate {}", config.tls.cert.as_deref().unwrap_or(std::path::Path::new("-")).display());
+                        }
                         eprintln!("icapd: ready: {shards} shard(s), inspector {:?}", config.inspector);
                     }
                 }
@@ -256,12 +276,21 @@ fn wait(
                 Err(_) => return 1,
             },
             recv(signals) -> sig => match sig {
-                Ok(signal_hook::consts::SIGHUP) => match &reloads {
-                    Some(tx) => {
-                        let _ = tx.send(());
+                Ok(signal_hook::consts::SIGHUP) => {
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(()) => eprintln!("icapd: TLS: reloaded the certificate and key ({})", tls.cert_path().display()),
+                            Err(e) => eprintln!("icapd: TLS: reload failed, keeping the current certificate: {e}"),
+                        }
                     }
-                    None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
-                },
+                    match &reloads {
+                        Some(tx) => {
+                            let _ = tx.send(());
+                        }
+                        None if tls.is_some() => {}
+                        None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
+                    }
+                }
                 Ok(signal_hook::consts::SIGUSR1) => match &log {
                     Some(tx) => {
                         let _ = tx.send(LogMsg::Reopen);
@@ -331,7 +360,7 @@ mod tests {
         for e in events {
             event_tx.send(e).unwrap();
         }
-        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None)
+        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None, None)
     }
 
     #[test]
@@ -364,7 +393,7 @@ mod tests {
                 event_tx.send(e).unwrap();
             }
         });
-        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None);
+        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None, None);
         feeder.join().unwrap();
         assert_eq!(code, 0);
     }
