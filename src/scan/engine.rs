@@ -472,16 +472,19 @@ impl EngineInspector {
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
         // Bytes the literal matcher still holds back (it stages tiny chunks) are matched now:
         // an early 204 must not leave the end of the preview unseen.
+        // An allowlist hash may still clear the object: then the end decides.
         let sg = self.sg.clone();
+        let allow_open = allow_could_match(&sg.gen.allow, self.bytes);
         if let Some(sig) = self.body.flush(&sg.gen.body) {
+            if allow_open {
+                return None;
+            }
             let v = Verdict::Infected { threat: sg.gen.body.name(sig).into() };
             self.conclude(v.clone());
             return Some(v);
         }
         // Streaming YARA rules that hold on the preview and cannot stop holding with more data
         // (monotone ones) answer now; the others wait for the body.
-        // An allowlist hash may still clear the object: then the end decides.
-        let allow_open = allow_could_match(&self.sg.gen.allow, self.bytes);
         match self.sg.scan_preview_rules(&self.preview) {
             Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
