@@ -4,6 +4,7 @@
 //! want one; the command line wins over the file. Every limit of [`crate::limits`] can be
 //! overridden under `[limits]`. Errors are one line and the process exits with status 2.
 
+use crate::access::{AllowList, NetSet, PolicyKind, PolicyRule, PolicyTable};
 use crate::inspect::InspectorKind;
 use crate::limits::Limits;
 use crate::obs::access_log::LogFormat;
@@ -39,6 +40,12 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
+    /// Start even when another socket already listens on `listen` (see `server::port_check`).
+    pub allow_shared_port: bool,
+    /// Connecting addresses that may use the service (empty: every address).
+    pub allow_clients: AllowList,
+    /// Networks, users and groups mapped to a scanning policy.
+    pub policies: PolicyTable,
 }
 
 /// Where access-log lines go.
@@ -75,6 +82,8 @@ struct FileConfig {
     metrics: Option<String>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    allow_shared_port: Option<bool>,
+    allow_clients: Option<Vec<String>>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -88,6 +97,21 @@ struct FilePolicy {
     block_page: Option<PathBuf>,
     #[serde(default)]
     early_204: FileEarly204,
+    #[serde(default)]
+    rules: Vec<FileRule>,
+}
+
+/// One `[[policy.rules]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    #[serde(default)]
+    networks: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    policy: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +159,7 @@ struct FileLimits {
     encodings_max: Option<usize>,
     zstd_window_bytes_max: Option<usize>,
     decode_buffer_bytes: Option<usize>,
+    strict_scan_bytes_max: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -155,6 +180,9 @@ OPTIONS:
     --access-log DEST    stderr | off | a file path (reopened on SIGUSR1) [default: stderr]
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
+    --allow-shared-port  start even if another socket already listens on the address and
+                         port (by default that is refused: SO_REUSEPORT would split the
+                         connections between the two servers)
     --check              validate the configuration and exit
     --help               print this help
     --version            print the version
@@ -181,6 +209,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
     let mut check = false;
+    let mut allow_shared_port = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -201,6 +230,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
             "--check" => check = true,
+            "--allow-shared-port" => allow_shared_port = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
             other => return Err(format!("unknown argument '{other}' (see --help)")),
@@ -272,6 +302,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     if metrics.is_some_and(|m| m == listen) {
         return Err(format!("the metrics listener cannot share the ICAP address {listen}"));
     }
+    let allow_clients = AllowList::new(
+        NetSet::parse(&file.allow_clients.unwrap_or_default()).map_err(|e| format!("allow_clients: {e}"))?,
+    );
+    let policies = policy_table(file.policy.rules)?;
     let access_log = LogDest::parse(&access_log.or(file.access_log).unwrap_or_else(|| "stderr".into()));
     let format_text = access_log_format.or(file.access_log_format).unwrap_or_else(|| "icap".into());
     let access_log_format =
@@ -290,6 +324,9 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         metrics,
         access_log,
         access_log_format,
+        allow_shared_port: allow_shared_port || file.allow_shared_port.unwrap_or(false),
+        allow_clients,
+        policies,
     })))
 }
 
@@ -329,9 +366,27 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         encodings_max: f.encodings_max.unwrap_or(d.encodings_max),
         zstd_window_bytes_max: f.zstd_window_bytes_max.unwrap_or(d.zstd_window_bytes_max),
         decode_buffer_bytes: f.decode_buffer_bytes.unwrap_or(d.decode_buffer_bytes),
+        strict_scan_bytes_max: f.strict_scan_bytes_max.unwrap_or(d.strict_scan_bytes_max),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
+}
+
+/// Compiles `[[policy.rules]]` in file order (first match wins).
+fn policy_table(rules: Vec<FileRule>) -> Result<PolicyTable, String> {
+    let mut table = PolicyTable::default();
+    for (i, r) in rules.into_iter().enumerate() {
+        let n = i + 1;
+        let policy = PolicyKind::parse(&r.policy)
+            .ok_or(format!("policy.rules #{n}: unknown policy '{}' (default, skip, strict)", r.policy))?;
+        if r.networks.is_empty() && r.users.is_empty() && r.groups.is_empty() {
+            return Err(format!("policy.rules #{n}: names no networks, users or groups"));
+        }
+        let networks = NetSet::parse(&r.networks).map_err(|e| format!("policy.rules #{n}: {e}"))?;
+        let names = |v: Vec<String>| v.into_iter().map(|u| u.into_bytes().into_boxed_slice()).collect();
+        table.rules.push(PolicyRule { networks, users: names(r.users), groups: names(r.groups), policy });
+    }
+    Ok(table)
 }
 
 fn parse_count(text: &str, name: &str) -> Result<usize, String> {

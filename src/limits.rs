@@ -98,6 +98,18 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// Most bytes scanned per object under the `strict` policy (see [`crate::access`]): a tenth of
+/// `SCAN_BYTES_MAX`, for clients whose downloads should be small and fully judged.
+pub const STRICT_SCAN_BYTES_MAX: u64 = 10 * 1024 * 1024;
+
+/// Longest identity value (`X-Client-Username`, `X-Authenticated-User` once decoded, or the
+/// whole `X-Authenticated-Groups` list) that is used; a longer one counts as absent. It sizes
+/// a fixed buffer in every transaction outcome, so it is fixed at build time, not configured.
+pub const IDENTITY_VALUE_BYTES_MAX: usize = 256;
+/// Longest requested service name kept for the access log (a longer one is cut there).
+/// Fixed at build time for the same reason.
+pub const REQUESTED_SERVICE_LOG_BYTES: usize = 64;
+
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +146,7 @@ pub struct Limits {
     pub encodings_max: usize,
     pub zstd_window_bytes_max: usize,
     pub decode_buffer_bytes: usize,
+    pub strict_scan_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -171,6 +184,7 @@ impl Default for Limits {
             encodings_max: ENCODINGS_MAX,
             zstd_window_bytes_max: ZSTD_WINDOW_BYTES_MAX,
             decode_buffer_bytes: DECODE_BUFFER_BYTES,
+            strict_scan_bytes_max: STRICT_SCAN_BYTES_MAX,
         }
     }
 }
@@ -190,6 +204,7 @@ impl Limits {
             yara_overlap_bytes: self.yara_overlap_bytes,
             yara_block_scanners_max: self.yara_block_scanners_max,
             preview_bytes: self.preview_bytes_max,
+            strict_scan_bytes_max: self.strict_scan_bytes_max,
             decode: crate::scan::decode::DecodeLimits {
                 decoded_bytes_max: self.decoded_bytes_max,
                 decode_ratio_max: self.decode_ratio_max,

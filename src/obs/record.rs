@@ -60,6 +60,12 @@ impl TxnRecord<'_> {
         }
     }
 
+    /// The service for the log: ours, or the name the request asked for when it is not one
+    /// of ours (sanitised and bounded), so that a typo in a proxy's configuration shows.
+    pub fn service(&self) -> Option<&str> {
+        self.outcome.service.or_else(|| self.outcome.who.service.as_str())
+    }
+
     pub fn threat(&self) -> Option<&str> {
         match &self.outcome.verdict {
             Some(Verdict::Infected { threat }) => Some(threat),

@@ -6,6 +6,7 @@
 use super::encapsulated::{self, Encapsulated};
 use super::error::ProtoError;
 use super::head::{slice, HeadParser};
+use super::identity::IdentityHeaders;
 use super::service::{self, Service};
 use super::Method;
 use crate::limits::Limits;
@@ -22,6 +23,8 @@ pub struct Request {
     pub allow_204: bool,
     /// The client asked to close after this transaction (`Connection: close`).
     pub close: bool,
+    /// Where the identity headers (`X-Client-IP`, user, groups) are in the head.
+    pub identity: IdentityHeaders,
 }
 
 /// Interprets the head held in `head` (the bytes the parser saw) after `parser` reported it
@@ -48,6 +51,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     let mut preview: Option<u32> = None;
     let mut allow_204 = false;
     let mut close = false;
+    let mut identity = IdentityHeaders::default();
     for h in parser.headers() {
         let name = slice(head, h.name);
         let value = slice(head, h.value);
@@ -69,6 +73,8 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
             allow_204 |= list_contains(value, b"204");
         } else if name.eq_ignore_ascii_case(b"Connection") {
             close |= list_contains(value, b"close");
+        } else {
+            identity.note(name, h.value);
         }
     }
     let encapsulated = match (encap, method) {
@@ -80,7 +86,13 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     if preview.is_some() && !encapsulated.has_body() {
         preview = None;
     }
-    Ok(Request { method, service, encapsulated, preview, allow_204, close })
+    Ok(Request { method, service, encapsulated, preview, allow_204, close, identity })
+}
+
+/// The service name the request line of a complete head asks for, whether or not it is one
+/// of ours (for the access log: a typo in a proxy's configuration must show there).
+pub fn requested_service<'a>(head: &'a [u8], parser: &HeadParser) -> Option<&'a [u8]> {
+    service_name(slice(head, parser.request_line()?.uri)).ok()
 }
 
 fn is_icap_version(v: &[u8]) -> bool {
@@ -135,6 +147,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.preview, None, "no body, so no preview");
+    }
+
+    #[test]
+    fn requested_service_names_unknown_services_too() {
+        let limits = Limits::default();
+        for (head, want) in [
+            ("OPTIONS icap://h/avscn ICAP/1.0\r\n\r\n", Some(&b"avscn"[..])),
+            ("OPTIONS icap://h:1344/respmod?x=1 ICAP/1.0\r\n\r\n", Some(b"respmod")),
+            ("OPTIONS icap://h ICAP/1.0\r\n\r\n", None),
+        ] {
+            let mut parser = HeadParser::new(&limits);
+            assert!(matches!(parser.parse(head.as_bytes()), Ok(HeadStatus::Complete(_))));
+            assert_eq!(requested_service(head.as_bytes(), &parser), want, "{head}");
+        }
+    }
+
+    #[test]
+    fn identity_headers_are_noted() {
+        let head = "RESPMOD icap://h/respmod ICAP/1.0\r\nX-Client-IP: 10.0.0.9\r\nEncapsulated: res-hdr=0, null-body=5\r\n\r\n";
+        let r = interpret_str(head).unwrap();
+        assert_eq!(r.identity.resolve(head.as_bytes()).client_ip, Some("10.0.0.9".parse().unwrap()));
+        // A malformed identity header never fails the request.
+        let head = "RESPMOD icap://h/respmod ICAP/1.0\r\nX-Client-IP: nonsense\r\nX-Client-Username: \r\nEncapsulated: res-hdr=0, null-body=5\r\n\r\n";
+        let r = interpret_str(head).unwrap();
+        assert_eq!(r.identity.resolve(head.as_bytes()), Default::default());
     }
 
     #[test]

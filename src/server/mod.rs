@@ -11,6 +11,7 @@ mod conn_task;
 pub mod cpus;
 mod log_writer;
 mod metrics_listener;
+pub mod port_check;
 mod reload;
 mod sendmsg;
 mod shard;
@@ -69,6 +70,13 @@ pub fn run(config: Config) -> i32 {
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    // Before anything else: a second server on a busy port would run silently beside the first.
+    if !config.allow_shared_port {
+        if let Err(e) = port_check::ensure_free(config.listen) {
+            eprintln!("icapd: {e}");
+            return 2;
+        }
     }
     // The first generation is loaded before any shard starts: a server that cannot scan must
     // not accept traffic.
