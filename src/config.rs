@@ -455,6 +455,39 @@ mod tests {
     }
 
     #[test]
+    fn allow_list_policy_table_and_shared_port() {
+        let dir = std::env::temp_dir().join(format!("icapd-config-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let with = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            run(&["--config", path.to_str().unwrap()])
+        };
+        let c = run(&[]).unwrap();
+        assert!(!c.allow_shared_port && c.policies.is_empty());
+        assert!(c.allow_clients.allows("203.0.113.1".parse().unwrap()), "everyone by default");
+        assert!(run(&["--allow-shared-port"]).unwrap().allow_shared_port);
+        assert!(with("allow_shared_port = true\n").unwrap().allow_shared_port);
+        let c = with("allow_clients = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
+        assert!(c.allow_clients.allows("10.2.3.4".parse().unwrap()) && c.allow_clients.allows("::1".parse().unwrap()));
+        assert!(!c.allow_clients.allows("127.0.0.1".parse().unwrap()));
+        assert!(with("allow_clients = [\"10.0.0.0/40\"]\n").unwrap_err().starts_with("allow_clients:"));
+        let c = with(
+            "[[policy.rules]]\nnetworks = [\"10.9.0.0/16\"]\npolicy = \"skip\"\n[[policy.rules]]\nusers = [\"alice\"]\ngroups = [\"staff\"]\npolicy = \"strict\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.policies.rules.len(), 2);
+        assert_eq!((c.policies.rules[0].policy, c.policies.rules[1].policy), (PolicyKind::Skip, PolicyKind::Strict));
+        assert!(c.policies.rules[1].users.contains(&b"alice"[..]) && c.policies.uses_groups());
+        let err = with("[[policy.rules]]\nusers = [\"a\"]\npolicy = \"lenient\"\n").unwrap_err();
+        assert!(err.contains("#1") && err.contains("lenient"), "{err}");
+        assert!(with("[[policy.rules]]\npolicy = \"skip\"\n").unwrap_err().contains("names no networks"));
+        assert!(with("[[policy.rules]]\nnetworks = [\"x\"]\npolicy = \"skip\"\n").is_err());
+        assert_eq!(with("[limits]\nstrict_scan_bytes_max = 4096\n").unwrap().limits.scan().strict_scan_bytes_max, 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn cpus_and_shards() {
         assert_eq!(run(&["--cpus", "1-2"]).unwrap().cpus, [1, 2]);
         assert_eq!(run(&["--shards=2"]).unwrap().cpus, [0, 1]);
