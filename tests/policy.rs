@@ -203,7 +203,7 @@ fn an_unknown_service_is_logged_by_name_and_status_times_are_iso_8601() {
     }
     let lines = wait_lines(&log, 2);
     let url = |service: &str| format!(" icap://127.0.0.1:{}/{service} ", server.port);
-    assert!(lines[0].contains(&url("avscn")) && lines[0].contains(" 404 "), "{}", lines[0]);
+    assert!(lines[0].contains(&format!("OPTIONS{}404 ", url("avscn"))), "{}", lines[0]);
     assert!(lines[1].contains(&url("srv_clamav")) && lines[1].contains(" 200 "), "{}", lines[1]);
     let (_, page) = http_get(metrics_port, "/status");
     let started = page.lines().find_map(|l| l.strip_prefix("started:")).expect("a started line").trim();

@@ -197,7 +197,7 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     out.extend_from_slice(b",\"local\":");
     json_addr(out, rec.local);
     let _ = write!(out, ",\"shard\":{},\"method\":", rec.shard);
-    json_opt(out, o.method.map(|m| m.as_str()));
+    json_opt(out, o.method.or(o.who.method).map(|m| m.as_str()));
     out.extend_from_slice(b",\"service\":");
     json_opt(out, rec.service());
     let _ = write!(out, ",\"status\":{},\"action\":\"{}\",\"threat\":", o.status, rec.action().name());

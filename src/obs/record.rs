@@ -52,7 +52,7 @@ pub struct TxnRecord<'a> {
 
 impl TxnRecord<'_> {
     pub fn method_name(&self) -> &'static str {
-        match self.outcome.method {
+        match self.outcome.method.or(self.outcome.who.method) {
             Some(Method::Options) => "OPTIONS",
             Some(Method::Reqmod) => "REQMOD",
             Some(Method::Respmod) => "RESPMOD",

@@ -434,6 +434,7 @@ impl Conn {
                         Ok(HeadStatus::Complete(len)) => {
                             let name = request::requested_service(&region[..len], &self.head);
                             self.who.service = RequestedService::new(name.unwrap_or_default());
+                            self.who.method = request::requested_method(&region[..len], &self.head);
                             match request::interpret(&region[..len], &self.head, &self.limits) {
                                 Ok(req) => {
                                     self.req = Some(req);

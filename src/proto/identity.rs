@@ -174,6 +174,9 @@ impl RequestedService {
 /// service the request named, the resolved identity and the policy it ran under.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Who {
+    /// The method the request line named, even when the request was refused before it was
+    /// interpreted (the outcome's own `method` stays unset then, as the metrics count it).
+    pub method: Option<super::Method>,
     pub service: RequestedService,
     pub identity: Identity,
     pub policy: PolicyKind,

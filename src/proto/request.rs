@@ -35,12 +35,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     if version != b"ICAP/1.0" {
         return Err(if is_icap_version(version) { ProtoError::Version } else { ProtoError::RequestLine });
     }
-    let method = match slice(head, line.method) {
-        b"OPTIONS" => Method::Options,
-        b"REQMOD" => Method::Reqmod,
-        b"RESPMOD" => Method::Respmod,
-        _ => return Err(ProtoError::UnknownMethod),
-    };
+    let method = method_of(slice(head, line.method)).ok_or(ProtoError::UnknownMethod)?;
     let name = service_name(slice(head, line.uri))?;
     let service = service::lookup(name).ok_or(ProtoError::UnknownService)?;
     if !service.allows(method) {
@@ -87,6 +82,21 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
         preview = None;
     }
     Ok(Request { method, service, encapsulated, preview, allow_204, close, identity })
+}
+
+fn method_of(name: &[u8]) -> Option<Method> {
+    match name {
+        b"OPTIONS" => Some(Method::Options),
+        b"REQMOD" => Some(Method::Reqmod),
+        b"RESPMOD" => Some(Method::Respmod),
+        _ => None,
+    }
+}
+
+/// The method the request line of a complete head names, if it is one of the three (for the
+/// access log of a request refused before it was interpreted, such as an unknown service).
+pub fn requested_method(head: &[u8], parser: &HeadParser) -> Option<Method> {
+    method_of(slice(head, parser.request_line()?.method))
 }
 
 /// The service name the request line of a complete head asks for, whether or not it is one
@@ -160,6 +170,7 @@ mod tests {
             let mut parser = HeadParser::new(&limits);
             assert!(matches!(parser.parse(head.as_bytes()), Ok(HeadStatus::Complete(_))));
             assert_eq!(requested_service(head.as_bytes(), &parser), want, "{head}");
+            assert_eq!(requested_method(head.as_bytes(), &parser), Some(Method::Options));
         }
     }
 
