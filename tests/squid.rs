@@ -94,6 +94,25 @@ fn serve_origin(stream: TcpStream, objects: &HashMap<String, Vec<u8>>, uploads: 
     }
 }
 
+/// The Squid snippet of README.md, exactly as documented (between its marker comments),
+/// with the log folder and the ICAP port changed for this run.
+fn readme_snippet(log_dir: &Path, icap_port: u16) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let begin = "<!-- squid-snippet:begin -->";
+    let end = "<!-- squid-snippet:end -->";
+    let start = readme.find(begin).expect("README.md has the Squid snippet's begin marker") + begin.len();
+    let stop = readme[start..].find(end).expect("and its end marker") + start;
+    let block = readme[start..stop].trim();
+    let body = block
+        .strip_prefix("```text")
+        .and_then(|b| b.strip_suffix("```"))
+        .expect("the snippet is one ```text block")
+        .trim();
+    assert!(body.contains("/var/log/squid/") && body.contains("127.0.0.1:1344"), "{body}");
+    body.replace("/var/log/squid/", &format!("{}/", log_dir.display()))
+        .replace("127.0.0.1:1344", &format!("127.0.0.1:{icap_port}"))
+}
+
 /// Squid with a private configuration, killed when dropped.
 struct Squid {
     child: Child,
@@ -106,31 +125,21 @@ impl Squid {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("icapd-squid-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("logs")).unwrap();
+        // The test's own lines (ports, pid file, no cache), then README's snippet as it is.
         let conf = format!(
             "http_port 127.0.0.1:{port}
 pid_filename {d}/squid.pid
-logformat verdict %ts.%03tu %ru %adapt::<last_h
-access_log {d}/logs/access.log verdict
-cache_log {d}/logs/cache.log
+cache_log stdio:{d}/logs/cache.log
 cache_store_log none
-logformat icapd %ts.%03tu %icap::<h
-icap_log {d}/logs/icap.log icapd
 coredump_dir {d}
 cache deny all
 http_access allow localhost
 http_access deny all
-icap_enable on
-icap_preview_enable on
-icap_preview_size 1024
-icap_persistent_connections on
-icap_service_failure_limit -1
-icap_service svc_resp respmod_precache bypass=off icap://127.0.0.1:{icap_port}/respmod
-icap_service svc_req reqmod_precache bypass=off icap://127.0.0.1:{icap_port}/reqmod
-adaptation_access svc_resp allow all
-adaptation_access svc_req allow all
 shutdown_lifetime 1 seconds
+{snippet}
 ",
-            d = dir.display()
+            d = dir.display(),
+            snippet = readme_snippet(&dir.join("logs"), icap_port),
         );
         std::fs::write(dir.join("squid.conf"), conf).unwrap();
         // Squid drops to the proxy user when started as root; it must be able to write its logs.
@@ -242,19 +251,30 @@ fn squid_in_front_of_icapd() {
     assert_eq!((status, body.as_slice()), (200, &b"stored\n"[..]));
     assert!(origin.uploads.lock().unwrap().iter().any(|u| u.windows(19).any(|w| w == b"just a clean upload")));
 
-    // Squid logs the threat name from X-Infection-Found: in the access log through
-    // %adapt::<last_h, and in the ICAP log through %icap::<h.
-    for log in ["access.log", "icap.log"] {
-        let mut logged = false;
+    // README's snippet logs just the threat name in threats.log ("-" for a clean object)
+    // and keeps Squid's standard access log, in its default format, beside it.
+    let threat_line = |path: &str| {
+        let url = origin.url(path);
         for _ in 0..50 {
-            if squid.log(log).contains("Threat=Eicar-Test-Signature;") {
-                logged = true;
-                break;
+            if let Some(line) = squid.log("threats.log").lines().find(|l| l.ends_with(&format!(" {url}"))) {
+                return line.to_string();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(logged, "{log}:\n{}", squid.log(log));
-    }
+        panic!("no threats.log line for {url}:\n{}", squid.log("threats.log"));
+    };
+    let eicar_line = threat_line("/eicar.com");
+    let fields: Vec<&str> = eicar_line.split(' ').collect();
+    assert_eq!(fields.len(), 4, "time, client, threat, URL: {eicar_line}");
+    assert_eq!((fields[1], fields[2]), ("127.0.0.1", "Eicar-Test-Signature"), "{eicar_line}");
+    let clean_line = threat_line("/clean.html");
+    assert_eq!(clean_line.split(' ').nth(2), Some("-"), "{clean_line}");
+    let access = squid.log("access.log");
+    let standard = access.lines().find(|l| l.contains("/eicar.com")).unwrap_or_else(|| panic!("{access}"));
+    // Squid's native format: time elapsed client code/status bytes method URL ...
+    let f: Vec<&str> = standard.split_whitespace().collect();
+    assert!(f.len() >= 10 && f[3].ends_with("/403") && f[5] == "GET", "{standard}");
+    assert!(!access.contains("Threat="), "the standard log is not the place for ICAP headers: {access}");
 
     // 200 clean fetches, 8 at a time, all succeed.
     let squid_port = squid.port;
