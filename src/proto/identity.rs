@@ -54,8 +54,8 @@ impl IdentityHeaders {
 
     /// Resolves the noted values against the head they point into.
     pub fn resolve(&self, head: &[u8]) -> Identity {
-        let mut id = Identity::default();
-        id.client_ip = self.client_ip.and_then(|r| parse_ip(slice(head, r)));
+        let mut id =
+            Identity { client_ip: self.client_ip.and_then(|r| parse_ip(slice(head, r))), ..Identity::default() };
         // X-Authenticated-User first: it is the authenticated name where both are sent.
         for range in [self.authenticated_user, self.client_username].into_iter().flatten() {
             if let Some(len) = decode_value(slice(head, range), &mut id.user) {
