@@ -6,6 +6,8 @@ pub mod body;
 pub mod decode;
 pub mod engine;
 #[cfg(test)]
+mod engine_policy_tests;
+#[cfg(test)]
 mod engine_tests;
 pub mod hash;
 pub mod literal;
