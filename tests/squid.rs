@@ -122,6 +122,12 @@ struct Squid {
 
 impl Squid {
     fn start(icap_port: u16) -> Squid {
+        Squid::start_with(icap_port, "http_access allow localhost\n")
+    }
+
+    /// Like [`Squid::start`] with `access` as the test's http_access lines (before a final
+    /// `http_access deny all`), e.g. to require proxy authentication.
+    fn start_with(icap_port: u16, access: &str) -> Squid {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("icapd-squid-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -133,8 +139,7 @@ cache_log stdio:{d}/logs/cache.log
 cache_store_log none
 coredump_dir {d}
 cache deny all
-http_access allow localhost
-http_access deny all
+{access}http_access deny all
 shutdown_lifetime 1 seconds
 {snippet}
 ",
@@ -310,4 +315,55 @@ fn squid_in_front_of_icapd() {
     let (status, body, _) = curl(&squid, &origin.url("/clean.html"), &[]);
     assert_eq!((status, body), (200, clean_page));
     drop(icapd);
+}
+
+/// Squid's own identity headers reach icapd's policy table: with proxy authentication
+/// (Squid's basic_fake_auth helper accepts any password) and README's snippet, Squid sends
+/// the user base64-encoded in X-Client-Username and the client address in X-Client-IP. A user
+/// mapped to `skip` gets the EICAR page unscanned, logged as skipped; anyone else is blocked.
+#[test]
+fn squid_sends_who_is_asking_and_the_policy_table_uses_it() {
+    let origin = Origin::start([("/eicar.com".to_string(), EICAR.to_vec())].into_iter().collect());
+    let log = std::env::temp_dir().join(format!("icapd-squid-identity-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let sigs = signatures();
+    let args = ["--shards", "1", "--signatures", sigs.to_str().unwrap(), "--access-log", log.to_str().unwrap()];
+    let config = "[[policy.rules]]\nusers = [\"trusted\"]\npolicy = \"skip\"\n";
+    let icapd = Server::start(&[&args[..], &["--access-log-format", "json"]].concat(), Some(config));
+    let squid = Squid::start_with(
+        icapd.port,
+        "auth_param basic program /usr/lib/squid/basic_fake_auth
+auth_param basic realm icapd-test
+acl authed proxy_auth REQUIRED
+http_access allow localhost authed
+",
+    );
+    let (status, body, _) = curl(&squid, &origin.url("/eicar.com"), &["-U", "trusted:any"]);
+    assert_eq!((status, body.as_slice()), (200, EICAR), "skipped for the trusted user");
+    let (status, _, _) = curl(&squid, &origin.url("/eicar.com"), &["-U", "mallory:any"]);
+    assert_eq!(status, 403, "scanned for everyone else");
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        if lines.iter().filter(|l| l.contains("\"method\":\"RESPMOD\"")).count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let respmods: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains("\"method\":\"RESPMOD\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(respmods.len(), 2, "{lines:#?}");
+    for (v, user, policy, action) in
+        [(&respmods[0], "trusted", "skip", "passed"), (&respmods[1], "mallory", "default", "blocked")]
+    {
+        assert_eq!(v["user"].as_str(), Some(user), "decoded from Squid's base64: {v}");
+        assert_eq!(v["x_client_ip"].as_str(), Some("127.0.0.1"), "{v}");
+        assert_eq!((v["policy"].as_str(), v["action"].as_str()), (Some(policy), Some(action)), "{v}");
+    }
+    drop(squid);
+    drop(icapd);
+    let _ = std::fs::remove_file(&log);
 }
