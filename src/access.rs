@@ -73,6 +73,11 @@ impl NetSet {
         self.ranges.is_empty()
     }
 
+    /// Address ranges after merging overlapping and adjacent networks.
+    pub fn ranges(&self) -> usize {
+        self.ranges.len()
+    }
+
     /// Whether `ip` lies in one of the networks (one binary search, no allocation).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let p = point(ip);
@@ -93,6 +98,15 @@ pub struct AllowList {
 impl AllowList {
     pub fn new(nets: NetSet) -> AllowList {
         AllowList { nets }
+    }
+
+    /// Whether everyone may connect (no list configured).
+    pub fn is_open(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    pub fn nets(&self) -> &NetSet {
+        &self.nets
     }
 
     /// Whether a connection from `peer` may be served.

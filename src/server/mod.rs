@@ -78,6 +78,13 @@ pub fn run(config: Config) -> i32 {
             return 2;
         }
     }
+    if !config.allow_clients.is_open() {
+        let n = config.allow_clients.nets().ranges();
+        eprintln!("icapd: allow_clients: {n} address range(s) may connect; others are closed at accept");
+    }
+    if !config.policies.is_empty() {
+        eprintln!("icapd: policy table: {} rule(s), first match wins", config.policies.rules.len());
+    }
     // The first generation is loaded before any shard starts: a server that cannot scan must
     // not accept traffic.
     let generation = if config.inspector == InspectorKind::Engine {
