@@ -61,6 +61,7 @@ const TABLE: &str = r#"
 [[policy.rules]]
 users = ["skipper"]
 networks = ["192.0.2.0/24"]
+groups = ["cdn"]
 policy = "skip"
 [[policy.rules]]
 users = ["tight"]
@@ -85,6 +86,9 @@ fn the_same_eicar_is_blocked_under_default_and_passed_and_logged_under_skip() {
         // Malformed identity never fails the request: it is the default policy.
         ("X-Client-IP: 192.0.2.999\r\nX-Client-Username: \r\n", 200, "default"),
         ("X-Client-IP: 2001:db8::9\r\n", 200, "strict"),
+        // base64("staff, cdn"): one of the groups is in the skip rule.
+        ("X-Authenticated-Groups: c3RhZmYsIGNkbg==\r\n", 204, "skip"),
+        ("X-Authenticated-Groups: staff, cdnX\r\n", 200, "default"),
     ];
     for (identity, want, _) in cases {
         (&s).write_all(&respmod_as(identity, EICAR)).unwrap();
@@ -108,8 +112,8 @@ fn the_same_eicar_is_blocked_under_default_and_passed_and_logged_under_skip() {
     assert!(json(&lines[4])["x_client_ip"].is_null() && json(&lines[4])["user"].is_null(), "{}", lines[4]);
     assert!(json(&lines[0])["client"].as_str().unwrap().starts_with("127.0.0.1:"), "the connecting address");
     let m = parse_metrics(&http_get(metrics_port, "/metrics").1);
-    assert_eq!(metric(&m, "icapd_transactions_by_policy_total{policy=\"default\"}"), 3.0);
-    assert_eq!(metric(&m, "icapd_transactions_by_policy_total{policy=\"skip\"}"), 2.0);
+    assert_eq!(metric(&m, "icapd_transactions_by_policy_total{policy=\"default\"}"), 4.0);
+    assert_eq!(metric(&m, "icapd_transactions_by_policy_total{policy=\"skip\"}"), 3.0);
     assert_eq!(metric(&m, "icapd_transactions_by_policy_total{policy=\"strict\"}"), 1.0);
     assert!(server.stop().success());
     let _ = std::fs::remove_file(&log);
