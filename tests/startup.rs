@@ -15,7 +15,9 @@ fn run_on(port: u16, extra: &[&str]) -> Option<(Option<i32>, String)> {
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--inspector", "null", "--shards", "1"]).args(extra);
     let (mut child, stderr) = spawn_with_stderr(&mut cmd);
     match wait_timeout(&mut child, Duration::from_secs(20)) {
-        Some(status) => Some((status.code(), stderr.try_iter().collect::<Vec<_>>().join("\n"))),
+        // The reader thread ends at the end of the pipe, which the exit has closed: wait for
+        // every line, not just those read so far.
+        Some(status) => Some((status.code(), stderr.iter().collect::<Vec<_>>().join("\n"))),
         None => {
             let _ = child.kill();
             let _ = child.wait();
