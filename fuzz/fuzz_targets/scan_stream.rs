@@ -109,7 +109,7 @@ thread_local! {
 }
 
 fn verdict(inspector: &mut EngineInspector, res_hdr: Option<&[u8]>, body: &[u8], cuts: &[usize]) -> Verdict {
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr };
+    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr, policy: Default::default() };
     if let Progress::Done(v) = inspector.begin(&txn) {
         return v;
     }

@@ -23,7 +23,7 @@ use super::sections::SectionStream;
 use super::shard_gen::{LentBlock, ShardGen};
 use super::yara_stream::YaraFeeder;
 use super::ScanLimits;
-use crate::inspect::{Inspector, Progress, Txn, Verdict};
+use crate::inspect::{Inspector, PolicyKind, Progress, Txn, Verdict};
 use crate::proto::Method;
 use crate::signatures::{urls, Generation};
 use std::cell::RefCell;
@@ -96,6 +96,8 @@ pub struct EngineInspector {
     /// A leading `206` range of an encoded object: it may end in the middle of the stream.
     partial: bool,
     decode: DecodeChain,
+    /// The operator's policy for this transaction (`skip`, `default`, `strict`).
+    policy: PolicyKind,
 }
 
 impl EngineInspector {
@@ -126,6 +128,7 @@ impl EngineInspector {
             coding_fault: None,
             partial: false,
             decode: DecodeChain::new(ctx.limits.decode),
+            policy: PolicyKind::Default,
             ctx,
             sg,
         }
@@ -138,6 +141,7 @@ impl EngineInspector {
     fn over_limit(&mut self, threat: &'static str) -> Verdict {
         self.limit = Some(threat);
         match self.ctx.policy.over_limit {
+            _ if self.policy == PolicyKind::Strict => Verdict::Infected { threat: threat.into() },
             OverLimit::Block => Verdict::Infected { threat: threat.into() },
             OverLimit::Pass => Verdict::Clean,
         }
@@ -263,6 +267,12 @@ impl Inspector for EngineInspector {
         self.received = 0;
         self.spent = Duration::ZERO;
         self.decode.end();
+        self.policy = txn.policy;
+        if self.policy == PolicyKind::Skip {
+            // Not scanned by the operator's choice; the outcome carries the policy, so the
+            // transaction is logged and counted as skipped, never as scanned and clean.
+            return self.conclude(Verdict::Clean);
+        }
         self.read_http_fields(txn);
         if !self.url.is_empty() {
             if let Some(name) = self.gen().urls.first_match(&self.url) {
@@ -292,7 +302,11 @@ impl Inspector for EngineInspector {
             return Progress::Done(v.clone());
         }
         self.received += data.len() as u64;
-        if self.received > self.ctx.limits.scan_bytes_max {
+        let max = match self.policy {
+            PolicyKind::Strict => self.ctx.limits.scan_bytes_max.min(self.ctx.limits.strict_scan_bytes_max),
+            _ => self.ctx.limits.scan_bytes_max,
+        };
+        if self.received > max {
             let v = self.over_limit(policy::THREAT_SIZE);
             return self.conclude(v);
         }
@@ -491,11 +505,10 @@ impl EngineInspector {
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
         }
-        self.ctx
-            .policy
-            .early_204
-            .allows(&self.content_type, self.content_length, &self.preview)
-            .then_some(Verdict::Clean)
+        // `strict` never answers a clean preview early: the whole object is judged.
+        (self.policy != PolicyKind::Strict
+            && self.ctx.policy.early_204.allows(&self.content_type, self.content_length, &self.preview))
+        .then_some(Verdict::Clean)
     }
 
     /// The verdict of the scanners that conclude at the end of the object; a signature

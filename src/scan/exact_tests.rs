@@ -72,7 +72,7 @@ fn every_way(inspector: &mut EngineInspector, txn: &Txn<'_>, body: &[u8]) -> (Ve
 }
 
 fn respmod(head: &[u8]) -> Txn<'_> {
-    Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head) }
+    Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head), policy: Default::default() }
 }
 
 // Item 5: a 206 range from byte 0 is decoded whatever the unit's case or the leading zeros.
