@@ -28,6 +28,8 @@ pub struct Config {
     pub limits: Limits,
     /// Only check the configuration, then exit.
     pub check: bool,
+    /// With `--check`: list every skipped signature line, not one line per file and reason.
+    pub verbose: bool,
     /// How long SIGTERM waits for in-flight transactions.
     pub shutdown_grace: Duration,
     pub policy: ScanPolicy,
@@ -129,6 +131,8 @@ struct FileLimits {
     yara_whole_bytes_max: Option<usize>,
     yara_overlap_bytes: Option<usize>,
     yara_block_scanners_max: Option<usize>,
+    body_partials_max: Option<usize>,
+    body_partial_ends_max: Option<usize>,
     threat_labels_max: Option<usize>,
     access_log_flush_bytes: Option<usize>,
     access_log_queue_buffers: Option<usize>,
@@ -168,6 +172,7 @@ OPTIONS:
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
     --check              validate the configuration and exit
+    -v, --verbose        with --check, list every skipped signature line with file:line
     --help               print this help
     --version            print the version
 
@@ -194,6 +199,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
     let mut check = false;
+    let mut verbose = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -215,6 +221,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
             "--check" => check = true,
+            "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
             other => return Err(format!("unknown argument '{other}' (see --help)")),
@@ -307,6 +314,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         inspector,
         limits,
         check,
+        verbose,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
         policy: ScanPolicy { over_limit, early_204 },
         block_page,
@@ -343,6 +351,8 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         yara_whole_bytes_max: f.yara_whole_bytes_max.unwrap_or(d.yara_whole_bytes_max),
         yara_overlap_bytes: f.yara_overlap_bytes.unwrap_or(d.yara_overlap_bytes),
         yara_block_scanners_max: f.yara_block_scanners_max.unwrap_or(d.yara_block_scanners_max),
+        body_partials_max: f.body_partials_max.unwrap_or(d.body_partials_max),
+        body_partial_ends_max: f.body_partial_ends_max.unwrap_or(d.body_partial_ends_max),
         threat_labels_max: f.threat_labels_max.unwrap_or(d.threat_labels_max),
         access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
         access_log_queue_buffers: f.access_log_queue_buffers.unwrap_or(d.access_log_queue_buffers),

@@ -18,16 +18,20 @@ use std::time::Duration;
 
 /// Logs what a generation holds and every line it skipped.
 pub fn report(gen: &Generation, dir: &Path) {
-    for p in &gen.problems {
-        eprintln!("icapd: signatures: skipped {p}");
+    // One line per file and reason (`icapd --check -v` lists every skipped line).
+    for line in gen.report_lines() {
+        eprintln!("icapd: signatures: {line}");
     }
     let s = &gen.summary;
     eprintln!(
-        "icapd: signatures: generation {} from {}: {} body, {} hash, {} YARA streaming + {} whole-object rules, {} URL rules, {} skipped lines, {:.0?}; ISTag \"{}\"",
+        "icapd: signatures: generation {} from {}: {} body, {} logical, {} hash, {} PE section hash, {} allowlist, {} YARA streaming + {} whole-object rules, {} URL rules, {} skipped lines, {:.0?}; ISTag \"{}\"",
         gen.id,
         dir.display(),
         s.body,
+        s.logical,
         s.hashes,
+        s.sections,
+        s.allow,
         s.yara_stream,
         s.yara_whole,
         s.urls,
@@ -63,7 +67,7 @@ pub fn start(
             }
             last_print = print;
             let id = current.id + 1;
-            match signatures::load(&dir, signatures::LoadOptions { id }) {
+            match signatures::load(&dir, signatures::LoadOptions { id, ..current.options }) {
                 Ok(gen) => {
                     if gen.istag == current.istag && !asked {
                         continue;
