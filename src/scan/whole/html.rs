@@ -9,7 +9,7 @@
 
 use memchr::memmem;
 
-use super::out::{broken, Out, R, PIECE_BYTES};
+use super::out::{broken, Out, PIECE_BYTES, R};
 
 const BROKEN: &str = "Heuristics.Broken.HTML";
 /// The longest media type and parameters looked at between `data:` and the comma.
@@ -50,11 +50,8 @@ pub fn extract(data: &[u8], out: &mut Out) -> R {
     let mut fault = false;
     // Case-insensitive: look for "data:" in any case by lowering a window at a time would
     // cost a copy; the scheme is almost always lower case, and "DATA:" is checked as well.
-    while let Some(p) = [finder.find(&data[at..]), memmem::find(&data[at..], b"DATA:")]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|p| p + at)
+    while let Some(p) =
+        [finder.find(&data[at..]), memmem::find(&data[at..], b"DATA:")].into_iter().flatten().min().map(|p| p + at)
     {
         let header_at = p + 5;
         at = header_at;
@@ -134,7 +131,10 @@ fn percent(body: &[u8], out: &mut Out) -> R<bool> {
         let b = body[i];
         i += 1;
         let byte = if b == b'%' {
-            let hex = body.get(i..i + 2).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = body
+                .get(i..i + 2)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(v) => {
                     i += 2;

@@ -70,6 +70,9 @@ fn truncated_is_broken() {
 #[test]
 fn limits_are_faults() {
     let page = format!("<a href=\"data:;base64,{}\"><a href=\"data:;base64,QUJD\">", b64(&[7u8; 3000]));
-    assert_eq!(run(Kind::Html, page.as_bytes(), &Limits { member_bytes_max: 1000, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILE_SIZE)));
+    assert_eq!(
+        run(Kind::Html, page.as_bytes(), &Limits { member_bytes_max: 1000, ..LOOSE }).0,
+        Err(Fault::Limit(LIMIT_FILE_SIZE))
+    );
     assert_eq!(run(Kind::Html, page.as_bytes(), &Limits { members_max: 1, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILES)));
 }
