@@ -44,15 +44,23 @@ fn ends_payload(b: u8) -> bool {
 }
 
 pub fn extract(data: &[u8], out: &mut Out) -> R {
-    let finder = memmem::Finder::new(b"data:");
+    let lower = memmem::Finder::new(b"data:");
+    let upper = memmem::Finder::new(b"DATA:");
     let mut n = 0u32;
     let mut at = 0usize;
     let mut fault = false;
-    // Case-insensitive: look for "data:" in any case by lowering a window at a time would
-    // cost a copy; the scheme is almost always lower case, and "DATA:" is checked as well.
-    while let Some(p) =
-        [finder.find(&data[at..]), memmem::find(&data[at..], b"DATA:")].into_iter().flatten().min().map(|p| p + at)
-    {
+    // The scheme in lower or upper case (mixed case is left to the page scan). Each pattern's
+    // next position is kept and only searched again once passed, so the scan stays linear.
+    let mut next = [None::<usize>; 2];
+    let mut searched = [0usize; 2];
+    loop {
+        for (i, f) in [&lower, &upper].into_iter().enumerate() {
+            if next[i].is_none_or(|p| p < at) && searched[i] <= at {
+                next[i] = f.find(&data[at..]).map(|p| p + at);
+                searched[i] = next[i].map_or(data.len() + 1, |p| p + 1);
+            }
+        }
+        let Some(p) = next.iter().flatten().copied().filter(|&p| p >= at).min() else { break };
         let header_at = p + 5;
         at = header_at;
         let window = &data[header_at..(header_at + HEADER_BYTES_MAX).min(data.len())];
