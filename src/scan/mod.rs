@@ -7,6 +7,8 @@ pub mod decode;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod exact_tests;
 pub mod hash;
 pub mod literal;
 pub mod policy;
@@ -24,6 +26,8 @@ pub struct ScanLimits {
     pub yara_whole_bytes_max: usize,
     pub yara_overlap_bytes: usize,
     pub yara_block_scanners_max: usize,
+    pub body_partials_max: usize,
+    pub body_partial_ends_max: usize,
     /// The preview size the server advertises: how many leading bytes the engine keeps for
     /// preview-time YARA and file-magic checks.
     pub preview_bytes: usize,

@@ -73,7 +73,7 @@ pub fn run(config: Config) -> i32 {
     // The first generation is loaded before any shard starts: a server that cannot scan must
     // not accept traffic.
     let generation = if config.inspector == InspectorKind::Engine {
-        match signatures::load(&config.signatures, signatures::LoadOptions { id: 0 }) {
+        match signatures::load(&config.signatures, signatures::LoadOptions { id: 0, yara_overlap_max: config.limits.yara_overlap_bytes }) {
             Ok(g) => {
                 reload::report(&g, &config.signatures);
                 Some(Arc::new(g))

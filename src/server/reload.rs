@@ -60,7 +60,7 @@ pub fn start(
             }
             last_print = print;
             let id = current.id + 1;
-            match signatures::load(&dir, signatures::LoadOptions { id }) {
+            match signatures::load(&dir, signatures::LoadOptions { id, ..current.options }) {
                 Ok(gen) => {
                     if gen.istag == current.istag && !asked {
                         continue;
