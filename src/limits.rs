@@ -109,6 +109,17 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// Largest signature bundle `icapd-update` downloads (the compressed `.tar.gz`); a larger or
+/// longer answer is refused before anything is unpacked. The bundled sets are kilobytes and a
+/// full ClamAV main database is about 200 MB, so this leaves room without inviting a disk fill.
+pub const UPDATE_BUNDLE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// Most bytes a bundle may unpack to, all members together (a gzip bomb stops here).
+pub const UPDATE_UNPACKED_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Most members in a bundle.
+pub const UPDATE_FILES_MAX: usize = 1024;
+/// How long `icapd-update` waits for the bundle server: connecting, and between bytes.
+pub const UPDATE_FETCH_DEADLINE: Duration = Duration::from_secs(60);
+
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +158,10 @@ pub struct Limits {
     pub encodings_max: usize,
     pub zstd_window_bytes_max: usize,
     pub decode_buffer_bytes: usize,
+    pub update_bundle_bytes_max: u64,
+    pub update_unpacked_bytes_max: u64,
+    pub update_files_max: usize,
+    pub update_fetch_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -186,6 +201,10 @@ impl Default for Limits {
             encodings_max: ENCODINGS_MAX,
             zstd_window_bytes_max: ZSTD_WINDOW_BYTES_MAX,
             decode_buffer_bytes: DECODE_BUFFER_BYTES,
+            update_bundle_bytes_max: UPDATE_BUNDLE_BYTES_MAX,
+            update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
+            update_files_max: UPDATE_FILES_MAX,
+            update_fetch_deadline: UPDATE_FETCH_DEADLINE,
         }
     }
 }
@@ -236,6 +255,7 @@ impl Limits {
             ("scrape_request_bytes_max", self.scrape_request_bytes_max),
             ("body_partials_max", self.body_partials_max),
             ("body_partial_ends_max", self.body_partial_ends_max),
+            ("update_files_max", self.update_files_max),
         ];
         for (name, value) in nonzero {
             if value == 0 {
@@ -281,6 +301,12 @@ impl Limits {
         }
         if !(1024..=1 << 20).contains(&self.decode_buffer_bytes) {
             return Err("decode_buffer_bytes must be between 1024 and 1048576".into());
+        }
+        if self.update_bundle_bytes_max == 0 || self.update_unpacked_bytes_max == 0 {
+            return Err("update_bundle_bytes_max and update_unpacked_bytes_max must be greater than 0".into());
+        }
+        if self.update_fetch_deadline.is_zero() {
+            return Err("update_fetch_deadline must be greater than 0".into());
         }
         Ok(())
     }

@@ -17,7 +17,9 @@
 use super::body::BodyStream;
 use super::decode::{self, Coding, DecodeChain, Fault};
 use super::hash::HashStream;
+use super::ldb::LdbStream;
 use super::policy::{self, OverLimit};
+use super::sections::SectionStream;
 use super::shard_gen::{LentBlock, ShardGen};
 use super::yara_stream::YaraFeeder;
 use super::ScanLimits;
@@ -62,6 +64,10 @@ pub struct EngineInspector {
     sg: Rc<ShardGen>,
     body: BodyStream,
     hash: HashStream,
+    // clamdb (issue 16): logical signatures and the .fp/.sfp allowlist, per object.
+    ldb: LdbStream,
+    allow_hash: HashStream,
+    sections: SectionStream,
     yara: Option<LentBlock>,
     feeder: YaraFeeder,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
@@ -99,6 +105,9 @@ impl EngineInspector {
         EngineInspector {
             body: body_stream(&sg, &ctx.limits),
             hash: HashStream::new(),
+            ldb: LdbStream::new(&sg.gen.ldb, ctx.limits.yara_whole_bytes_max),
+            allow_hash: HashStream::new(),
+            sections: SectionStream::new(),
             yara: None,
             feeder: YaraFeeder::new(overlap),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
@@ -233,6 +242,7 @@ impl Inspector for EngineInspector {
             if self.feeder.span() != current.gen.yara.overlap {
                 self.feeder = YaraFeeder::new(current.gen.yara.overlap);
             }
+            self.ldb = LdbStream::new(&current.gen.ldb, self.ctx.limits.yara_whole_bytes_max);
             self.sg = current;
         }
         self.yara = None;
@@ -240,6 +250,8 @@ impl Inspector for EngineInspector {
         self.limit = None;
         self.skipped = None;
         self.body.reset();
+        self.ldb.reset(&self.sg.gen.ldb);
+        self.sections.reset();
         self.feeder.reset();
         self.preview.clear();
         self.whole.clear();
@@ -266,6 +278,8 @@ impl Inspector for EngineInspector {
         // it must not escape the hash signatures. Hashing stops past the largest signed size.
         let needed = self.gen().hashes.needed(None);
         self.hash.begin(needed);
+        let allow_needed = self.gen().allow.needed(None);
+        self.allow_hash.begin(allow_needed);
         self.yara = self.sg.lend_block(self.ctx.limits.yara_block_scanners_max);
         // Without a block scanner the streaming rules run with the whole-object ones at the end.
         let need_whole = self.gen().yara.whole.is_some() || (self.yara.is_none() && self.gen().yara.stream.is_some());
@@ -414,8 +428,18 @@ impl EngineInspector {
                 }
             }
         }
+        // clamdb (issue 16): while an allowlist hash could still match, a found body
+        // signature waits for the end of the object (BodyStream keeps it found).
+        let allow_open = allow_could_match(&sg.gen.allow, self.bytes);
         if let Some(sig) = self.body.feed(&sg.gen.body, data) {
-            return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
+            if !allow_open {
+                return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
+            }
+        }
+        self.ldb.feed(&sg.gen.ldb, data);
+        self.sections.feed(&sg.gen.sections, data);
+        if allow_open {
+            feed_bounded(&mut self.allow_hash, sg.gen.allow.size_max(), self.bytes - data.len() as u64, data);
         }
         if self.body.overflowed() && self.skipped != Some(policy::THREAT_PARTIALS) {
             if let Some(done) = self.skip(policy::THREAT_PARTIALS) {
@@ -456,7 +480,10 @@ impl EngineInspector {
         }
         // Streaming YARA rules that hold on the preview and cannot stop holding with more data
         // (monotone ones) answer now; the others wait for the body.
+        // An allowlist hash may still clear the object: then the end decides.
+        let allow_open = allow_could_match(&self.sg.gen.allow, self.bytes);
         match self.sg.scan_preview_rules(&self.preview) {
+            Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
@@ -468,15 +495,33 @@ impl EngineInspector {
             .then_some(Verdict::Clean)
     }
 
-    /// The verdict of the scanners that conclude at the end of the object.
+    /// The verdict of the scanners that conclude at the end of the object; a signature
+    /// match on an object whose hash is on the `.fp`/`.sfp` allowlist is clean (clamdb).
     fn finish_scanned(&mut self) -> Verdict {
         let sg = self.sg.clone();
+        let allowed = !sg.gen.allow.is_empty() && self.allow_hash.finish(&sg.gen.allow).is_some();
+        let verdict = self.finish_signatures();
+        if allowed && self.limit.is_none() {
+            return Verdict::Clean;
+        }
+        verdict
+    }
+
+    fn finish_signatures(&mut self) -> Verdict {
+        let sg = self.sg.clone();
+        let ldb = self.ldb.finish(&sg.gen.ldb);
         if let Some(sig) = self.body.finish(&sg.gen.body) {
             return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
         }
 
         if let Some(name) = self.hash.finish(&sg.gen.hashes) {
             return Verdict::Infected { threat: name.into() };
+        }
+        if let Some(name) = self.sections.finish(&sg.gen.sections) {
+            return Verdict::Infected { threat: name.into() };
+        }
+        if let Some(sig) = ldb {
+            return Verdict::Infected { threat: sg.gen.ldb.name(sig).into() };
         }
         if let Some(mut lent) = self.yara.take() {
             let flushed = self.feeder.finish(lent.scanner());
@@ -506,9 +551,29 @@ impl EngineInspector {
         if self.body.overflowed() {
             self.skipped.get_or_insert(policy::THREAT_PARTIALS);
         }
+        if let Some(threat) = self.ldb.limit_hit() {
+            self.skipped.get_or_insert(threat);
+        }
         if let Some(threat) = self.skipped {
             return self.over_limit(threat);
         }
         Verdict::Clean
+    }
+}
+
+/// Whether an allowlist hash could still match an object of which `bytes` have been seen.
+fn allow_could_match(allow: &super::hash::HashSet, bytes: u64) -> bool {
+    !allow.is_empty() && allow.size_max().is_none_or(|max| bytes <= max)
+}
+
+/// Feeds `data` (which starts at `before`) to `hash`, stopping one byte past `max`.
+fn feed_bounded(hash: &mut HashStream, max: Option<u64>, before: u64, data: &[u8]) {
+    match max {
+        Some(max) if before > max => {}
+        Some(max) => {
+            let room = max.saturating_add(1) - before;
+            hash.feed(&data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
+        }
+        None => hash.feed(data),
     }
 }

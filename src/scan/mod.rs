@@ -3,17 +3,24 @@
 //! the caller).
 
 pub mod body;
+#[cfg(test)]
+mod clamdb_tests;
 pub mod decode;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod exact_tests;
+pub mod filetype;
 pub mod hash;
+pub mod ldb;
 pub mod literal;
+pub mod pe;
 pub mod policy;
+pub mod sections;
 pub mod shard_gen;
 pub mod whole;
+pub mod textnorm;
 pub mod yara_stream;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! is reported and the previous generation stays in force. Individual ClamAV lines that are
 //! malformed or use unsupported syntax are reported with file and line and skipped.
 
+pub mod clamav;
 pub mod generation;
 pub mod hashsig;
 pub mod ndb;
