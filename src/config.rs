@@ -601,6 +601,9 @@ mod tests {
         assert_eq!(c.tls.listen, ["127.0.0.1:2".parse().unwrap()], "the command line replaces the file's list");
         std::fs::write(&path, "[limits]\ntls_handshake_ms = 0\n").unwrap();
         assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("tls_handshake_ms"));
+    }
+
+    #[test]
     fn allow_list_policy_table_and_shared_port() {
         let dir = std::env::temp_dir().join(format!("icapd-config-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
