@@ -46,10 +46,14 @@ struct PatRef {
     chain: u32,
     seg: u16,
     len: u32,
+    /// Index into [`LdbSet::nots`] of the negated alternatives to check, or `u32::MAX`.
+    nots: u32,
 }
 
 struct Chain {
     slot: u32,
+    /// Matched on the lower-cased view.
+    lower: bool,
     offset: SigOffset,
     gaps: Vec<Gap>,
     segs: u16,
@@ -101,19 +105,30 @@ pub struct LdbSet {
     slot_offset: Vec<SigOffset>,
     sigs: Vec<Sig>,
     has_pcre: bool,
+    /// Whether the stream keeps a ring of recent bytes (for `::f` and `!(..)` checks).
     has_fullword: bool,
+    nots: Vec<Nots>,
 }
+
+type Nots = Vec<(usize, Vec<Vec<u8>>)>;
 
 fn patterns_of(
     p: &crate::signatures::clamav::hex::HexPattern,
     chain: u32,
     out: &mut Vec<Pattern>,
     refs: &mut Vec<PatRef>,
+    nots: &mut Vec<Nots>,
 ) {
     for (seg, variants) in p.parts.iter().enumerate() {
         for v in variants {
             let exact = v.mask.iter().all(|&m| m == 0xFF);
-            refs.push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32 });
+            let n = if v.nots.is_empty() {
+                u32::MAX
+            } else {
+                nots.push(v.nots.clone());
+                (nots.len() - 1) as u32
+            };
+            refs.push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32, nots: n });
             out.push(Pattern { bytes: v.bytes.clone(), mask: if exact { None } else { Some(v.mask.clone()) } });
         }
     }
@@ -150,6 +165,7 @@ impl LdbSet {
         let mut slot_offset = Vec::new();
         let mut out = Vec::with_capacity(sigs.len());
         let (mut has_pcre, mut has_fullword) = (false, false);
+        let mut nots = Vec::new();
         'sig: for sig in sigs {
             let si = out.len() as u32;
             let first_slot = slot_sig.len() as u32;
@@ -205,8 +221,15 @@ impl LdbSet {
             }
             for (slot, offset, form, view, fullword) in new_chains {
                 let chain = chains.len() as u32;
-                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize]);
-                chains.push(Chain { slot, offset, segs: form.parts.len() as u16, gaps: form.gaps, fullword });
+                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize], &mut nots);
+                chains.push(Chain {
+                    slot,
+                    lower: view == View::Lower,
+                    offset,
+                    segs: form.parts.len() as u16,
+                    gaps: form.gaps,
+                    fullword,
+                });
             }
             out.push(Sig {
                 name: sig.name,
@@ -228,7 +251,8 @@ impl LdbSet {
             slot_offset,
             sigs: out,
             has_pcre,
-            has_fullword,
+            has_fullword: has_fullword || !nots.is_empty(),
+            nots,
         })
     }
 
@@ -580,6 +604,9 @@ impl LdbStream {
     fn on_segment(&mut self, set: &LdbSet, r: PatRef, end: u64) {
         let chain = &set.chains[r.chain as usize];
         let Some(seg_start) = end.checked_sub(u64::from(r.len)) else { return };
+        if r.nots != u32::MAX && !self.nots_hold(&set.nots[r.nots as usize], seg_start, r.chain, set) {
+            return;
+        }
         let k = usize::from(r.seg);
         let chain_start = if k == 0 {
             if chain.offset.streamable() && !chain.offset.accepts(seg_start, end, &ObjectFacts::default()) {
@@ -635,6 +662,25 @@ impl LdbStream {
         p.recent[usize::from(p.next)] = (chain_start, end);
         p.next = (p.next + 1) % RECENT_ENDS as u8;
         p.recent_len = (p.recent_len + 1).min(RECENT_ENDS as u8);
+    }
+
+    /// Whether the bytes at each negated position of a variant starting at `start` differ
+    /// from every listed alternative (compared lower-cased for a `::i` subsignature).
+    fn nots_hold(&self, nots: &Nots, start: u64, chain: u32, set: &LdbSet) -> bool {
+        if start + (RING_BYTES as u64) < self.size {
+            // Further back than the bytes kept (segments are far shorter than the ring).
+            return false;
+        }
+        let lower = set.chains[chain as usize].lower;
+        nots.iter().all(|(pos, alts)| {
+            !alts.iter().any(|alt| {
+                alt.iter().enumerate().all(|(k, &want)| {
+                    let p = start + (*pos + k) as u64;
+                    let got = self.ring[p as usize & (RING_BYTES - 1)];
+                    (if lower { got.to_ascii_lowercase() } else { got }) == want
+                })
+            })
+        })
     }
 
     fn word_before_ok(&self, start: u64) -> bool {
@@ -741,7 +787,14 @@ mod tests {
             "Nocase;Target:0;0;68656c6c6f::i",
             "Wide;Target:0;0;777a::w",
             "Full;Target:0;0;776f7264::f",
+            "Not;Target:0;0;6e6f!(41|42)74",
+            "NotCi;Target:0;0;786b!(6c)79::i",
         ]);
+        assert_eq!(all_ways(&s, b"-noCt-").as_deref(), Some("Not"));
+        assert_eq!(all_ways(&s, b"-noAt-"), None);
+        assert_eq!(all_ways(&s, b"-noBt-"), None);
+        assert_eq!(all_ways(&s, b"XKmY").as_deref(), Some("NotCi"));
+        assert_eq!(all_ways(&s, b"XKLY"), None, "negation compared case-insensitively");
         assert_eq!(all_ways(&s, b"AA..BB").as_deref(), Some("Gap"));
         assert_eq!(all_ways(&s, b"AA....BB"), None);
         assert_eq!(all_ways(&s, b"-mnq-").as_deref(), Some("Alt"));

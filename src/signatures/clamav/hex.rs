@@ -6,8 +6,10 @@
 //! anchored ranges `aa[n-m]bb`. An alternative is expanded into one variant of its segment per
 //! choice, bounded by [`VARIANTS_MAX`], so the literal matcher sees only plain masked strings.
 //! `[n-m]` means the same as the gap `{n-m}` (ClamAV restricts where it may appear for speed);
-//! it is read as that gap. Negated alternatives `!(...)`, the anchors `(B)`/`(L)` and
-//! ClamAV's `(aa|bb)` forms with gaps inside are reported and the line is skipped.
+//! it is read as that gap. A negated alternative `!(aa|bb)` (fixed bytes, all of one length)
+//! becomes wildcards in the pattern plus a check the scanner makes after the literal matcher
+//! found the segment. The anchors `(B)`/`(L)` and alternatives with gaps inside are reported
+//! and the line is skipped.
 
 use crate::signatures::ndb::{parse_gap, Gap, MAX_HEX_LEN, MAX_SEGMENT_LEN};
 
@@ -15,10 +17,14 @@ use crate::signatures::ndb::{parse_gap, Gap, MAX_HEX_LEN, MAX_SEGMENT_LEN};
 pub const VARIANTS_MAX: usize = 64;
 
 /// One way a segment can read: bytes with a mask (see [`crate::signatures::ndb::Segment`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Variant {
     pub bytes: Vec<u8>,
     pub mask: Vec<u8>,
+    /// Negated alternatives `!(aa|bb)`: at byte `pos` of the variant (where the pattern has
+    /// wildcards), the data must equal none of the listed strings. Checked by the scanner
+    /// after the literal matcher found the variant.
+    pub nots: Vec<(usize, Vec<Vec<u8>>)>,
 }
 
 /// A parsed hex signature: `parts[i]` and `parts[i + 1]` are separated by `gaps[i]`.
@@ -63,7 +69,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
     let b = hex.as_bytes();
     let mut parts = Vec::new();
     let mut gaps = Vec::new();
-    let mut current = vec![Variant { bytes: Vec::new(), mask: Vec::new() }];
+    let mut current = vec![Variant::default()];
     let mut i = 0;
     while i < b.len() {
         let at = i + 1;
@@ -93,7 +99,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                             alt.escape_default()
                         ));
                     }
-                    let mut v = Variant { bytes: Vec::new(), mask: Vec::new() };
+                    let mut v = Variant::default();
                     for k in (0..ab.len()).step_by(2) {
                         let (byte, mask) = byte_at(ab, k).ok_or_else(|| {
                             format!(
@@ -128,7 +134,40 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                 i = close + 1;
                 continue;
             }
-            b'!' => return Err(format!("negated alternatives `!(...)` at character {at} are not supported")),
+            b'!' => {
+                if b.get(i + 1) != Some(&b'(') {
+                    return Err(format!("`!` at character {at} is not followed by `(`"));
+                }
+                let close =
+                    hex[i..].find(')').map(|n| i + n).ok_or(format!("`!(` at character {at} is never closed"))?;
+                let mut alts: Vec<Vec<u8>> = Vec::new();
+                for alt in hex[i + 2..close].split('|') {
+                    let ab = alt.as_bytes();
+                    let bytes: Option<Vec<u8>> = (0..ab.len() / 2)
+                        .map(|k| byte_at(ab, 2 * k).filter(|&(_, m)| m == 0xFF).map(|(b, _)| b))
+                        .collect();
+                    match bytes {
+                        Some(v) if !v.is_empty() && ab.len() % 2 == 0 => alts.push(v),
+                        _ => {
+                            return Err(format!(
+                                "negated alternative `{}` at character {at} is not fixed hex bytes",
+                                alt.escape_default()
+                            ))
+                        }
+                    }
+                }
+                let len = alts[0].len();
+                if alts.iter().any(|a| a.len() != len) {
+                    return Err(format!("negated alternatives at character {at} differ in length"));
+                }
+                for v in &mut current {
+                    v.nots.push((v.bytes.len(), alts.clone()));
+                    v.bytes.extend(std::iter::repeat_n(0, len));
+                    v.mask.extend(std::iter::repeat_n(0, len));
+                }
+                i = close + 1;
+                continue;
+            }
             _ => {}
         }
         let (gap, next) = match c {
@@ -158,10 +197,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                 format!("two gaps in a row at character {at}; a gap must sit between bytes")
             });
         }
-        parts.push(finish(
-            std::mem::replace(&mut current, vec![Variant { bytes: Vec::new(), mask: Vec::new() }]),
-            parts.len() + 1,
-        )?);
+        parts.push(finish(std::mem::replace(&mut current, vec![Variant::default()]), parts.len() + 1)?);
         gaps.push(gap);
         i = next;
     }
@@ -198,6 +234,13 @@ impl HexPattern {
                     .map(|v| Variant {
                         bytes: v.bytes.iter().flat_map(|&b| [b, 0]).collect(),
                         mask: v.mask.iter().flat_map(|&m| [m, 0xFF]).collect(),
+                        nots: v
+                            .nots
+                            .iter()
+                            .map(|(pos, alts)| {
+                                (pos * 2, alts.iter().map(|a| a.iter().flat_map(|&b| [b, 0]).collect()).collect())
+                            })
+                            .collect(),
                     })
                     .collect()
             })
@@ -224,6 +267,11 @@ impl HexPattern {
                     *b = b.to_ascii_lowercase();
                 }
             }
+            for (_, alts) in &mut v.nots {
+                for a in alts {
+                    a.make_ascii_lowercase();
+                }
+            }
         }
         p
     }
@@ -234,7 +282,7 @@ mod tests {
     use super::*;
 
     fn v(bytes: &[u8]) -> Variant {
-        Variant { bytes: bytes.to_vec(), mask: vec![0xFF; bytes.len()] }
+        Variant { bytes: bytes.to_vec(), mask: vec![0xFF; bytes.len()], nots: Vec::new() }
     }
 
     #[test]
@@ -244,7 +292,12 @@ mod tests {
         assert_eq!(p.gaps, vec![Gap::Range { min: 2, max: 4 }]);
         let p = parse_hex("(41|42)(43|44)").unwrap();
         assert_eq!(p.parts[0].len(), 4);
-        for bad in ["41(42", "41!(42|43)", "(B)41", "41(4|43)", "41(42)", "(??|4?)", "41[1]42", "*41"] {
+        let n = parse_hex("41!(42|4?)43").err().unwrap();
+        assert!(n.contains("not fixed hex bytes"), "{n}");
+        let p = parse_hex("41!(42|43)44").unwrap();
+        assert_eq!(p.parts[0][0].nots, vec![(1, vec![vec![0x42], vec![0x43]])]);
+        assert_eq!(p.parts[0][0].mask, vec![0xFF, 0, 0xFF]);
+        for bad in ["41(42", "41!42", "41!(42|4344)45", "(B)41", "41(4|43)", "41(42)", "(??|4?)", "41[1]42", "*41"] {
             assert!(parse_hex(bad).is_err(), "{bad}");
         }
         let many = "41".to_string() + &"(41|42)".repeat(7);

@@ -130,6 +130,9 @@ fn check_normalised(sig: LdbSignature) -> Result<LdbSignature, String> {
             Subsig::Pcre(_) => Some("a PCRE subsignature"),
             Subsig::Body { offset, .. } if !offset.streamable() => Some("an offset other than `*` or `n`"),
             Subsig::Body { fullword: true, .. } => Some("the full-word modifier"),
+            Subsig::Body { pattern, .. } if pattern.parts.iter().flatten().any(|v| !v.nots.is_empty()) => {
+                Some("a negated alternative `!(...)`")
+            }
             Subsig::Body { .. } => None,
         };
         if let Some(what) = bad {
