@@ -228,3 +228,21 @@ fn clam_exe_section_hash_from_an_mdb() {
     // Cut inside its section table, it is no PE at all.
     assert_eq!(threat(&mut insp, &exe[..520], &[]), None);
 }
+
+#[test]
+fn clam_exe_import_hash_from_an_imp() {
+    let exe = std::fs::read(CLAM_EXE).expect("clamav-testfiles installed");
+    let info = crate::scan::pe::parse(&exe).expect("clam.exe is a PE");
+    let text = info.import_string(&exe, true).expect("its imports read");
+    assert_eq!(text, "kernel32.exitprocess,user32.messageboxa");
+    let imp = format!("{}:{}:Clamav.Test.Imports-1\n", md5_hex(text.as_bytes()), text.len());
+    let folder = Folder::new("imp", &[("t.imp", imp.into_bytes())]);
+    let gen = folder.load();
+    assert_eq!(gen.summary.imports, 1, "{:?}", gen.problems);
+    let mut insp = inspector(gen);
+    assert_eq!(all_ways(&mut insp, &exe).as_deref(), Some("Clamav.Test.Imports-1"));
+    let mut other = exe.clone();
+    let at = other.windows(11).position(|w| w == b"ExitProcess").unwrap();
+    other[at] = b'Q';
+    assert_eq!(threat(&mut insp, &other, &[]), None);
+}

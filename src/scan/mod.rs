@@ -11,6 +11,7 @@ pub mod engine;
 mod engine_tests;
 pub mod filetype;
 pub mod hash;
+pub mod imports;
 pub mod ldb;
 pub mod literal;
 pub mod pe;
