@@ -41,7 +41,7 @@ fn check(dir: &PathBuf, verbose: bool) -> String {
 fn check_summarises_and_verbose_lists_every_line() {
     let mut ndb = String::from("Good:0:*:676f6f642d7369676e6174757265\n");
     for i in 0..2_000 {
-        ndb.push_str(&format!("Neg.Sig-{i}:0:*:3c736372697074{:02x}(B)42\n", i % 256));
+        ndb.push_str(&format!("Neg.Sig-{i}:0:*:3c736372697074{:02x}(B)(L)42\n", i % 256));
     }
     let dir = folder(
         "v",
@@ -55,7 +55,10 @@ fn check_summarises_and_verbose_lists_every_line() {
     let out = check(&dir, false);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.len() <= 8, "{out}");
-    assert!(out.contains("local.ndb: 2000 lines skipped: the anchor `…` at character N is not supported"), "{out}");
+    assert!(
+        out.contains("local.ndb: 2000 lines skipped: the anchor `…` at character N is not supported inside a pattern"),
+        "{out}"
+    );
     assert!(out.contains("daily.cbc: not loaded: bytecode"), "{out}");
     assert!(out.contains("daily.wdb: not loaded: phishing"), "{out}");
     assert!(out.contains("local.ldb: 1 line skipped"), "{out}");

@@ -25,6 +25,7 @@ use super::literal::{LiteralSet, LiteralStream, Pattern};
 use super::pe::{self, PeInfo};
 use super::textnorm::TextNorm;
 use crate::signatures::clamav::expr::Expr;
+use crate::signatures::clamav::hex::Edge;
 use crate::signatures::clamav::ldb::{LdbSignature, Subsig, Tdb};
 use crate::signatures::clamav::offset::{ObjectFacts, SigOffset};
 use crate::signatures::ndb::Gap;
@@ -57,7 +58,9 @@ struct Chain {
     offset: SigOffset,
     gaps: Vec<Gap>,
     segs: u16,
-    fullword: bool,
+    /// What must border the match (`(B)`/`(L)` anchors, `::f` = a word boundary on both sides).
+    left: Edge,
+    right: Edge,
 }
 
 struct PcreProg {
@@ -176,7 +179,7 @@ impl LdbSet {
                 match sub {
                     Subsig::Body { offset, pattern, ascii, wide, nocase: ci, fullword } => {
                         needs_pe |= offset.needs_pe();
-                        has_fullword |= *fullword;
+                        has_fullword |= *fullword || pattern.left != Edge::None || pattern.right != Edge::None;
                         let mut forms = Vec::new();
                         if *ascii {
                             forms.push(pattern.clone());
@@ -222,13 +225,15 @@ impl LdbSet {
             for (slot, offset, form, view, fullword) in new_chains {
                 let chain = chains.len() as u32;
                 patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize], &mut nots);
+                let (left, right) = if fullword { (Edge::Word, Edge::Word) } else { (form.left, form.right) };
                 chains.push(Chain {
                     slot,
                     lower: view == View::Lower,
                     offset,
                     segs: form.parts.len() as u16,
                     gaps: form.gaps,
-                    fullword,
+                    left,
+                    right,
                 });
             }
             out.push(Sig {
@@ -301,6 +306,7 @@ struct Pending {
     deferred: bool,
     start: u64,
     end: u64,
+    edge: Edge,
 }
 
 /// Per-connection state for one [`LdbSet`]; reused across objects.
@@ -634,15 +640,16 @@ impl LdbStream {
         };
         if k + 1 == usize::from(chain.segs) {
             let deferred = !chain.offset.streamable();
-            if chain.fullword {
-                if !self.word_before_ok(chain_start) {
-                    return;
-                }
+            if chain.left != Edge::None && !self.edge_before_ok(chain.left, chain_start) {
+                return;
+            }
+            if chain.right != Edge::None {
                 if end >= self.size {
-                    self.pending.push(Pending { slot: chain.slot, deferred, start: chain_start, end });
+                    let edge = chain.right;
+                    self.pending.push(Pending { slot: chain.slot, deferred, start: chain_start, end, edge });
                     return;
                 }
-                if is_word(self.ring[end as usize & (RING_BYTES - 1)]) {
+                if !edge_ok(chain.right, self.ring[end as usize & (RING_BYTES - 1)]) {
                     return;
                 }
             }
@@ -683,12 +690,12 @@ impl LdbStream {
         })
     }
 
-    fn word_before_ok(&self, start: u64) -> bool {
+    fn edge_before_ok(&self, edge: Edge, start: u64) -> bool {
         if start == 0 || start + (RING_BYTES as u64) <= self.size {
             // The start of the object, or further back than the bytes kept: a boundary.
             return true;
         }
-        !is_word(self.ring[(start - 1) as usize & (RING_BYTES - 1)])
+        edge_ok(edge, self.ring[(start - 1) as usize & (RING_BYTES - 1)])
     }
 
     fn resolve_pending(&mut self, set: &LdbSet, at_end: bool) {
@@ -703,7 +710,7 @@ impl LdbStream {
                 } else {
                     self.pending.push(*p);
                 }
-            } else if !is_word(self.ring[p.end as usize & (RING_BYTES - 1)]) {
+            } else if edge_ok(p.edge, self.ring[p.end as usize & (RING_BYTES - 1)]) {
                 self.record(set, p.slot, p.deferred, p.start, p.end);
             }
         }
@@ -728,6 +735,15 @@ fn set_offset(offsets: &[SigOffset], slot: u32) -> SigOffset {
 
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Whether the byte `b` next to a match satisfies the anchor `edge`.
+fn edge_ok(edge: Edge, b: u8) -> bool {
+    match edge {
+        Edge::None => true,
+        Edge::Word => !is_word(b),
+        Edge::Line => b == b'\n' || b == b'\r',
+    }
 }
 
 #[cfg(test)]
@@ -789,7 +805,12 @@ mod tests {
             "Full;Target:0;0;776f7264::f",
             "Not;Target:0;0;6e6f!(41|42)74",
             "NotCi;Target:0;0;786b!(6c)79::i",
+            "Anchored;Target:0;0;(L)70717273(B)",
         ]);
+        assert_eq!(all_ways(&s, b"pqrs").as_deref(), Some("Anchored"));
+        assert_eq!(all_ways(&s, b"ab\npqrs, cd").as_deref(), Some("Anchored"));
+        assert_eq!(all_ways(&s, b"ab pqrs cd"), None, "(L) needs a line start");
+        assert_eq!(all_ways(&s, b"\npqrst"), None, "(B) needs a word end");
         assert_eq!(all_ways(&s, b"-noCt-").as_deref(), Some("Not"));
         assert_eq!(all_ways(&s, b"-noAt-"), None);
         assert_eq!(all_ways(&s, b"-noBt-"), None);

@@ -32,6 +32,29 @@ pub struct Variant {
 pub struct HexPattern {
     pub parts: Vec<Vec<Variant>>,
     pub gaps: Vec<Gap>,
+    /// An anchor `(B)`/`(L)` before the first byte.
+    pub left: Edge,
+    /// An anchor `(B)`/`(L)` after the last byte.
+    pub right: Edge,
+}
+
+/// What must border a match: nothing in particular, a word boundary `(B)` (the neighbouring
+/// byte is not a letter, digit or `_`, or there is none), or a line boundary `(L)` (the
+/// neighbouring byte is CR or LF, or there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Edge {
+    #[default]
+    None,
+    Word,
+    Line,
+}
+
+fn edge_of(anchor: &str) -> Option<Edge> {
+    match anchor {
+        "(B)" => Some(Edge::Word),
+        "(L)" => Some(Edge::Line),
+        _ => None,
+    }
 }
 
 fn nibble(c: u8) -> Option<(u8, u8)> {
@@ -66,6 +89,21 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
     if hex.len() > MAX_HEX_LEN {
         return Err(format!("the hex signature is {} characters long; the limit is {MAX_HEX_LEN}", hex.len()));
     }
+    // Anchors may open and close the pattern; anywhere else they are refused below.
+    let mut hex = hex;
+    let mut left = Edge::None;
+    let mut right = Edge::None;
+    if let Some(e) = hex.get(..3).and_then(edge_of) {
+        left = e;
+        hex = &hex[3..];
+    }
+    if let Some(e) = hex.len().checked_sub(3).and_then(|n| hex.get(n..)).and_then(edge_of) {
+        right = e;
+        hex = &hex[..hex.len() - 3];
+    }
+    if hex.is_empty() {
+        return Err("the hex signature holds only anchors".to_string());
+    }
     let b = hex.as_bytes();
     let mut parts = Vec::new();
     let mut gaps = Vec::new();
@@ -88,7 +126,10 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                     hex[i..].find(')').map(|n| i + n).ok_or(format!("`(` at character {at} is never closed"))?;
                 let inner = &hex[i + 1..close];
                 if inner == "B" || inner == "L" {
-                    return Err(format!("the anchor `({inner})` at character {at} is not supported"));
+                    return Err(format!(
+                        "the anchor `({inner})` at character {at} is not supported inside a pattern (only at its \
+                         start or end)"
+                    ));
                 }
                 let mut choices = Vec::new();
                 for alt in inner.split('|') {
@@ -205,7 +246,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
         return Err("the hex signature ends with a gap; it must end with a byte".to_string());
     }
     parts.push(finish(current, parts.len() + 1)?);
-    Ok(HexPattern { parts, gaps })
+    Ok(HexPattern { parts, gaps, left, right })
 }
 
 fn finish(variants: Vec<Variant>, number: usize) -> Result<Vec<Variant>, String> {
@@ -254,7 +295,7 @@ impl HexPattern {
                 Gap::AtLeast(min) => Gap::AtLeast(min.saturating_mul(2)),
             })
             .collect();
-        HexPattern { parts, gaps }
+        HexPattern { parts, gaps, left: self.left, right: self.right }
     }
 
     /// The pattern for matching case-insensitively on lower-cased data: fixed ASCII capitals
@@ -297,7 +338,11 @@ mod tests {
         let p = parse_hex("41!(42|43)44").unwrap();
         assert_eq!(p.parts[0][0].nots, vec![(1, vec![vec![0x42], vec![0x43]])]);
         assert_eq!(p.parts[0][0].mask, vec![0xFF, 0, 0xFF]);
-        for bad in ["41(42", "41!42", "41!(42|4344)45", "(B)41", "41(4|43)", "41(42)", "(??|4?)", "41[1]42", "*41"] {
+        let p = parse_hex("(B)4142(L)").unwrap();
+        assert_eq!((p.left, p.right), (Edge::Word, Edge::Line));
+        for bad in
+            ["41(42", "41!42", "41!(42|4344)45", "41(B)42", "(B)", "41(4|43)", "41(42)", "(??|4?)", "41[1]42", "*41"]
+        {
             assert!(parse_hex(bad).is_err(), "{bad}");
         }
         let many = "41".to_string() + &"(41|42)".repeat(7);
