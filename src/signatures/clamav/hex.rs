@@ -8,8 +8,9 @@
 //! `[n-m]` means the same as the gap `{n-m}` (ClamAV restricts where it may appear for speed);
 //! it is read as that gap. A negated alternative `!(aa|bb)` (fixed bytes, all of one length)
 //! becomes wildcards in the pattern plus a check the scanner makes after the literal matcher
-//! found the segment. The anchors `(B)`/`(L)` and alternatives with gaps inside are reported
-//! and the line is skipped.
+//! found the segment. The anchors `(B)` (word boundary) and `(L)` (line boundary) are read at
+//! the start or the end of a pattern and checked by the scanner against the neighbouring
+//! bytes; elsewhere, and alternatives with gaps inside, are reported and the line is skipped.
 
 use crate::signatures::ndb::{parse_gap, Gap, MAX_HEX_LEN, MAX_SEGMENT_LEN};
 
