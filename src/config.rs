@@ -39,6 +39,10 @@ pub struct Config {
     pub reload_poll: Duration,
     /// Where the Prometheus metrics and status pages are served (off when `None`).
     pub metrics: Option<SocketAddr>,
+    /// Where HAProxy's agent-check is answered (off when `None`).
+    pub agent: Option<SocketAddr>,
+    /// How long a stop answers agent checks with `drain` before the listeners close.
+    pub agent_drain: Duration,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
 }
@@ -75,6 +79,8 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     reload_poll_ms: Option<u64>,
     metrics: Option<String>,
+    agent: Option<String>,
+    agent_drain_ms: Option<u64>,
     access_log: Option<String>,
     access_log_format: Option<String>,
     #[serde(default)]
@@ -125,6 +131,8 @@ struct FileLimits {
     yara_whole_bytes_max: Option<usize>,
     yara_overlap_bytes: Option<usize>,
     yara_block_scanners_max: Option<usize>,
+    body_partials_max: Option<usize>,
+    body_partial_ends_max: Option<usize>,
     threat_labels_max: Option<usize>,
     access_log_flush_bytes: Option<usize>,
     access_log_queue_buffers: Option<usize>,
@@ -137,6 +145,10 @@ struct FileLimits {
     encodings_max: Option<usize>,
     zstd_window_bytes_max: Option<usize>,
     decode_buffer_bytes: Option<usize>,
+    update_bundle_bytes_max: Option<u64>,
+    update_unpacked_bytes_max: Option<u64>,
+    update_files_max: Option<usize>,
+    update_fetch_deadline_ms: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -154,6 +166,8 @@ OPTIONS:
     --inspector KIND     engine | null | test  [default: engine]
     --metrics ADDR       serve Prometheus metrics (/metrics) and a status page (/status) over
                          HTTP on ADDR, e.g. 127.0.0.1:9344 [default: off]
+    --agent ADDR         answer HAProxy's agent-check on ADDR (\"up N%\" or \"drain\")
+                         [default: off]
     --access-log DEST    stderr | off | a file path (reopened on SIGUSR1) [default: stderr]
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
@@ -181,6 +195,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut cpus: Option<String> = None;
     let mut inspector: Option<String> = None;
     let mut metrics: Option<String> = None;
+    let mut agent: Option<String> = None;
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
     let mut check = false;
@@ -202,6 +217,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--cpus" => cpus = Some(value("--cpus")?),
             "--inspector" => inspector = Some(value("--inspector")?),
             "--metrics" => metrics = Some(value("--metrics")?),
+            "--agent" => agent = Some(value("--agent")?),
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
             "--check" => check = true,
@@ -277,6 +293,16 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     if metrics.is_some_and(|m| m == listen) {
         return Err(format!("the metrics listener cannot share the ICAP address {listen}"));
     }
+    let agent = match agent.or(file.agent) {
+        None => None,
+        Some(text) if text == "off" => None,
+        Some(text) => Some(
+            text.parse::<SocketAddr>().map_err(|_| format!("invalid agent address '{text}' (want IP:PORT or off)"))?,
+        ),
+    };
+    if agent.is_some_and(|a| a == listen || Some(a) == metrics) {
+        return Err("the agent-check listener cannot share the ICAP or metrics address".into());
+    }
     let access_log = LogDest::parse(&access_log.or(file.access_log).unwrap_or_else(|| "stderr".into()));
     let format_text = access_log_format.or(file.access_log_format).unwrap_or_else(|| "icap".into());
     let access_log_format =
@@ -294,6 +320,8 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         block_page,
         reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
         metrics,
+        agent,
+        agent_drain: Duration::from_millis(file.agent_drain_ms.unwrap_or(0)),
         access_log,
         access_log_format,
     })))
@@ -323,6 +351,8 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         yara_whole_bytes_max: f.yara_whole_bytes_max.unwrap_or(d.yara_whole_bytes_max),
         yara_overlap_bytes: f.yara_overlap_bytes.unwrap_or(d.yara_overlap_bytes),
         yara_block_scanners_max: f.yara_block_scanners_max.unwrap_or(d.yara_block_scanners_max),
+        body_partials_max: f.body_partials_max.unwrap_or(d.body_partials_max),
+        body_partial_ends_max: f.body_partial_ends_max.unwrap_or(d.body_partial_ends_max),
         threat_labels_max: f.threat_labels_max.unwrap_or(d.threat_labels_max),
         access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
         access_log_queue_buffers: f.access_log_queue_buffers.unwrap_or(d.access_log_queue_buffers),
@@ -335,6 +365,10 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         encodings_max: f.encodings_max.unwrap_or(d.encodings_max),
         zstd_window_bytes_max: f.zstd_window_bytes_max.unwrap_or(d.zstd_window_bytes_max),
         decode_buffer_bytes: f.decode_buffer_bytes.unwrap_or(d.decode_buffer_bytes),
+        update_bundle_bytes_max: f.update_bundle_bytes_max.unwrap_or(d.update_bundle_bytes_max),
+        update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),
+        update_files_max: f.update_files_max.unwrap_or(d.update_files_max),
+        update_fetch_deadline: ms(f.update_fetch_deadline_ms, d.update_fetch_deadline),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
@@ -403,6 +437,10 @@ mod tests {
         assert!(run(&["--metrics", "9344"]).unwrap_err().contains("metrics address"));
         assert!(run(&["--access-log-format", "xml"]).unwrap_err().contains("xml"));
         assert!(run(&["--listen", "127.0.0.1:9000", "--metrics", "127.0.0.1:9000"]).is_err());
+        assert_eq!(run(&["--agent", "127.0.0.1:1345"]).unwrap().agent, Some("127.0.0.1:1345".parse().unwrap()));
+        assert_eq!(run(&[]).unwrap().agent, None);
+        assert!(run(&["--agent", "1345"]).unwrap_err().contains("agent address"));
+        assert!(run(&["--listen", "127.0.0.1:9000", "--agent", "127.0.0.1:9000"]).is_err());
     }
 
     #[test]

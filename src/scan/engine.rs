@@ -88,6 +88,9 @@ pub struct EngineInspector {
     done: Option<Verdict>,
     /// The limit that decided the current object, whatever the policy made of it.
     limit: Option<&'static str>,
+    /// A limit that made one scanner stop under `over_limit = pass` while the others go on;
+    /// it decides the object at the end unless one of them finds a threat.
+    skipped: Option<&'static str>,
     /// The codings to undo for this object, outermost first (empty: scanned as received).
     codings: Vec<Coding>,
     /// A decoding fault found in the head (too many codings), answered at begin.
@@ -100,9 +103,9 @@ pub struct EngineInspector {
 impl EngineInspector {
     pub fn new(ctx: Rc<ScanCtx>) -> Self {
         let sg = ctx.current();
-        let overlap = ctx.limits.yara_overlap_bytes;
+        let overlap = sg.gen.yara.overlap;
         EngineInspector {
-            body: BodyStream::new(&sg.gen.body),
+            body: body_stream(&sg, &ctx.limits),
             hash: HashStream::new(),
             ldb: LdbStream::new(&sg.gen.ldb, ctx.limits.yara_whole_bytes_max),
             allow_hash: HashStream::new(),
@@ -121,6 +124,7 @@ impl EngineInspector {
             url: Vec::with_capacity(256),
             done: None,
             limit: None,
+            skipped: None,
             codings: Vec::with_capacity(ctx.limits.decode.encodings_max),
             coding_fault: None,
             partial: false,
@@ -139,6 +143,21 @@ impl EngineInspector {
         match self.ctx.policy.over_limit {
             OverLimit::Block => Verdict::Infected { threat: threat.into() },
             OverLimit::Pass => Verdict::Clean,
+        }
+    }
+
+    /// One scanner cannot see the whole object. Under `block` that decides the object now;
+    /// under `pass` the other scanners go on and the limit is reported at the end.
+    fn skip(&mut self, threat: &'static str) -> Option<Progress> {
+        match self.ctx.policy.over_limit {
+            OverLimit::Block => {
+                let v = self.over_limit(threat);
+                Some(self.conclude(v))
+            }
+            OverLimit::Pass => {
+                self.skipped.get_or_insert(threat);
+                None
+            }
         }
     }
 
@@ -186,16 +205,27 @@ impl EngineInspector {
     }
 }
 
+fn body_stream(sg: &ShardGen, limits: &ScanLimits) -> BodyStream {
+    BodyStream::with_limits(&sg.gen.body, limits.body_partials_max, limits.body_partial_ends_max)
+}
+
 /// The status code of an HTTP response head.
 fn status_code(head: &[u8]) -> Option<u16> {
     let code = head.strip_prefix(b"HTTP/")?.split(|&b| b == b' ').nth(1)?;
     std::str::from_utf8(code).ok()?.parse().ok()
 }
 
-/// Whether a `Content-Range` value is a byte range starting at 0 (`bytes 0-...`).
-fn range_starts_at_zero(value: &[u8]) -> bool {
-    let Some(rest) = value.strip_prefix(b"bytes").map(<[u8]>::trim_ascii_start) else { return false };
-    rest.strip_prefix(b"0").is_some_and(|r| r.starts_with(b"-"))
+/// Whether a `Content-Range` value is a byte range starting at 0. RFC 9110 §14.4: the unit is
+/// case-insensitive (`Bytes`) and `first-pos` is `1*DIGIT`, so `bytes 00-…` starts at 0 too;
+/// reading only the literal `bytes 0-` would scan such a range undecoded.
+pub(super) fn range_starts_at_zero(value: &[u8]) -> bool {
+    let unit_end = value.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(value.len());
+    if !value[..unit_end].eq_ignore_ascii_case(b"bytes") {
+        return false;
+    }
+    let rest = value[unit_end..].trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && rest[..digits].iter().all(|&b| b == b'0') && rest[digits..].trim_ascii_start().starts_with(b"-")
 }
 
 /// The value of the first header `name` (lowercase) in an HTTP head.
@@ -211,13 +241,17 @@ impl Inspector for EngineInspector {
     fn begin(&mut self, txn: &Txn<'_>) -> Progress {
         let current = self.ctx.current();
         if !Rc::ptr_eq(&current, &self.sg) {
-            self.body = BodyStream::new(&current.gen.body);
+            self.body = body_stream(&current, &self.ctx.limits);
+            if self.feeder.span() != current.gen.yara.overlap {
+                self.feeder = YaraFeeder::new(current.gen.yara.overlap);
+            }
             self.ldb = LdbStream::new(&current.gen.ldb, self.ctx.limits.yara_whole_bytes_max);
             self.sg = current;
         }
         self.yara = None;
         self.done = None;
         self.limit = None;
+        self.skipped = None;
         self.body.reset();
         self.ldb.reset(&self.sg.gen.ldb);
         self.sections.reset();
@@ -289,13 +323,23 @@ impl Inspector for EngineInspector {
                 progress
             }
             Err(fault) => {
-                let v = self.over_limit(fault.threat());
+                // The stream cannot be read further, but what was decoded is still judged by
+                // every scanner, as at the end of a broken stream in `finish`: under `pass` a
+                // fault in the middle must not skip the end-of-object rules either.
+                self.decode.end();
+                let v = match self.finish_scanned() {
+                    Verdict::Clean => self.over_limit(fault.threat()),
+                    found => found,
+                };
                 self.conclude(v)
             }
         }
     }
 
     fn preview_verdict(&mut self) -> Option<Verdict> {
+        if let Some(v) = &self.done {
+            return Some(v.clone());
+        }
         self.preview_verdict_of_scanned()
     }
 
@@ -349,15 +393,45 @@ impl EngineInspector {
         self.bytes += data.len() as u64;
         let room = self.ctx.limits.preview_bytes.saturating_sub(self.preview.len());
         self.preview.extend_from_slice(&data[..room.min(data.len())]);
+        let sg = self.sg.clone();
+        if self.yara.is_none() && self.whole_fits && sg.gen.yara.stream.is_some() {
+            // No block scanner was free at `begin`: another object may have given one back
+            // since, and what came before is in the whole-object copy.
+            if let Some(mut lent) = sg.lend_block(self.ctx.limits.yara_block_scanners_max) {
+                let fed = self.feeder.feed(lent.scanner(), &self.whole);
+                if self.feeder.scanned_any() {
+                    lent.mark_used();
+                }
+                self.yara = Some(lent);
+                if sg.gen.yara.whole.is_none() {
+                    // The copy was kept only for the streaming rules.
+                    self.whole_fits = false;
+                    self.whole.clear();
+                }
+                if fed.is_err() {
+                    let v = self.over_limit(policy::THREAT_TIME);
+                    return self.conclude(v);
+                }
+            }
+        }
         if self.whole_fits {
             if self.whole.len() + data.len() <= self.ctx.limits.yara_whole_bytes_max {
                 self.whole.extend_from_slice(data);
             } else {
                 self.whole_fits = false;
                 self.whole.clear();
+                if self.yara.is_none() && sg.gen.yara.stream.is_some() {
+                    if let Some(done) = self.skip(policy::THREAT_YARA_SCANNERS) {
+                        return done;
+                    }
+                }
+                if sg.gen.yara.whole.is_some() {
+                    if let Some(done) = self.skip(policy::THREAT_YARA_WHOLE) {
+                        return done;
+                    }
+                }
             }
         }
-        let sg = self.sg.clone();
         // clamdb (issue 16): while an allowlist hash could still match, a found body
         // signature waits for the end of the object (BodyStream keeps it found).
         let allow_open = allow_could_match(&sg.gen.allow, self.bytes);
@@ -371,6 +445,11 @@ impl EngineInspector {
         self.imports.feed(data);
         if allow_open {
             feed_bounded(&mut self.allow_hash, sg.gen.allow.size_max(), self.bytes - data.len() as u64, data);
+        }
+        if self.body.overflowed() && self.skipped != Some(policy::THREAT_PARTIALS) {
+            if let Some(done) = self.skip(policy::THREAT_PARTIALS) {
+                return done;
+            }
         }
         let hashed_before = self.bytes - data.len() as u64;
         match sg.gen.hashes.size_max() {
@@ -396,10 +475,19 @@ impl EngineInspector {
     }
 
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
-        // Streaming YARA rules that already hold on the preview answer now (unless an
-        // allowlist hash may still clear the object: then the end decides).
+        // Bytes the literal matcher still holds back (it stages tiny chunks) are matched now:
+        // an early 204 must not leave the end of the preview unseen.
+        let sg = self.sg.clone();
+        if let Some(sig) = self.body.flush(&sg.gen.body) {
+            let v = Verdict::Infected { threat: sg.gen.body.name(sig).into() };
+            self.conclude(v.clone());
+            return Some(v);
+        }
+        // Streaming YARA rules that hold on the preview and cannot stop holding with more data
+        // (monotone ones) answer now; the others wait for the body.
+        // An allowlist hash may still clear the object: then the end decides.
         let allow_open = allow_could_match(&self.sg.gen.allow, self.bytes);
-        match self.sg.scan_stream_rules(&self.preview) {
+        match self.sg.scan_preview_rules(&self.preview) {
             Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
@@ -430,6 +518,7 @@ impl EngineInspector {
         if let Some(sig) = self.body.finish(&sg.gen.body) {
             return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
         }
+
         if let Some(name) = self.hash.finish(&sg.gen.hashes) {
             return Verdict::Infected { threat: name.into() };
         }
@@ -468,7 +557,13 @@ impl EngineInspector {
                 Err(_) => return self.over_limit(policy::THREAT_TIME),
             }
         }
+        if self.body.overflowed() {
+            self.skipped.get_or_insert(policy::THREAT_PARTIALS);
+        }
         if let Some(threat) = self.ldb.limit_hit().or(imports.err()) {
+            self.skipped.get_or_insert(threat);
+        }
+        if let Some(threat) = self.skipped {
             return self.over_limit(threat);
         }
         Verdict::Clean

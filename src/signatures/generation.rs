@@ -22,10 +22,19 @@ use std::time::{Duration, Instant, SystemTime};
 pub const SIGNATURE_FILE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// Options for [`load`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// Sequence number of the generation (0 for the first).
     pub id: u64,
+    /// `yara_overlap_bytes`: the longest match a streamed YARA rule may have; longer ones
+    /// are evaluated on the whole object.
+    pub yara_overlap_max: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { id: 0, yara_overlap_max: crate::limits::YARA_OVERLAP_BYTES }
+    }
 }
 
 /// The URL and host deny list, compiled.
@@ -72,6 +81,7 @@ pub struct Summary {
     pub body: usize,
     pub hashes: usize,
     pub yara_stream: usize,
+    pub yara_preview: usize,
     pub yara_whole: usize,
     pub urls: usize,
     pub skipped_lines: usize,
@@ -91,6 +101,8 @@ pub struct Summary {
 /// One compiled signature set.
 pub struct Generation {
     pub id: u64,
+    /// The options it was loaded with (a reload keeps them).
+    pub options: LoadOptions,
     /// `icapd-` and 16 hex digits of a digest over every file's name and bytes: it changes
     /// exactly when the signature set (or the engine version) changes.
     pub istag: String,
@@ -405,7 +417,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
         loaded.parse(f, &ignores);
     }
     let Loaded { mut problems, notes, counts, ndb, ldb, hashes, allow, sections, imports, yar, url_rules } = loaded;
-    let yara = yara::compile(&yar, &mut problems)?;
+    let yara = yara::compile_with(&yar, opts.yara_overlap_max, &mut problems)?;
     let summary_counts = (ndb.len(), hashes.len(), url_rules.len(), ldb.len(), allow.len(), sections.len());
     let body = BodySet::new(ndb)?;
     let ldb = LdbSet::new(ldb)?;
@@ -431,6 +443,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
         body: summary_counts.0,
         hashes: summary_counts.1,
         yara_stream: yara.stream_rules,
+        yara_preview: yara.preview_rules,
         yara_whole: yara.whole_rules,
         urls: summary_counts.2,
         skipped_lines: problems.len(),
@@ -443,6 +456,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
     };
     Ok(Generation {
         id: opts.id,
+        options: opts,
         istag: format!("icapd-{hex}"),
         body,
         hashes,

@@ -14,6 +14,7 @@ pub mod ndb;
 pub mod problem;
 pub mod urls;
 pub mod yara;
+pub mod yara_rules;
 
 pub use generation::{load, Generation, LoadOptions};
 pub use problem::Problem;
