@@ -152,6 +152,7 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
             ("logical", s.logical),
             ("allowlist", s.allow),
             ("pe_section_hash", s.sections),
+            ("pe_import_hash", s.imports),
         ] {
             let _ = writeln!(o, "icapd_signatures{{kind=\"{kind}\"}} {n}");
         }

@@ -17,6 +17,7 @@
 use super::body::BodyStream;
 use super::decode::{self, Coding, DecodeChain, Fault};
 use super::hash::HashStream;
+use super::imports::ImportStream;
 use super::ldb::LdbStream;
 use super::policy::{self, OverLimit};
 use super::sections::SectionStream;
@@ -68,6 +69,7 @@ pub struct EngineInspector {
     ldb: LdbStream,
     allow_hash: HashStream,
     sections: SectionStream,
+    imports: ImportStream,
     yara: Option<LentBlock>,
     feeder: YaraFeeder,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
@@ -110,6 +112,7 @@ impl EngineInspector {
             ldb: LdbStream::new(&sg.gen.ldb, ctx.limits.yara_whole_bytes_max),
             allow_hash: HashStream::new(),
             sections: SectionStream::new(),
+            imports: ImportStream::new(ctx.limits.yara_whole_bytes_max),
             yara: None,
             feeder: YaraFeeder::new(overlap),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
@@ -256,6 +259,7 @@ impl Inspector for EngineInspector {
         self.body.reset();
         self.ldb.reset(&self.sg.gen.ldb);
         self.sections.reset();
+        self.imports.reset(&self.sg.gen.imports);
         self.feeder.reset();
         self.preview.clear();
         self.whole.clear();
@@ -452,6 +456,7 @@ impl EngineInspector {
         }
         self.ldb.feed(&sg.gen.ldb, data);
         self.sections.feed(&sg.gen.sections, data);
+        self.imports.feed(data);
         if allow_open {
             feed_bounded(&mut self.allow_hash, sg.gen.allow.size_max(), self.bytes - data.len() as u64, data);
         }
@@ -536,6 +541,10 @@ impl EngineInspector {
         if let Some(name) = self.sections.finish(&sg.gen.sections) {
             return Verdict::Infected { threat: name.into() };
         }
+        let imports = self.imports.finish(&sg.gen.imports);
+        if let Ok(Some(name)) = imports {
+            return Verdict::Infected { threat: name.into() };
+        }
         if let Some(sig) = ldb {
             return Verdict::Infected { threat: sg.gen.ldb.name(sig).into() };
         }
@@ -567,7 +576,7 @@ impl EngineInspector {
         if self.body.overflowed() {
             self.skipped.get_or_insert(policy::THREAT_PARTIALS);
         }
-        if let Some(threat) = self.ldb.limit_hit() {
+        if let Some(threat) = self.ldb.limit_hit().or(imports.err()) {
             self.skipped.get_or_insert(threat);
         }
         if let Some(threat) = self.skipped {

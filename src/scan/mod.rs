@@ -15,6 +15,7 @@ mod engine_tests;
 mod exact_tests;
 pub mod filetype;
 pub mod hash;
+pub mod imports;
 pub mod ldb;
 pub mod literal;
 pub mod pe;
