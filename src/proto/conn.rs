@@ -762,7 +762,10 @@ impl Conn {
         self.head.reset();
         self.msg_start = self.pos;
         self.since = now;
-        self.state = if close { State::Closing } else { State::Idle };
+        // A late threat that cut a started echo off has already moved the connection to
+        // `Closing`; ending the transaction must not reopen it, or the client would wait for
+        // the idle timeout and a pipelined request would be answered inside the cut body.
+        self.state = if close || self.state == State::Closing { State::Closing } else { State::Idle };
     }
 
     /// Answers a protocol error (unless the answer already started) and closes.
