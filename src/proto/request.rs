@@ -104,7 +104,6 @@ impl Request {
         self.allow_206 && (answering_preview || self.allow_204)
     }
 }
-}
 
 fn method_of(name: &[u8]) -> Option<Method> {
     match name {

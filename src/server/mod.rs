@@ -429,7 +429,7 @@ mod tests {
             assert!(agent::is_draining());
             event_tx.send(ShardEvent::Exited { shard: 0, panicked: false }).unwrap();
         });
-        assert_eq!(wait(cfg, vec![control_tx], event_rx, signal_rx, None, None), 0);
+        assert_eq!(wait(cfg, vec![control_tx], event_rx, signal_rx, None, None, None), 0);
         feeder.join().unwrap();
     }
 }
