@@ -62,6 +62,12 @@ fn read(data: &[u8], out: &mut Out) -> R {
     let mut stop: Option<Stop> = None;
     let mut buf = vec![0u8; PIECE_BYTES];
     let r = reader.for_each_entries(|entry, rd| {
+        // sevenz-rust2 0.20 drops the closure's `false` between blocks and before the empty
+        // entries, calling it again after we asked it to stop; a stop we already took must
+        // stay taken, so the sink never hears of another member after a `Break` or a limit.
+        if stop.is_some() {
+            return Ok(false);
+        }
         if entry.is_directory() {
             return Ok(true);
         }
