@@ -305,3 +305,91 @@ fn icap_bench_over_tls_checks_every_verdict() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads the metrics page until `series` reaches `want` (shards publish their counters on
+/// their own schedule) or 20 s pass; returns the last page.
+fn metrics_when(port: u16, series: &str, want: f64) -> std::collections::HashMap<String, f64> {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = parse_metrics(&http_get(port, "/metrics").1);
+        if m.get(series) == Some(&want) || std::time::Instant::now() > until {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn handshakes_are_counted_completed_and_failed_by_reason() {
+    let dir = std::env::temp_dir().join(format!("icapd-tls-metrics-{}", std::process::id()));
+    let certs = make_certs(&dir, "x");
+    let (tls_port, metrics_port) = (free_port(), free_port());
+    let toml = format!(
+        "tls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n[limits]\ntls_handshake_ms = 300\n",
+        certs.cert.display(),
+        certs.key.display(),
+        certs.ca.display()
+    );
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = Server::start(&["--inspector", "null", "--shards", "1", "--metrics", &metrics], Some(&toml));
+    // Two completed handshakes.
+    let with_cert = client_config(&certs.ca, Some((&certs.client_cert, &certs.client_key)));
+    for _ in 0..2 {
+        assert_eq!(options_over_tls(tls_port, with_cert.clone()), Ok(200));
+    }
+    // Refused by TLS: no client certificate, and plain ICAP on the TLS port.
+    assert!(options_over_tls(tls_port, client_config(&certs.ca, None)).is_err());
+    let mut plain = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    plain.write_all(OPTIONS).unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    // Silent until the deadline.
+    let mut silent = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = silent.read(&mut [0u8; 16]);
+    // Gone before finishing: half a ClientHello, then close.
+    let mut gone = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    gone.write_all(&[0x16, 0x03, 0x01, 0x00]).unwrap();
+    drop(gone);
+
+    let m = metrics_when(metrics_port, "icapd_tls_handshake_failures_total{reason=\"closed\"}", 1.0);
+    assert_eq!(metric(&m, "icapd_tls_handshakes_total"), 2.0);
+    assert_eq!(metric(&m, "icapd_tls_handshake_duration_seconds_count"), 2.0);
+    assert_eq!(metric(&m, "icapd_tls_handshake_failures_total{reason=\"protocol\"}"), 2.0);
+    assert_eq!(metric(&m, "icapd_tls_handshake_failures_total{reason=\"timeout\"}"), 1.0);
+    assert_eq!(metric(&m, "icapd_tls_handshake_failures_total{reason=\"closed\"}"), 1.0);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_reloads_the_client_ca_and_a_bad_ca_keeps_the_old_one() {
+    let dir = std::env::temp_dir().join(format!("icapd-tls-ca-reload-{}", std::process::id()));
+    let first = make_certs(&dir, "one");
+    let second = make_certs(&dir, "two");
+    let live_ca = dir.join("live-ca.pem");
+    std::fs::copy(&first.ca, &live_ca).unwrap();
+    let (server, port) = start_tls(&first, &["--inspector", "null", "--tls-client-ca", live_ca.to_str().unwrap()]);
+    // The server certificate is always first's; the client certificate decides.
+    let client_one = client_config(&first.ca, Some((&first.client_cert, &first.client_key)));
+    let client_two = client_config(&first.ca, Some((&second.client_cert, &second.client_key)));
+    assert_eq!(options_over_tls(port, client_one.clone()), Ok(200));
+    assert!(options_over_tls(port, client_two.clone()).is_err(), "accepted a client the CA did not sign");
+
+    std::fs::copy(&second.ca, &live_ca).unwrap();
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_line("TLS: reloaded the certificate and key");
+    assert!(line.contains("client CA"), "{line}");
+    assert_eq!(options_over_tls(port, client_two.clone()), Ok(200), "the new CA is not in force");
+    assert!(options_over_tls(port, client_one.clone()).is_err(), "the retired CA still admits clients");
+
+    // A CA file that does not parse keeps the one in force.
+    std::fs::write(&live_ca, b"not a certificate\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_line("TLS: reload failed, keeping the current certificate");
+    assert!(line.contains("live-ca.pem"), "{line}");
+    assert_eq!(options_over_tls(port, client_two), Ok(200));
+    assert!(options_over_tls(port, client_one).is_err());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

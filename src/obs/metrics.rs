@@ -65,8 +65,20 @@ pub struct ShardMetrics {
     pub by_policy: [u64; POLICIES.len()],
     /// Connections closed at accept because their address is not in `allow_clients`.
     pub connections_denied: u64,
+    /// TLS handshakes completed, and their duration (from accept to the first application byte
+    /// being readable: the client's pace included, since that is what a slow handshake costs).
+    pub tls_handshakes: u64,
+    pub tls_handshake: Histogram,
+    /// TLS handshakes that failed, by [`TLS_FAILURES`] index.
+    pub tls_handshake_failures: [u64; TLS_FAILURES.len()],
     labels_max: usize,
 }
+
+/// Why a TLS handshake failed, as the `reason` label: `timeout` (not finished within
+/// `tls_handshake_ms`), `protocol` (rustls refused the peer's records: no common version or
+/// suite, a bad or missing client certificate, garbage such as plain ICAP on the TLS port) and
+/// `closed` (the peer went away or the socket failed before the handshake finished).
+pub const TLS_FAILURES: [&str; 3] = ["timeout", "protocol", "closed"];
 
 impl ShardMetrics {
     /// Empty counters; `labels_max` bounds the threat and limit label sets.
@@ -89,6 +101,9 @@ impl ShardMetrics {
             log_lines_dropped: 0,
             by_policy: [0; POLICIES.len()],
             connections_denied: 0,
+            tls_handshakes: 0,
+            tls_handshake: Histogram::default(),
+            tls_handshake_failures: [0; TLS_FAILURES.len()],
             labels_max,
         }
     }
@@ -157,6 +172,11 @@ impl ShardMetrics {
             *a += b;
         }
         self.connections_denied += other.connections_denied;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_handshake.merge(&other.tls_handshake);
+        for (a, b) in self.tls_handshake_failures.iter_mut().zip(other.tls_handshake_failures.iter()) {
+            *a += b;
+        }
     }
 
     /// Transactions counted, over every label.

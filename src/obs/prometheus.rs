@@ -111,6 +111,22 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     for (policy, n) in crate::access::POLICIES.iter().zip(total.by_policy.iter()) {
         let _ = writeln!(o, "icapd_transactions_by_policy_total{{policy=\"{}\"}} {n}", policy.name());
     }
+    single(o, "icapd_tls_handshakes_total", "counter", "TLS handshakes completed.", total.tls_handshakes);
+    histogram(
+        o,
+        "icapd_tls_handshake_duration_seconds",
+        "From accepting a TLS connection to its handshake being complete (the client's pace included).",
+        &total.tls_handshake,
+    );
+    header(
+        o,
+        "icapd_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed: timeout (past tls_handshake_ms), protocol (refused by TLS: no common parameters, bad client certificate, not TLS), closed (the peer left).",
+    );
+    for (reason, n) in super::metrics::TLS_FAILURES.iter().zip(total.tls_handshake_failures.iter()) {
+        let _ = writeln!(o, "icapd_tls_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+    }
     single(
         o,
         "icapd_connections_evicted_total",

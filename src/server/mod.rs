@@ -294,7 +294,11 @@ fn wait(
                 Ok(signal_hook::consts::SIGHUP) => {
                     if let Some(tls) = &tls {
                         match tls.reload() {
-                            Ok(()) => eprintln!("icapd: TLS: reloaded the certificate and key ({})", tls.cert_path().display()),
+                            Ok(()) => eprintln!(
+                                "icapd: TLS: reloaded the certificate and key ({}){}",
+                                tls.cert_path().display(),
+                                if tls.verifies_clients() { " and the client CA" } else { "" }
+                            ),
                             Err(e) => eprintln!("icapd: TLS: reload failed, keeping the current certificate: {e}"),
                         }
                     }

@@ -5,7 +5,9 @@
 //! cipher suites, no renegotiation. The certificate and key are read when the server starts (a
 //! bad file is exit 2 with one line, like every other configuration error) and again on SIGHUP,
 //! where a bad file keeps the certificate in use and logs one line. Client certificates are
-//! required and verified against `tls_client_ca` when it is set; the CA file is read at start.
+//! required and verified against `tls_client_ca` when it is set; the CA file is read at start
+//! and on SIGHUP with the certificate (all three files are applied together or not at all).
+//! Handshakes are counted: completed (with a duration histogram) and failed by reason.
 //!
 //! Every shard binds each TLS address with SO_REUSEPORT, like the plain listener, so a TLS
 //! connection is accepted, handshaken and served on one shard, counts against that shard's
@@ -22,6 +24,7 @@ use super::sendmsg::send_vectored;
 use super::shard::{self, ShardCtx};
 use super::transport::Transport;
 use crate::config::TlsConfig;
+use crate::obs::metrics::TLS_FAILURES;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{spawn_local, Task};
 use rustls::crypto::CryptoProvider;
@@ -47,11 +50,11 @@ const RECORDS_PER_TURN_MAX: usize = 64;
 /// How long closing waits for the close_notify alert to leave.
 const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
-/// What the TLS listeners of every shard share: the rustls configuration and the certificate
-/// SIGHUP replaces.
+/// What the TLS listeners of every shard share: the rustls configuration in force, which SIGHUP
+/// replaces as a whole (certificate, key and client CA), and the file names it is built from.
 pub struct TlsServer {
-    config: Arc<ServerConfig>,
-    cert: Arc<ReloadableCert>,
+    /// Read once per accepted connection (an uncontended read lock, never per request).
+    config: RwLock<Arc<ServerConfig>>,
     paths: TlsConfig,
 }
 
@@ -59,53 +62,67 @@ impl TlsServer {
     /// Reads the certificate, key and (if set) client CA files and builds the configuration.
     /// The error is one line naming the file.
     pub fn load(paths: &TlsConfig) -> Result<Arc<TlsServer>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = load_certified_key(paths, &provider)?;
-        let cert = Arc::new(ReloadableCert { current: RwLock::new(Arc::new(key)) });
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS: {e}"))?;
-        let builder = match &paths.client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                for der in read_certs(ca, "TLS client CA file")? {
-                    roots.add(der).map_err(|e| format!("tls_client_ca {}: {e}", ca.display()))?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| format!("tls_client_ca {}: {e}", ca.display()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let config = Arc::new(builder.with_cert_resolver(cert.clone()));
-        Ok(Arc::new(TlsServer { config, cert, paths: paths.clone() }))
+        let config = build_config(paths)?;
+        Ok(Arc::new(TlsServer { config: RwLock::new(config), paths: paths.clone() }))
     }
 
-    /// Re-reads the certificate and key (SIGHUP). New handshakes use the new pair; connections
-    /// already established keep theirs. A pair that does not load keeps the old one.
+    /// Re-reads the certificate, key and client CA (SIGHUP). New handshakes use the new files;
+    /// connections already established keep theirs. If any file does not load, everything in
+    /// force stays (a half-applied reload could pair a new certificate with an old CA an
+    /// operator meant to retire). TLS session tickets issued before the reload no longer
+    /// resume: the new configuration has its own keys.
     pub fn reload(&self) -> Result<(), String> {
-        let key = load_certified_key(&self.paths, self.config.crypto_provider())?;
-        *self.cert.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        let config = build_config(&self.paths)?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         Ok(())
+    }
+
+    fn config(&self) -> Arc<ServerConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The certificate file, for log lines.
     pub fn cert_path(&self) -> &Path {
         self.paths.cert.as_deref().unwrap_or(Path::new("-"))
     }
+
+    /// Whether client certificates are verified (for the reload log line).
+    pub fn verifies_clients(&self) -> bool {
+        self.paths.client_ca.is_some()
+    }
 }
 
-/// The certificate and key in force. Read once per handshake (an uncontended read lock, never
-/// per request), replaced on SIGHUP.
+/// The rustls configuration from the files `paths` names: TLS 1.3 and 1.2, the certificate
+/// chain and key, and a client-certificate verifier when `tls_client_ca` is set.
+fn build_config(paths: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = Arc::new(load_certified_key(paths, &provider)?);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &paths.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for der in read_certs(ca, "TLS client CA file")? {
+                roots.add(der).map_err(|e| format!("tls_client_ca {}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("tls_client_ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok(Arc::new(builder.with_cert_resolver(Arc::new(FixedCert(key)))))
+}
+
+/// The one certificate and key of a configuration.
 #[derive(Debug)]
-struct ReloadableCert {
-    current: RwLock<Arc<CertifiedKey>>,
-}
+struct FixedCert(Arc<CertifiedKey>);
 
-impl ResolvesServerCert for ReloadableCert {
+impl ResolvesServerCert for FixedCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(self.0.clone())
     }
 }
 
@@ -162,9 +179,8 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
                     continue;
                 }
                 ctx.metrics.borrow_mut().connections_accepted += 1;
-                let limit = ctx.limits.tls_handshake;
-                let config = tls.config.clone();
-                spawn_local(super::conn_task::serve_over(ctx.clone(), handshake(stream, config, limit))).detach();
+                let config = tls.config();
+                spawn_local(super::conn_task::serve_over(ctx.clone(), handshake(stream, config, ctx.clone()))).detach();
             }
             Err(e) => {
                 eprintln!("icapd: shard {}: TLS accept failed: {e}", ctx.shard);
@@ -174,25 +190,45 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
     }
 }
 
-/// Runs the server side of the handshake, bounded by `limit` however the peer paces its bytes.
-/// `None` when it fails or times out (the socket is then closed; nothing is logged per
-/// connection, so port scans and health checks do not flood the log).
-async fn handshake(stream: TcpStream, config: Arc<ServerConfig>, limit: Duration) -> Option<TlsStream> {
+/// Runs the server side of the handshake, bounded by `tls_handshake_ms` however the peer paces
+/// its bytes, and counts it (completed with its duration, or failed by reason). `None` when it
+/// fails or times out (the socket is then closed; nothing is logged per connection, so port
+/// scans and health checks do not flood the log: the failure counters show them).
+async fn handshake(stream: TcpStream, config: Arc<ServerConfig>, ctx: Rc<ShardCtx>) -> Option<TlsStream> {
+    let started = Instant::now();
     let _ = stream.set_nodelay(true);
     let tls = ServerConnection::new(config).ok()?;
     let mut conn = TlsStream { tcp: stream, tls };
     let done = futures_lite::future::or(poll_fn(|cx| conn.poll_handshake(cx)), async {
-        glommio::timer::sleep(limit).await;
+        glommio::timer::sleep(ctx.limits.tls_handshake).await;
         Err(io::ErrorKind::TimedOut.into())
     })
     .await;
+    let mut metrics = ctx.metrics.borrow_mut();
     match done {
-        Ok(()) => Some(conn),
-        Err(_) => {
+        Ok(()) => {
+            metrics.tls_handshakes += 1;
+            metrics.tls_handshake.record(started.elapsed());
+            Some(conn)
+        }
+        Err(e) => {
+            metrics.tls_handshake_failures[failure_slot(&e)] += 1;
+            drop(metrics);
             let _ = conn.tcp.shutdown(std::net::Shutdown::Both).await;
             None
         }
     }
+}
+
+/// The [`TLS_FAILURES`] index for a failed handshake: `process` reports rustls' refusals as
+/// `InvalidData`; the deadline is `TimedOut`; anything else is the peer or the socket going away.
+fn failure_slot(e: &io::Error) -> usize {
+    let reason = match e.kind() {
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::InvalidData => "protocol",
+        _ => "closed",
+    };
+    TLS_FAILURES.iter().position(|&r| r == reason).expect("TLS_FAILURES names every reason")
 }
 
 /// A TLS connection over a glommio socket.
