@@ -15,6 +15,7 @@
 //! `server` imports glommio.
 
 pub mod access;
+pub mod balance;
 pub mod config;
 pub mod inspect;
 pub mod limits;
