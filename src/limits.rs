@@ -109,6 +109,12 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// A shard keeps a connection it accepted while it holds no more connections than the shard
+/// with the fewest plus this many; otherwise it hands the connection to that shard (see
+/// [`crate::balance`]). 0 spreads every connection evenly; `connections_per_shard_max` or more
+/// turns the hand-off off (the kernel's SO_REUSEPORT hash alone decides).
+pub const BALANCE_ACCEPT_SLACK_CONNECTIONS: usize = 0;
+
 /// Most bytes scanned per object under the `strict` policy (see [`crate::access`]): a tenth of
 /// `SCAN_BYTES_MAX`, for clients whose downloads should be small and fully judged.
 pub const STRICT_SCAN_BYTES_MAX: u64 = 10 * 1024 * 1024;
@@ -167,6 +173,7 @@ pub struct Limits {
     pub scrape_request_bytes_max: usize,
     pub scrape_deadline: Duration,
     pub idle_evict_after: Duration,
+    pub balance_accept_slack_connections: usize,
     pub decoded_bytes_max: u64,
     pub decode_ratio_max: u64,
     pub decode_ratio_floor_bytes: u64,
@@ -212,6 +219,7 @@ impl Default for Limits {
             scrape_request_bytes_max: SCRAPE_REQUEST_BYTES_MAX,
             scrape_deadline: SCRAPE_DEADLINE,
             idle_evict_after: IDLE_EVICT_AFTER,
+            balance_accept_slack_connections: BALANCE_ACCEPT_SLACK_CONNECTIONS,
             decoded_bytes_max: DECODED_BYTES_MAX,
             decode_ratio_max: DECODE_RATIO_MAX,
             decode_ratio_floor_bytes: DECODE_RATIO_FLOOR_BYTES,

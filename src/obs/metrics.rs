@@ -65,6 +65,10 @@ pub struct ShardMetrics {
     pub by_policy: [u64; POLICIES.len()],
     /// Connections closed at accept because their address is not in `allow_clients`.
     pub connections_denied: u64,
+    /// Connections this shard accepted and handed to a shard with fewer connections, and
+    /// connections other shards handed to this one (src/server/handoff.rs).
+    pub connections_handed_off: u64,
+    pub connections_received: u64,
     /// TLS handshakes completed, and their duration (from accept to the first application byte
     /// being readable: the client's pace included, since that is what a slow handshake costs).
     pub tls_handshakes: u64,
@@ -101,6 +105,8 @@ impl ShardMetrics {
             log_lines_dropped: 0,
             by_policy: [0; POLICIES.len()],
             connections_denied: 0,
+            connections_handed_off: 0,
+            connections_received: 0,
             tls_handshakes: 0,
             tls_handshake: Histogram::default(),
             tls_handshake_failures: [0; TLS_FAILURES.len()],
@@ -172,6 +178,8 @@ impl ShardMetrics {
             *a += b;
         }
         self.connections_denied += other.connections_denied;
+        self.connections_handed_off += other.connections_handed_off;
+        self.connections_received += other.connections_received;
         self.tls_handshakes += other.tls_handshakes;
         self.tls_handshake.merge(&other.tls_handshake);
         for (a, b) in self.tls_handshake_failures.iter_mut().zip(other.tls_handshake_failures.iter()) {

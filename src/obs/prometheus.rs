@@ -39,6 +39,32 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     for s in shards {
         let _ = writeln!(o, "icapd_active_connections{{shard=\"{}\"}} {}", s.shard, s.active);
     }
+    header(o, "icapd_shard_transactions_total", "counter", "Transactions finished per shard.");
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_transactions_total{{shard=\"{}\"}} {}", s.shard, s.metrics.transactions());
+    }
+    header(
+        o,
+        "icapd_shard_busy_seconds_total",
+        "counter",
+        "Processing time per shard (parsing, decoding, scanning); its rate is the shard's busy fraction.",
+    );
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_busy_seconds_total{{shard=\"{}\"}} {}", s.shard, s.metrics.busy.sum_us as f64 / 1e6);
+    }
+    header(
+        o,
+        "icapd_shard_connections_handed_off_total",
+        "counter",
+        "Connections a shard accepted and handed to a shard with fewer connections.",
+    );
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_connections_handed_off_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_handed_off);
+    }
+    header(o, "icapd_shard_connections_received_total", "counter", "Connections a shard was handed by another shard.");
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_connections_received_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_received);
+    }
 
     header(o, "icapd_requests_total", "counter", "ICAP transactions by method, service and answer status.");
     for (method, service, status, n) in total.request_series() {

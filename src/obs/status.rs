@@ -30,19 +30,22 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "shard  cpu  connections  transactions  generation");
+    let _ = writeln!(out, "shard  cpu  connections  transactions  generation  busy_s  handed_off  received");
     for (shard, &cpu) in p.cpus.iter().enumerate() {
         match shards.iter().find(|s| s.shard == shard) {
             Some(s) => {
                 let generation = s.generation.map_or_else(|| "-".to_string(), |g| g.to_string());
                 let _ = writeln!(
                     out,
-                    "{:>5}  {:>3}  {:>11}  {:>12}  {:>10}",
+                    "{:>5}  {:>3}  {:>11}  {:>12}  {:>10}  {:>6.1}  {:>10}  {:>8}",
                     shard,
                     cpu,
                     s.active,
                     s.metrics.transactions(),
-                    generation
+                    generation,
+                    s.metrics.busy.sum_us as f64 / 1e6,
+                    s.metrics.connections_handed_off,
+                    s.metrics.connections_received
                 );
             }
             None => {

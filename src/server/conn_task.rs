@@ -21,12 +21,14 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Decrements the shard's connection count however the task ends.
+/// Decrements the shard's connection count (its own and the one on the shared balance board)
+/// however the task ends.
 struct Active(Rc<ShardCtx>);
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get() - 1);
+        self.0.handoff.board().left(self.0.handoff.me());
     }
 }
 
@@ -40,6 +42,7 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
 /// from the start, handshake included.
 pub async fn serve_over<T: Transport>(ctx: Rc<ShardCtx>, open: impl Future<Output = Option<T>>) {
     ctx.active.set(ctx.active.get() + 1);
+    ctx.handoff.board().arrived(ctx.handoff.me());
     let active = Active(ctx.clone());
     let id = ctx.next_id();
     // A panic in one transaction must not take the shard down: it ends this connection only.

@@ -9,6 +9,7 @@
 
 mod agent;
 mod conn_task;
+mod handoff;
 pub mod cpus;
 mod log_writer;
 mod metrics_listener;
@@ -132,7 +133,17 @@ pub fn run(config: Config) -> i32 {
     let (event_tx, event_rx) = unbounded::<ShardEvent>();
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let shards = config.cpus.len();
+    let balance = handoff::Balance::new(
+        shards,
+        crate::balance::policy::Tuning {
+            accept_slack: u32::try_from(config.limits.balance_accept_slack_connections).unwrap_or(u32::MAX),
+            move_margin_permille: 0,
+            move_cooldown_ns: 0,
+            connections_per_shard_max: u32::try_from(config.limits.connections_per_shard_max).unwrap_or(u32::MAX),
+        },
+    );
     for (shard, &cpu) in config.cpus.iter().enumerate() {
+        let balance = balance.clone();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);
         controls.push(ctl_tx);
         let events = event_tx.clone();
@@ -156,6 +167,7 @@ pub fn run(config: Config) -> i32 {
                     events,
                     log: log_tx,
                     tls: shard_tls,
+                    balance,
                 })
                 .await;
             });

@@ -1,6 +1,7 @@
 //! One shard: its listener, its accept loop, its connections and its block pool.
 
 use super::conn_task;
+use super::handoff::{Balance, Handoff, Moved};
 use super::log_writer::LogMsg;
 use super::tls::{self, TlsServer};
 use super::{Control, ShardEvent};
@@ -52,6 +53,8 @@ pub struct ShardCtx {
     pub allow: crate::access::AllowList,
     pub policies: Rc<crate::access::PolicyTable>,
     pub pool: RefCell<BlockPool>,
+    /// This shard's end of the connection hand-off mesh and the shared load board.
+    pub handoff: Handoff,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
     /// Connections waiting between requests: closed at once when the shard drains, and the
@@ -156,6 +159,8 @@ pub struct ShardArgs {
     pub log: Option<Sender<LogMsg>>,
     /// The TLS configuration when `cfg.tls.listen` is not empty.
     pub tls: Option<Arc<TlsServer>>,
+    /// The hand-off mesh and load board every shard shares (src/server/handoff.rs).
+    pub balance: Balance,
 }
 
 /// The connections of a shard that are blocked reading between requests (or before their
@@ -233,7 +238,16 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn run(args: ShardArgs) {
-    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log, tls } = args;
+    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log, tls, balance } = args;
+    // Every shard joins the mesh first (joining waits for all of them), before anything can
+    // fail: a shard that never joined would leave the others waiting.
+    let (handoff, receivers) = match Handoff::join(balance).await {
+        Ok(h) => h,
+        Err(error) => {
+            let _ = events.send(ShardEvent::Failed { shard, error });
+            return;
+        }
+    };
     let listener = match bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -270,6 +284,7 @@ pub async fn run(args: ShardArgs) {
             POOL_KEEP_BLOCKS,
             POOL_PREFILL_BLOCKS,
         )),
+        handoff,
         active: Cell::new(0),
         draining: Cell::new(false),
         idle: RefCell::new(IdleSet::default()),
@@ -305,6 +320,8 @@ pub async fn run(args: ShardArgs) {
         }
     })
     .detach();
+    // Connections other shards hand over: served here like our own accepts.
+    let receiving = spawn_receivers(receivers, tls.clone(), &ctx);
     // Dropping these tasks (below, when the shard stops accepting) closes the TLS listeners.
     let tls_accepting = match tls {
         Some(tls) => tls::spawn_accept_loops(tls_listeners, tls, &ctx),
@@ -312,7 +329,7 @@ pub async fn run(args: ShardArgs) {
     };
 
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
             stop_rx.recv().await;
             None
         })
@@ -324,15 +341,14 @@ pub async fn run(args: ShardArgs) {
                 // c-icap does (an ICAP status would tell a scanner it found a server).
                 if !stream.peer_addr().is_ok_and(|peer| ctx.allow.allows(peer.ip())) {
                     ctx.metrics.borrow_mut().connections_denied += 1;
-                    drop(stream);
+                    drop(stream.bind_to_executor());
                     continue;
                 }
-                if ctx.active.get() >= limits.connections_per_shard_max && !evict_idle(&ctx) {
-                    ctx.metrics.borrow_mut().connections_refused += 1;
-                    spawn_local(refuse(stream, ctx.clone())).detach();
-                } else {
-                    ctx.metrics.borrow_mut().connections_accepted += 1;
-                    spawn_local(conn_task::serve(stream, ctx.clone())).detach();
+                // A shard with fewer connections serves it, if there is one.
+                match ctx.handoff.route(Moved::Plain(stream)) {
+                    Some(Moved::Plain(stream)) => admit(stream.bind_to_executor(), &ctx),
+                    Some(Moved::Tls(_)) => unreachable!("route gives back what it was given"),
+                    None => ctx.metrics.borrow_mut().connections_handed_off += 1,
                 }
             }
             Some(Err(e)) => {
@@ -344,8 +360,51 @@ pub async fn run(args: ShardArgs) {
     }
     drop(listener);
     drop(tls_accepting);
+    drop(receiving);
     drain(&ctx, cfg.shutdown_grace).await;
     ctx.flush_log();
+}
+
+/// Serves a plain connection accepted here or handed over: at the cap the connection idle
+/// longest makes room, else it is answered 503.
+fn admit(stream: TcpStream, ctx: &Rc<ShardCtx>) {
+    if ctx.active.get() >= ctx.limits.connections_per_shard_max && !evict_idle(ctx) {
+        ctx.metrics.borrow_mut().connections_refused += 1;
+        spawn_local(refuse(stream, ctx.clone())).detach();
+    } else {
+        ctx.metrics.borrow_mut().connections_accepted += 1;
+        spawn_local(conn_task::serve(stream, ctx.clone())).detach();
+    }
+}
+
+/// One task per other shard, serving the connections it hands over. The sender counted each
+/// one on our board slot already; `serve` counts it again, so the pre-count is taken back first.
+fn spawn_receivers(
+    mut receivers: glommio::channels::channel_mesh::Receivers<Moved>,
+    tls: Option<Arc<TlsServer>>,
+    ctx: &Rc<ShardCtx>,
+) -> Vec<glommio::Task<()>> {
+    receivers
+        .streams()
+        .into_iter()
+        .map(|(_, rx)| {
+            let ctx = ctx.clone();
+            let tls = tls.clone();
+            spawn_local(async move {
+                while let Some(moved) = rx.recv().await {
+                    ctx.handoff.board().left(ctx.handoff.me());
+                    ctx.metrics.borrow_mut().connections_received += 1;
+                    match moved {
+                        Moved::Plain(stream) => admit(stream.bind_to_executor(), &ctx),
+                        Moved::Tls(stream) => match &tls {
+                            Some(tls) => tls::admit(stream.bind_to_executor(), tls, &ctx),
+                            None => drop(stream.bind_to_executor()),
+                        },
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// Stops idle connections at once and waits for busy ones, up to `grace`.

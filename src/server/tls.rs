@@ -20,6 +20,7 @@
 //! block (where the ICAP core parses and retains them, as for plain TCP), and the response
 //! slices are encrypted from the blocks into rustls' record buffer.
 
+use super::handoff::Moved;
 use super::sendmsg::send_vectored;
 use super::shard::{self, ShardCtx};
 use super::transport::Transport;
@@ -168,19 +169,21 @@ pub fn spawn_accept_loops(listeners: Vec<TcpListener>, tls: Arc<TlsServer>, ctx:
 
 async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCtx>) {
     loop {
-        match listener.accept().await {
+        match listener.shared_accept().await {
             Ok(stream) => {
-                // At the cap, as for plain connections, the connection idle longest makes room.
-                // A refused TLS client gets no 503 (that would take a handshake first): the
-                // connection is closed, which Squid retries like a refused connect.
-                if ctx.active.get() >= ctx.limits.connections_per_shard_max && !shard::evict_idle(&ctx) {
-                    ctx.metrics.borrow_mut().connections_refused += 1;
-                    drop(stream);
+                // The allow-list holds for TLS as for plain ICAP, before the handshake.
+                if !stream.peer_addr().is_ok_and(|peer| ctx.allow.allows(peer.ip())) {
+                    ctx.metrics.borrow_mut().connections_denied += 1;
+                    drop(stream.bind_to_executor());
                     continue;
                 }
-                ctx.metrics.borrow_mut().connections_accepted += 1;
-                let config = tls.config();
-                spawn_local(super::conn_task::serve_over(ctx.clone(), handshake(stream, config, ctx.clone()))).detach();
+                // The handshake runs where the connection will live: a shard with fewer
+                // connections, if there is one.
+                match ctx.handoff.route(Moved::Tls(stream)) {
+                    Some(Moved::Tls(stream)) => admit(stream.bind_to_executor(), &tls, &ctx),
+                    Some(Moved::Plain(_)) => unreachable!("route gives back what it was given"),
+                    None => ctx.metrics.borrow_mut().connections_handed_off += 1,
+                }
             }
             Err(e) => {
                 eprintln!("icapd: shard {}: TLS accept failed: {e}", ctx.shard);
@@ -188,6 +191,20 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
             }
         }
     }
+}
+
+/// Serves a TLS connection accepted here or handed over. At the cap, as for plain connections,
+/// the connection idle longest makes room. A refused TLS client gets no 503 (that would take a
+/// handshake first): the connection is closed, which Squid retries like a refused connect.
+pub(super) fn admit(stream: TcpStream, tls: &TlsServer, ctx: &Rc<ShardCtx>) {
+    if ctx.active.get() >= ctx.limits.connections_per_shard_max && !shard::evict_idle(ctx) {
+        ctx.metrics.borrow_mut().connections_refused += 1;
+        drop(stream);
+        return;
+    }
+    ctx.metrics.borrow_mut().connections_accepted += 1;
+    let config = tls.config();
+    spawn_local(super::conn_task::serve_over(ctx.clone(), handshake(stream, config, ctx.clone()))).detach();
 }
 
 /// Runs the server side of the handshake, bounded by `tls_handshake_ms` however the peer paces
