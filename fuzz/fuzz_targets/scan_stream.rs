@@ -66,7 +66,7 @@ fn engine() -> Engine {
     let gen = load(&dir, LoadOptions::default()).expect("the fuzz signatures load");
     assert!(gen.problems.is_empty(), "{:?}", gen.problems);
     let _ = std::fs::remove_dir_all(&dir);
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: icapd::scan::unpack::EncryptedPolicy::Block };
     let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
     let sigs = NDB.iter().map(|l| parse_ndb_line(l).expect("valid line")).collect();
     Engine { inspector: RefCell::new(EngineInspector::new(Rc::clone(&ctx))), sigs, hash }

@@ -11,10 +11,11 @@
 //! %{virus_scan:action}Sa`), so parsers written for c-icap keep working; icapd then appends
 //! the bytes received, the bytes sent, the time taken in microseconds, and the scan limit
 //! that decided the object (so that an object passed over a limit under `over_limit = pass`
-//! is still visible):
+//! is still visible), and the member path of a threat found inside a container
+//! (`archive.zip/dir/file.exe`):
 //!
 //! ```text
-//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 -
+//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 - -
 //! ```
 //!
 //! Times are UTC (the server carries no time-zone database; journald and log shippers add
@@ -26,7 +27,7 @@
 //! the processing time and the protocol error when there was one:
 //!
 //! ```text
-//! {"time":"2026-12-01T19:13:41.123Z","client":"10.0.0.7:40122","local":"127.0.0.1:1344","shard":0,"method":"RESPMOD","service":"respmod","status":200,"action":"blocked","threat":"Eicar-Test-Signature","limit":null,"bytes_in":1460,"body_bytes":1024,"bytes_out":988,"time_us":412,"busy_us":37,"error":null}
+//! {"time":"2026-12-01T19:13:41.123Z","client":"10.0.0.7:40122","local":"127.0.0.1:1344","shard":0,"method":"RESPMOD","service":"respmod","status":200,"action":"blocked","threat":"Eicar-Test-Signature","limit":null,"found_in":null,"bytes_in":1460,"body_bytes":1024,"bytes_out":988,"time_us":412,"busy_us":37,"error":null}
 //! ```
 
 use super::record::TxnRecord;
@@ -143,6 +144,11 @@ fn write_icap(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
         Some(l) => write_token(out, l),
         None => out.push(b'-'),
     }
+    out.push(b' ');
+    match o.found_in.as_deref() {
+        Some(path) => write_token(out, path),
+        None => out.push(b'-'),
+    }
     out.push(b'\n');
 }
 
@@ -184,6 +190,8 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     json_opt(out, rec.threat());
     out.extend_from_slice(b",\"limit\":");
     json_opt(out, rec.limit());
+    out.extend_from_slice(b",\"found_in\":");
+    json_opt(out, o.found_in.as_deref());
     let _ = write!(
         out,
         ",\"bytes_in\":{},\"body_bytes\":{},\"bytes_out\":{},\"time_us\":{},\"busy_us\":{},\"error\":",
@@ -258,6 +266,7 @@ mod tests {
             aborted: false,
             error,
             limit: None,
+            found_in: None,
         }
     }
 
@@ -284,7 +293,7 @@ mod tests {
         let got = line(LogFormat::Icap, &outcome(200, Some("Eicar Test"), None));
         assert_eq!(
             got,
-            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 -\n"
+            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 - -\n"
         );
         let got = line(LogFormat::Icap, &outcome(204, None, None));
         assert!(got.contains(" 204 - passed 1460 "), "{got}");
@@ -295,7 +304,7 @@ mod tests {
         let got = line(LogFormat::Json, &outcome(200, Some("Heuristics.Limits.Exceeded.MaxScanSize"), None));
         assert_eq!(
             got,
-            "{\"time\":\"2026-12-01T19:13:41.123Z\",\"client\":\"10.0.0.7:40122\",\"local\":\"127.0.0.1:1344\",\"shard\":1,\"method\":\"RESPMOD\",\"service\":\"respmod\",\"status\":200,\"action\":\"blocked\",\"threat\":\"Heuristics.Limits.Exceeded.MaxScanSize\",\"limit\":\"MaxScanSize\",\"bytes_in\":1460,\"body_bytes\":1024,\"bytes_out\":988,\"time_us\":412,\"busy_us\":37,\"error\":null}\n"
+            "{\"time\":\"2026-12-01T19:13:41.123Z\",\"client\":\"10.0.0.7:40122\",\"local\":\"127.0.0.1:1344\",\"shard\":1,\"method\":\"RESPMOD\",\"service\":\"respmod\",\"status\":200,\"action\":\"blocked\",\"threat\":\"Heuristics.Limits.Exceeded.MaxScanSize\",\"limit\":\"MaxScanSize\",\"found_in\":null,\"bytes_in\":1460,\"body_bytes\":1024,\"bytes_out\":988,\"time_us\":412,\"busy_us\":37,\"error\":null}\n"
         );
         let got = line(LogFormat::Json, &outcome(400, None, Some(ProtoError::BareLf)));
         assert!(got.contains("\"action\":\"error\"") && got.contains("\"error\":\"BareLf\""), "{got}");

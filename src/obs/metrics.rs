@@ -45,6 +45,9 @@ pub struct ShardMetrics {
     /// Objects decided by a scan limit, by limit name (the part after
     /// [`super::record::LIMIT_THREAT_PREFIX`]), bounded like `threats`.
     pub limits: BTreeMap<Box<str>, u64>,
+    /// Blocked objects whose threat was in a member of a container, by member path
+    /// (`archive.zip/dir/file.exe`), bounded like `threats`.
+    pub found_in: BTreeMap<Box<str>, u64>,
     /// Protocol errors by kind (a closed enum: bounded by construction).
     pub errors: Vec<(ProtoError, u64)>,
     /// From the first byte of the head to the answer being queued.
@@ -74,6 +77,7 @@ impl ShardMetrics {
             bytes_out: 0,
             threats: BTreeMap::new(),
             limits: BTreeMap::new(),
+            found_in: BTreeMap::new(),
             errors: Vec::new(),
             latency: Histogram::default(),
             busy: Histogram::default(),
@@ -103,6 +107,9 @@ impl ShardMetrics {
         }
         if let Some(limit) = rec.limit() {
             bump_bounded(&mut self.limits, limit, 1, self.labels_max);
+        }
+        if let (Some(path), Some(_)) = (o.found_in.as_deref(), rec.threat()) {
+            bump_bounded(&mut self.found_in, path, 1, self.labels_max);
         }
         if let Some(e) = o.error {
             self.count_error(e, 1);
@@ -134,6 +141,9 @@ impl ShardMetrics {
         }
         for (name, &n) in &other.limits {
             bump_bounded(&mut self.limits, name, n, self.labels_max);
+        }
+        for (path, &n) in &other.found_in {
+            bump_bounded(&mut self.found_in, path, n, self.labels_max);
         }
         for &(e, n) in &other.errors {
             self.count_error(e, n);
@@ -217,6 +227,7 @@ mod tests {
             aborted: false,
             error: None,
             limit: None,
+            found_in: None,
         }
     }
 

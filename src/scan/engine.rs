@@ -14,12 +14,11 @@
 //! bytes as received, and the decoder's own caps bound what decoding may produce. A decoding
 //! fault goes through the over-limit policy like every other limit.
 
-use super::body::BodyStream;
 use super::decode::{self, Coding, DecodeChain, Fault};
-use super::hash::HashStream;
+use super::object::Hit;
 use super::policy::{self, OverLimit};
-use super::shard_gen::{LentBlock, ShardGen};
-use super::yara_stream::YaraFeeder;
+use super::shard_gen::ShardGen;
+use super::unpack::{self, Unpacker};
 use super::ScanLimits;
 use crate::inspect::{Inspector, Progress, Txn, Verdict};
 use crate::proto::Method;
@@ -54,21 +53,16 @@ impl ScanCtx {
     }
 }
 
-/// Capacity of the whole-object copy kept between objects; larger copies are freed.
-const WHOLE_KEEP_BYTES: usize = 256 * 1024;
-
 pub struct EngineInspector {
     ctx: Rc<ScanCtx>,
     sg: Rc<ShardGen>,
-    body: BodyStream,
-    hash: HashStream,
-    yara: Option<LentBlock>,
-    feeder: YaraFeeder,
+    /// Every signature on the object and on every member inside it ([`super::unpack`]).
+    unpack: Unpacker,
+    /// The object's file name, from the last segment of the request URL's path (may be
+    /// empty): the first name in a member path (`archive.zip/dir/file.exe`).
+    name: String,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
     preview: Vec<u8>,
-    /// A copy of the object for whole-object YARA rules, while it fits.
-    whole: Vec<u8>,
-    whole_fits: bool,
     /// Bytes scanned (decoded, for an encoded body).
     bytes: u64,
     /// Bytes received, checked against `scan_bytes_max`.
@@ -93,14 +87,19 @@ impl EngineInspector {
     pub fn new(ctx: Rc<ScanCtx>) -> Self {
         let sg = ctx.current();
         let overlap = ctx.limits.yara_overlap_bytes;
+        let l = &ctx.limits;
+        let unpack_policy = unpack::Policy { over_limit: ctx.policy.over_limit, encrypted: ctx.policy.encrypted };
         EngineInspector {
-            body: BodyStream::new(&sg.gen.body),
-            hash: HashStream::new(),
-            yara: None,
-            feeder: YaraFeeder::new(overlap),
+            unpack: Unpacker::new(
+                &sg,
+                l.unpack,
+                unpack_policy,
+                overlap,
+                l.yara_block_scanners_max,
+                l.yara_whole_bytes_max,
+            ),
+            name: String::with_capacity(64),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
-            whole: Vec::new(),
-            whole_fits: false,
             bytes: 0,
             received: 0,
             spent: Duration::ZERO,
@@ -131,7 +130,7 @@ impl EngineInspector {
     }
 
     fn conclude(&mut self, v: Verdict) -> Progress {
-        self.yara = None;
+        self.unpack.end();
         self.decode.end();
         self.done = Some(v.clone());
         Progress::Done(v)
@@ -144,6 +143,7 @@ impl EngineInspector {
         self.codings.clear();
         self.coding_fault = None;
         self.partial = false;
+        self.name.clear();
         let body_head = if txn.method == Method::Reqmod { txn.req_hdr } else { txn.res_hdr };
         if let Some(head) = body_head {
             if let Err(fault) = decode::plan(head, self.ctx.limits.decode.encodings_max, &mut self.codings) {
@@ -169,9 +169,19 @@ impl EngineInspector {
             let mut parts = req[..line_end].split(|&b| b == b' ');
             if let (Some(_method), Some(target)) = (parts.next(), parts.next()) {
                 urls::subject(target, header_value(req, b"host"), &mut self.url);
+                self.name.push_str(&String::from_utf8_lossy(url_file_name(target)));
             }
         }
     }
+}
+
+/// The last segment of a request target's path (`/dl/a.zip?x=1` gives `a.zip`), at most
+/// [`unpack::tree::NAME_BYTES_MAX`] bytes.
+fn url_file_name(target: &[u8]) -> &[u8] {
+    let end = target.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(target.len());
+    let path = &target[..end];
+    let name = &path[path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
+    &name[..name.len().min(unpack::tree::NAME_BYTES_MAX)]
 }
 
 /// The status code of an HTTP response head.
@@ -199,20 +209,12 @@ impl Inspector for EngineInspector {
     fn begin(&mut self, txn: &Txn<'_>) -> Progress {
         let current = self.ctx.current();
         if !Rc::ptr_eq(&current, &self.sg) {
-            self.body = BodyStream::new(&current.gen.body);
             self.sg = current;
         }
-        self.yara = None;
+        self.unpack.end();
         self.done = None;
         self.limit = None;
-        self.body.reset();
-        self.feeder.reset();
         self.preview.clear();
-        self.whole.clear();
-        if self.whole.capacity() > WHOLE_KEEP_BYTES {
-            // A big object's copy is not kept on an idle connection.
-            self.whole = Vec::new();
-        }
         self.bytes = 0;
         self.received = 0;
         self.spent = Duration::ZERO;
@@ -228,14 +230,7 @@ impl Inspector for EngineInspector {
             return self.conclude(v);
         }
         self.decode.begin(&self.codings, self.partial);
-        // Not `needed(content_length)`: a Content-Length header can lie, and a body longer than
-        // it must not escape the hash signatures. Hashing stops past the largest signed size.
-        let needed = self.gen().hashes.needed(None);
-        self.hash.begin(needed);
-        self.yara = self.sg.lend_block(self.ctx.limits.yara_block_scanners_max);
-        // Without a block scanner the streaming rules run with the whole-object ones at the end.
-        let need_whole = self.gen().yara.whole.is_some() || (self.yara.is_none() && self.gen().yara.stream.is_some());
-        self.whole_fits = need_whole;
+        self.unpack.begin(&self.sg, &self.name);
         Progress::More
     }
 
@@ -317,7 +312,11 @@ impl Inspector for EngineInspector {
     }
 
     fn limit_hit(&self) -> Option<&'static str> {
-        self.limit
+        self.limit.or(self.unpack.limit())
+    }
+
+    fn found_in(&self) -> Option<&str> {
+        self.unpack.found_in()
     }
 }
 
@@ -331,39 +330,21 @@ impl EngineInspector {
         self.bytes += data.len() as u64;
         let room = self.ctx.limits.preview_bytes.saturating_sub(self.preview.len());
         self.preview.extend_from_slice(&data[..room.min(data.len())]);
-        if self.whole_fits {
-            if self.whole.len() + data.len() <= self.ctx.limits.yara_whole_bytes_max {
-                self.whole.extend_from_slice(data);
-            } else {
-                self.whole_fits = false;
-                self.whole.clear();
+        match self.unpack.feed(&self.sg, data) {
+            Some(hit) => {
+                let v = self.hit_verdict(hit);
+                self.conclude(v)
             }
+            None => Progress::More,
         }
-        let sg = self.sg.clone();
-        if let Some(sig) = self.body.feed(&sg.gen.body, data) {
-            return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
+    }
+
+    /// The verdict a scanner's hit gives: a signature's name, or a limit through the policy.
+    fn hit_verdict(&mut self, hit: Hit) -> Verdict {
+        match hit {
+            Hit::Threat(threat) => Verdict::Infected { threat },
+            Hit::Limit(name) => self.over_limit(name),
         }
-        let hashed_before = self.bytes - data.len() as u64;
-        match sg.gen.hashes.size_max() {
-            // One byte past the largest signed size is enough to rule every signature out.
-            Some(max) if hashed_before > max => {}
-            Some(max) => {
-                let room = max.saturating_add(1) - hashed_before;
-                self.hash.feed(&data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
-            }
-            None => self.hash.feed(data),
-        }
-        if let Some(lent) = self.yara.as_mut() {
-            let fed = self.feeder.feed(lent.scanner(), data);
-            if self.feeder.scanned_any() {
-                lent.mark_used();
-            }
-            if fed.is_err() {
-                let v = self.over_limit(policy::THREAT_TIME);
-                return self.conclude(v);
-            }
-        }
-        Progress::More
     }
 
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
@@ -383,37 +364,9 @@ impl EngineInspector {
     /// The verdict of the scanners that conclude at the end of the object.
     fn finish_scanned(&mut self) -> Verdict {
         let sg = self.sg.clone();
-        if let Some(sig) = self.body.finish(&sg.gen.body) {
-            return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
+        match self.unpack.finish(&sg) {
+            Some(hit) => self.hit_verdict(hit),
+            None => Verdict::Clean,
         }
-        if let Some(name) = self.hash.finish(&sg.gen.hashes) {
-            return Verdict::Infected { threat: name.into() };
-        }
-        if let Some(mut lent) = self.yara.take() {
-            let flushed = self.feeder.finish(lent.scanner());
-            if self.feeder.scanned_any() {
-                lent.mark_used();
-            }
-            let result = flushed.and_then(|()| lent.finish());
-            match result {
-                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
-                Ok(None) => {}
-                Err(_) => return self.over_limit(policy::THREAT_TIME),
-            }
-        } else if self.whole_fits && sg.gen.yara.stream.is_some() {
-            match sg.scan_stream_rules(&self.whole) {
-                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
-                Ok(None) => {}
-                Err(_) => return self.over_limit(policy::THREAT_TIME),
-            }
-        }
-        if self.whole_fits {
-            match sg.scan_whole_rules(&self.whole) {
-                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
-                Ok(None) => {}
-                Err(_) => return self.over_limit(policy::THREAT_TIME),
-            }
-        }
-        Verdict::Clean
     }
 }

@@ -9,8 +9,10 @@ pub mod engine;
 mod engine_tests;
 pub mod hash;
 pub mod literal;
+pub mod object;
 pub mod policy;
 pub mod shard_gen;
+pub mod unpack;
 pub mod yara_stream;
 
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub struct ScanLimits {
     pub preview_bytes: usize,
     /// Content-Encoding caps.
     pub decode: decode::DecodeLimits,
+    /// Container caps (members, depth, extracted and buffered bytes).
+    pub unpack: unpack::UnpackLimits,
 }
 
 /// Operator choices for the engine.
@@ -35,4 +39,6 @@ pub struct ScanLimits {
 pub struct ScanPolicy {
     pub over_limit: policy::OverLimit,
     pub early_204: policy::Early204,
+    /// What an encrypted member (zip, 7z, PDF) makes of its object.
+    pub encrypted: unpack::EncryptedPolicy,
 }

@@ -1,0 +1,126 @@
+//! The compression methods members are stored with, behind one resumable call: some input in,
+//! as much output as fits, and whether the compressed stream ended. Used by the compressed-file
+//! feeders (`.gz`, `.bz2`, `.zst`) and by zip entries.
+
+use crate::scan::decode::{gzip::GzipDecoder, zstd::ZstdDecoder};
+use flate2::{Decompress, FlushDecompress, Status};
+
+/// The zstd window accepted in files and zip entries (as for Content-Encoding: 8 MiB).
+const ZSTD_WINDOW_BYTES_MAX: usize = crate::limits::ZSTD_WINDOW_BYTES_MAX;
+
+pub enum Codec {
+    /// Raw deflate (zip method 8).
+    Inflate(Box<Decompress>),
+    /// Deflate64 (zip method 9).
+    Inflate64(Box<deflate64::InflaterManaged>),
+    Bzip2(Box<bzip2::Decompress>),
+    Zstd(Box<ZstdDecoder>),
+    /// gzip members, one after another (a `.gz` file).
+    Gzip(Box<GzipDecoder>),
+}
+
+/// One call's result.
+pub struct Step {
+    pub consumed: usize,
+    pub produced: usize,
+    /// The compressed stream ended; bytes after it are not its.
+    pub ended: bool,
+}
+
+impl Codec {
+    pub fn inflate() -> Codec {
+        Codec::Inflate(Box::new(Decompress::new(false)))
+    }
+    pub fn inflate64() -> Codec {
+        Codec::Inflate64(Box::new(deflate64::InflaterManaged::new()))
+    }
+    pub fn bzip2() -> Codec {
+        Codec::Bzip2(Box::new(bzip2::Decompress::new(false)))
+    }
+    pub fn zstd() -> Codec {
+        Codec::Zstd(Box::new(ZstdDecoder::new(ZSTD_WINDOW_BYTES_MAX)))
+    }
+    pub fn gzip() -> Codec {
+        Codec::Gzip(Box::new(GzipDecoder::new()))
+    }
+
+    /// Decodes from `input` into `out`; `Err` for corrupt data.
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, ()> {
+        match self {
+            Codec::Inflate(d) => {
+                let (i, o) = (d.total_in(), d.total_out());
+                let status = d.decompress(input, out, FlushDecompress::None).map_err(|_| ())?;
+                let step = Step {
+                    consumed: (d.total_in() - i) as usize,
+                    produced: (d.total_out() - o) as usize,
+                    ended: status == Status::StreamEnd,
+                };
+                Ok(step)
+            }
+            Codec::Inflate64(d) => {
+                let r = d.inflate(input, out);
+                if r.data_error {
+                    return Err(());
+                }
+                Ok(Step { consumed: r.bytes_consumed, produced: r.bytes_written, ended: d.finished() })
+            }
+            Codec::Bzip2(d) => {
+                let (i, o) = (d.total_in(), d.total_out());
+                let status = d.decompress(input, out).map_err(|_| ())?;
+                Ok(Step {
+                    consumed: (d.total_in() - i) as usize,
+                    produced: (d.total_out() - o) as usize,
+                    ended: status == bzip2::Status::StreamEnd,
+                })
+            }
+            Codec::Zstd(d) => {
+                let s = d.decode(input, out).map_err(|_| ())?;
+                Ok(Step { consumed: s.consumed, produced: s.produced, ended: s.consumed > 0 && d.is_complete() })
+            }
+            Codec::Gzip(d) => {
+                let s = d.decode(input, out).map_err(|_| ())?;
+                Ok(Step { consumed: s.consumed, produced: s.produced, ended: false })
+            }
+        }
+    }
+
+    /// Whether the input so far was a complete stream (for the formats that may continue).
+    pub fn is_complete(&self) -> bool {
+        match self {
+            Codec::Gzip(d) => d.is_complete(),
+            Codec::Zstd(d) => d.is_complete(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs `input` through `codec`, emitting each decoded piece with `emit`; returns the input
+/// used (less than all once the stream ends) and whether it ended. `emit` returning `true`
+/// stops the call early (`None`).
+pub fn pump(
+    codec: &mut Codec,
+    out: &mut [u8],
+    mut input: &[u8],
+    emit: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<Option<(usize, bool)>, ()> {
+    let total = input.len();
+    loop {
+        let step = codec.decode(input, out)?;
+        input = &input[step.consumed..];
+        if step.produced > 0 && emit(&out[..step.produced]) {
+            return Ok(None);
+        }
+        if step.ended {
+            return Ok(Some((total - input.len(), true)));
+        }
+        if step.produced == out.len() {
+            continue;
+        }
+        if input.is_empty() {
+            return Ok(Some((total, false)));
+        }
+        if step.consumed == 0 && step.produced == 0 {
+            return Err(());
+        }
+    }
+}
