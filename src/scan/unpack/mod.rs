@@ -177,12 +177,18 @@ impl Level {
         self.member = Member::default();
     }
 
-    /// The next bytes of this level's object.
+    /// The next bytes of this level's object. Members go first, so that a member stored
+    /// as it is (tar, a stored zip entry) is named as the place of a find in both.
     fn feed(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        self.sniff_and_open(data, cx, depth)?;
         if let Some(hit) = self.scan.feed(data) {
             cx.tree.found(hit, depth);
             return ControlFlow::Break(());
         }
+        ControlFlow::Continue(())
+    }
+
+    fn sniff_and_open(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
         let mut rest = data;
         if let State::Sniffing = self.state {
             let take = (DETECT_BYTES - self.head.len()).min(rest.len());
