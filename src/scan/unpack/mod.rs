@@ -378,12 +378,10 @@ fn on_event(
                 return ControlFlow::Break(());
             }
             if depth > cx.tree.limits.recursion_max {
+                // Too deep to scan: skipped, and decides the object only if nothing else does.
                 member.skip = true;
-                return match cx.tree.over(tree::THREAT_RECURSION, depth) {
-                    Act::Stop => ControlFlow::Break(()),
-                    // Too deep to scan; the container above is no longer opened.
-                    Act::Skip => ControlFlow::Break(()),
-                };
+                cx.tree.defer(tree::THREAT_RECURSION);
+                return ControlFlow::Continue(());
             }
             let level = child.get_or_insert_with(|| Box::new(Level::new(cx.sg, cx.settings)));
             level.begin(cx.sg, cx.settings, name);
@@ -402,11 +400,13 @@ fn on_event(
             }
             member.bytes += data.len() as u64;
             if member.bytes > cx.tree.limits.file_bytes_max {
+                // What was scanned of it stays scanned; the rest is skipped.
                 member.skip = true;
                 if let Some(level) = child.as_deref_mut() {
                     level.end();
                 }
-                return act(cx.tree.over(tree::THREAT_FILE_SIZE, depth));
+                cx.tree.defer(tree::THREAT_FILE_SIZE);
+                return ControlFlow::Continue(());
             }
             let level = child.as_deref_mut().expect("begun at Start");
             level.feed(data, cx, depth)
@@ -495,6 +495,7 @@ impl Unpacker {
         let mut cx = Cx { tree: &mut self.tree, sg, settings: self.settings };
         let _ = self.root.finish(&mut cx, 0);
         self.root.end();
+        self.tree.settle_pending();
         self.tree.hit.clone()
     }
 

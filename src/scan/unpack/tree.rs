@@ -52,6 +52,9 @@ pub struct Tree {
     /// The hit that decided the object, and where.
     pub hit: Option<Hit>,
     pub found_in: Option<String>,
+    /// A limit that skipped one member (too deep, too big) under `block`: the rest of the
+    /// object is still scanned, and if nothing is found this decides it (with its path).
+    pub pending: Option<(&'static str, String)>,
 }
 
 impl Tree {
@@ -67,6 +70,7 @@ impl Tree {
             limit: None,
             hit: None,
             found_in: None,
+            pending: None,
         }
     }
 
@@ -80,6 +84,7 @@ impl Tree {
         self.limit = None;
         self.hit = None;
         self.found_in = None;
+        self.pending = None;
     }
 
     /// A scanner found something in the object at `depth` (0: the top-level object).
@@ -97,6 +102,24 @@ impl Tree {
         match self.policy.over_limit {
             OverLimit::Block => self.found(Hit::Threat(threat.into()), depth),
             OverLimit::Pass => Act::Skip,
+        }
+    }
+
+    /// A limit that skips only one member: under `block` the verdict waits for the end of
+    /// the object, so that a signature found elsewhere in it names the threat instead.
+    pub fn defer(&mut self, threat: &'static str) -> Act {
+        self.limit.get_or_insert(threat);
+        if self.policy.over_limit == OverLimit::Block && self.pending.is_none() {
+            self.pending = Some((threat, self.path.clone()));
+        }
+        Act::Skip
+    }
+
+    /// The object ended with nothing found: a deferred limit decides it.
+    pub fn settle_pending(&mut self) {
+        if let (None, Some((threat, path))) = (&self.hit, self.pending.take()) {
+            self.hit = Some(Hit::Threat(threat.into()));
+            self.found_in = Some(path);
         }
     }
 

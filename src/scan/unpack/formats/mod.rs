@@ -1,8 +1,10 @@
 //! One streamed feeder per format family, chosen by [`feeder`] from the detected kind.
 
+mod binhex;
 mod codec;
 mod cpio;
 mod stream;
+mod szdd;
 mod tar;
 mod zip;
 
@@ -24,17 +26,8 @@ pub(super) fn feeder(kind: Kind, name: &str, _cx: &Cx<'_>) -> Box<dyn Feed> {
         Kind::Mail => Box::new(super::mime::Mime::mail()),
         Kind::Multipart => Box::new(super::mime::Mime::multipart()),
         Kind::Uuencode => Box::new(super::uu::Uu::new()),
-        Kind::Binhex | Kind::Szdd => Box::new(Nothing),
+        Kind::Binhex => Box::new(binhex::Binhex::new()),
+        Kind::Szdd => Box::new(szdd::Szdd::new(name)),
         Kind::Whole(_) => unreachable!("whole formats are buffered, not fed"),
-    }
-}
-
-struct Nothing;
-impl Feed for Nothing {
-    fn feed(&mut self, _: &[u8], _: &mut super::Emit<'_>) -> Result<std::ops::ControlFlow<()>, super::Fault> {
-        Ok(std::ops::ControlFlow::Continue(()))
-    }
-    fn finish(&mut self, _: &mut super::Emit<'_>) -> Result<std::ops::ControlFlow<()>, super::Fault> {
-        Ok(std::ops::ControlFlow::Continue(()))
     }
 }
