@@ -140,9 +140,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(verdict(&mut inspector, res_hdr, &body, &cuts), whole, "split at {cuts:?}");
         assert_eq!(verdict(&mut inspector, res_hdr, &body, &every_byte(body.len())), whole, "byte by byte");
 
+        // A find inside a container member, or a container that could not be read, is not in
+        // the raw bytes; the unpack target checks those.
+        let in_member = inspector.found_in().is_some();
         let hashed = body.len() == HASHED.len() && <[u8; 16]>::from(Md5::digest(&body)) == e.hash;
         let matching: Vec<&str> = e.sigs.iter().filter(|s| present(s, &body)).map(|s| s.name.as_str()).collect();
         match &whole {
+            Verdict::Infected { threat } if in_member || threat.starts_with("Heuristics.") => {}
             Verdict::Infected { threat } if &**threat == "Fuzz.Hash" => {
                 assert!(hashed, "hash reported for another object");
                 assert!(matching.is_empty(), "body signatures {matching:?} are checked before hashes");
