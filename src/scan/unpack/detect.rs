@@ -57,17 +57,49 @@ pub enum Detect {
 }
 
 /// Magic numbers at offset 0 of the streamed formats; each decides as soon as it is complete.
-const PREFIX_MAGICS: [(&[u8], Kind); 9] = [
-    (b"PK\x03\x04", Kind::Zip),
-    (b"\x1f\x8b\x08", Kind::Gzip),
-    (b"\x28\xb5\x2f\xfd", Kind::Zstd),
-    (b"070707", Kind::Cpio(CpioKind::Odc)),
-    (b"070701", Kind::Cpio(CpioKind::Newc)),
-    (b"070702", Kind::Cpio(CpioKind::Newc)),
-    (b"\xc7\x71", Kind::Cpio(CpioKind::BinLe)),
-    (b"\x71\xc7", Kind::Cpio(CpioKind::BinBe)),
-    (b"SZDD\x88\xf0\x27\x33", Kind::Szdd),
+const PREFIX_MAGICS: [(&[u8], Kind); 3] =
+    [(b"PK\x03\x04", Kind::Zip), (b"\x28\xb5\x2f\xfd", Kind::Zstd), (b"SZDD\x88\xf0\x27\x33", Kind::Szdd)];
+
+/// cpio magics; short or plain text, so the first header must also parse (see [`cpio_header`]).
+const CPIO_MAGICS: [(&[u8], CpioKind); 5] = [
+    (b"070707", CpioKind::Odc),
+    (b"070701", CpioKind::Newc),
+    (b"070702", CpioKind::Newc),
+    (b"\xc7\x71", CpioKind::BinLe),
+    (b"\x71\xc7", CpioKind::BinBe),
 ];
+
+/// Whether `head` starts with a well-formed cpio header of `kind` (`None`: too short to say).
+/// A text file that happens to begin with `070707`, or a binary one with `c7 71`, is not
+/// taken for an archive that would then be reported broken.
+fn cpio_header(head: &[u8], kind: CpioKind, complete: bool) -> Option<bool> {
+    let (len, digits): (usize, fn(&u8) -> bool) = match kind {
+        CpioKind::Odc => (76, |b| (b'0'..=b'7').contains(b)),
+        CpioKind::Newc => (110, u8::is_ascii_hexdigit),
+        CpioKind::BinLe | CpioKind::BinBe => (26, |_| true),
+    };
+    if head.len() < len {
+        return if complete { Some(false) } else { None };
+    }
+    if !head[..len].iter().all(digits) {
+        return Some(false);
+    }
+    let namesize = match kind {
+        CpioKind::Odc => usize::from_str_radix(std::str::from_utf8(&head[59..65]).ok()?, 8).ok()?,
+        CpioKind::Newc => usize::from_str_radix(std::str::from_utf8(&head[94..102]).ok()?, 16).ok()?,
+        CpioKind::BinLe => usize::from(u16::from_le_bytes([head[20], head[21]])),
+        CpioKind::BinBe => usize::from(u16::from_be_bytes([head[20], head[21]])),
+    };
+    if !(2..=1024).contains(&namesize) {
+        return Some(false);
+    }
+    match head.get(len..len + namesize) {
+        // The name is NUL-terminated text.
+        Some(name) => Some(name[namesize - 1] == 0 && name[..namesize - 1].iter().all(|&b| b >= 0x20 && b != 0x7f)),
+        None if complete => Some(false),
+        None => None,
+    }
+}
 
 /// `tar`'s magic, at offset 257 of the first header ("ustar\0" POSIX, "ustar " GNU).
 const TAR_MAGIC_AT: usize = 257;
@@ -77,6 +109,19 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
     for (magic, kind) in PREFIX_MAGICS {
         if head.len() >= magic.len() && head.starts_with(magic) {
             return Detect::Container(kind);
+        }
+    }
+    // gzip: magic, deflate, and no reserved flag bits.
+    if head.len() >= 4 && head.starts_with(b"\x1f\x8b\x08") && head[3] & 0xe0 == 0 {
+        return Detect::Container(Kind::Gzip);
+    }
+    for (magic, kind) in CPIO_MAGICS {
+        if head.starts_with(magic) {
+            match cpio_header(head, kind, complete) {
+                Some(true) => return Detect::Container(Kind::Cpio(kind)),
+                Some(false) => {}
+                None => return Detect::NeedMore,
+            }
         }
     }
     // bzip2: "BZh" + block size digit + the first block's magic (or an empty stream's end).
@@ -103,8 +148,14 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
 /// The text containers, recognised in the head: binhex's banner, a uuencode `begin` line,
 /// a boundary line followed by part headers, or a block of mail headers.
 fn text_kind(head: &[u8]) -> Option<Kind> {
-    if memchr::memmem::find(head, b"(This file must be converted with BinHex").is_some() {
-        return Some(Kind::Binhex);
+    // BinHex: the banner at the start of a line, then (after blanks) the colon of the data.
+    if let Some(at) = memchr::memmem::find(head, b"(This file must be converted with BinHex") {
+        let line_start = at == 0 || head[at - 1] == b'\n';
+        let after = &head[at..];
+        let data = memchr::memchr(b'\n', after).map(|nl| after[nl..].trim_ascii_start());
+        if line_start && data.is_some_and(|d| d.starts_with(b":")) {
+            return Some(Kind::Binhex);
+        }
     }
     if head.starts_with(b"begin ") && super::uu::begin_line(first_line(head)).is_some() {
         return Some(Kind::Uuencode);
@@ -217,5 +268,26 @@ mod tests {
         assert_eq!(detect(form, true), Detect::Container(Kind::Multipart));
         assert_eq!(detect(b"begin 644 a.exe\nM\nend\n", true), Detect::Container(Kind::Uuencode));
         assert_eq!(detect(b"(This file must be converted with BinHex 4.0)\n:", true), Detect::Container(Kind::Binhex));
+        assert_eq!(detect(b"a note: (This file must be converted with BinHex 4.0)\n:", true), Detect::Plain);
+    }
+
+    #[test]
+    fn weak_magics_need_a_well_formed_header() {
+        // Phone numbers and random bytes are not cpio archives.
+        assert_eq!(detect(b"0707070707 call me\n", true), Detect::Plain);
+        assert_eq!(detect(b"0707070707 call me\n", false), Detect::NeedMore);
+        assert_eq!(detect(b"\xc7\x71 random bytes that go on for a while....", true), Detect::Plain);
+        let mut odc = b"070707".to_vec();
+        odc.extend_from_slice(
+            format!(
+                "{:06o}{:06o}{:06o}{:06o}{:06o}{:06o}{:06o}{:011o}{:06o}{:011o}",
+                0, 1, 0o100644, 0, 0, 1, 0, 0, 2, 0
+            )
+            .as_bytes(),
+        );
+        odc.extend_from_slice(b"a\0");
+        assert_eq!(detect(&odc[..70], false), Detect::NeedMore);
+        assert_eq!(detect(&odc, false), Detect::Container(Kind::Cpio(CpioKind::Odc)));
+        assert_eq!(detect(b"\x1f\x8b\x08\xff", true), Detect::Plain);
     }
 }

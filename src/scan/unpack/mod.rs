@@ -227,7 +227,7 @@ impl Level {
             State::Whole(_) => {
                 cx.tree.buffered += data.len() as u64;
                 if cx.tree.buffered > cx.tree.limits.buffer_bytes_max {
-                    cx.tree.buffered -= self.buf.len() as u64 + data.len() as u64;
+                    cx.tree.buffered = cx.tree.buffered.saturating_sub(self.buf.len() as u64 + data.len() as u64);
                     self.buf.clear();
                     self.state = State::Plain;
                     return act(cx.tree.over(tree::THREAT_BUFFER, depth));
@@ -299,7 +299,7 @@ impl Level {
                         ControlFlow::Continue(())
                     }
                 });
-                cx.tree.buffered -= buf.len() as u64;
+                cx.tree.buffered = cx.tree.buffered.saturating_sub(buf.len() as u64);
                 self.buf = buf;
                 self.buf.clear();
                 self.settle(result, cx, depth)?;
