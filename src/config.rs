@@ -144,6 +144,7 @@ struct FileLimits {
     extract_ratio_max: Option<u64>,
     extract_ratio_floor_bytes: Option<u64>,
     container_buffer_bytes_max: Option<u64>,
+    lzma_memory_bytes_max: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -350,6 +351,7 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         extract_ratio_max: f.extract_ratio_max.unwrap_or(d.extract_ratio_max),
         extract_ratio_floor_bytes: f.extract_ratio_floor_bytes.unwrap_or(d.extract_ratio_floor_bytes),
         container_buffer_bytes_max: f.container_buffer_bytes_max.unwrap_or(d.container_buffer_bytes_max),
+        lzma_memory_bytes_max: f.lzma_memory_bytes_max.unwrap_or(d.lzma_memory_bytes_max),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)

@@ -95,6 +95,9 @@ pub const EXTRACT_RATIO_FLOOR_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes buffered, over a whole object's tree, for the formats that need random access (OLE2,
 /// CAB, 7z, PDF, ...): past it the object is `MaxBufferSize`.
 pub const CONTAINER_BUFFER_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Memory the LZMA decoders (`.xz`, `.lzma`, zip method 14) may use per stream; a stream
+/// whose dictionary needs more is refused as broken. `xz -9` needs 65 MiB.
+pub const LZMA_MEMORY_BYTES_MAX: u64 = 80 * 1024 * 1024;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
 /// Distinct threat names a shard counts by name in its metrics; further names are counted as
@@ -159,6 +162,7 @@ pub struct Limits {
     pub extract_ratio_max: u64,
     pub extract_ratio_floor_bytes: u64,
     pub container_buffer_bytes_max: u64,
+    pub lzma_memory_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -203,6 +207,7 @@ impl Default for Limits {
             extract_ratio_max: EXTRACT_RATIO_MAX,
             extract_ratio_floor_bytes: EXTRACT_RATIO_FLOOR_BYTES,
             container_buffer_bytes_max: CONTAINER_BUFFER_BYTES_MAX,
+            lzma_memory_bytes_max: LZMA_MEMORY_BYTES_MAX,
         }
     }
 }
@@ -238,6 +243,7 @@ impl Limits {
                 ratio_max: self.extract_ratio_max,
                 ratio_floor_bytes: self.extract_ratio_floor_bytes,
                 buffer_bytes_max: self.container_buffer_bytes_max,
+                lzma_memory_bytes_max: self.lzma_memory_bytes_max,
             },
         }
     }

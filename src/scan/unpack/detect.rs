@@ -31,6 +31,9 @@ pub enum Kind {
     Gzip,
     Bzip2,
     Zstd,
+    Xz,
+    /// LZMA_Alone (`.lzma`).
+    Lzma,
     Zip,
     Tar,
     Cpio(CpioKind),
@@ -57,8 +60,23 @@ pub enum Detect {
 }
 
 /// Magic numbers at offset 0 of the streamed formats; each decides as soon as it is complete.
-const PREFIX_MAGICS: [(&[u8], Kind); 3] =
-    [(b"PK\x03\x04", Kind::Zip), (b"\x28\xb5\x2f\xfd", Kind::Zstd), (b"SZDD\x88\xf0\x27\x33", Kind::Szdd)];
+const PREFIX_MAGICS: [(&[u8], Kind); 4] = [
+    (b"PK\x03\x04", Kind::Zip),
+    (b"\x28\xb5\x2f\xfd", Kind::Zstd),
+    (b"\xfd7zXZ\x00", Kind::Xz),
+    (b"SZDD\x88\xf0\x27\x33", Kind::Szdd),
+];
+
+/// LZMA_Alone has no magic: the usual properties byte (lc=3, lp=0, pb=2), a dictionary size
+/// that is a power of two from 64 KiB to 1 GiB, and an unknown (all ones) or plausible size.
+fn lzma_alone(head: &[u8]) -> bool {
+    if head.len() < 13 || head[0] != 0x5d {
+        return false;
+    }
+    let dict = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+    let size = u64::from_le_bytes(head[5..13].try_into().expect("8 bytes"));
+    dict.is_power_of_two() && (1 << 16..=1 << 30).contains(&dict) && (size == u64::MAX || size < 1 << 40)
+}
 
 /// cpio magics; short or plain text, so the first header must also parse (see [`cpio_header`]).
 const CPIO_MAGICS: [(&[u8], CpioKind); 5] = [
@@ -110,6 +128,9 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
         if head.len() >= magic.len() && head.starts_with(magic) {
             return Detect::Container(kind);
         }
+    }
+    if lzma_alone(head) {
+        return Detect::Container(Kind::Lzma);
     }
     // gzip: magic, deflate, and no reserved flag bits.
     if head.len() >= 4 && head.starts_with(b"\x1f\x8b\x08") && head[3] & 0xe0 == 0 {

@@ -88,6 +88,7 @@ pub struct UnpackLimits {
     pub ratio_max: u64,
     pub ratio_floor_bytes: u64,
     pub buffer_bytes_max: u64,
+    pub lzma_memory_bytes_max: u64,
 }
 
 /// What to do with encrypted members.
@@ -212,7 +213,13 @@ impl Level {
     fn start(&mut self, found: Detect, cx: &mut Cx<'_>) {
         self.state = match found {
             Detect::Container(Kind::Whole(kind)) => State::Whole(kind),
-            Detect::Container(kind) => State::Stream(formats::feeder(kind, &self.name, cx)),
+            Detect::Container(kind) => match formats::feeder(kind, &self.name, cx) {
+                Some(feeder) => State::Stream(feeder),
+                None => {
+                    self.fault.get_or_insert(Fault::Broken("Heuristics.Broken.Decoder"));
+                    State::Plain
+                }
+            },
             _ => State::Plain,
         };
     }

@@ -456,3 +456,82 @@ fn quoted_printable_parts_are_decoded() {
     );
     check_splits("q.eml", body.as_bytes(), &infected(FOUND), Some("q.eml/part1"));
 }
+
+/// Runs `input` through a liblzma encoder to its end.
+fn lzma_encode(mut s: liblzma::stream::Stream, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + 1024);
+    loop {
+        let before = s.total_in() as usize;
+        let status =
+            s.process_vec(&input[before.min(input.len())..], &mut out, liblzma::stream::Action::Finish).unwrap();
+        if status == liblzma::stream::Status::StreamEnd {
+            return out;
+        }
+        out.reserve(64 * 1024);
+    }
+}
+
+fn xz_of(data: &[u8]) -> Vec<u8> {
+    lzma_encode(liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc64).unwrap(), data)
+}
+
+fn lzma_alone_of(data: &[u8]) -> Vec<u8> {
+    let opts = liblzma::stream::LzmaOptions::new_preset(6).unwrap();
+    lzma_encode(liblzma::stream::Stream::new_lzma_encoder(&opts).unwrap(), data)
+}
+
+/// A one-entry zip written by hand, for methods the zip crate does not write here.
+fn zip_raw(name: &str, method: u16, flags: u16, compressed: &[u8], data: &[u8]) -> Vec<u8> {
+    let crc = crc32fast::hash(data);
+    let mut z = b"PK\x03\x04".to_vec();
+    for v in [63u16, flags, method, 0, 0] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    z.extend_from_slice(&crc.to_le_bytes());
+    z.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z.extend_from_slice(name.as_bytes());
+    z.extend_from_slice(compressed);
+    // An end-of-central-directory record is all the streamed reader needs after the entries.
+    z.extend_from_slice(b"PK\x05\x06");
+    z.extend_from_slice(&[0; 18]);
+    z
+}
+
+/// zip method 14: version, properties length, the LZMA1 properties, then raw LZMA1.
+fn zip_lzma_entry(data: &[u8]) -> Vec<u8> {
+    let opts = liblzma::stream::LzmaOptions::new_preset(6).unwrap();
+    let mut filters = liblzma::stream::Filters::new();
+    filters.lzma1(&opts);
+    let raw = lzma_encode(liblzma::stream::Stream::new_raw_encoder(&filters).unwrap(), data);
+    // Preset 6: lc=3 lp=0 pb=2 (0x5d) and an 8 MiB dictionary.
+    let mut out = vec![9, 20, 5, 0, 0x5d];
+    out.extend_from_slice(&(8u32 << 20).to_le_bytes());
+    out.extend_from_slice(&raw);
+    out
+}
+
+#[test]
+fn xz_lzma_and_more_zip_methods() {
+    type Make = fn(&[u8]) -> Vec<u8>;
+    let cases: [(&str, Make, &str); 5] = [
+        ("e.xz", |d| xz_of(d), "e.xz/e"),
+        ("t.txz", |d| xz_of(&tar_of(&[("x", CLEAN), ("eicar.com", d)])), "t.txz/t.tar/eicar.com"),
+        ("e.lzma", |d| lzma_alone_of(d), "e.lzma/e"),
+        ("l.zip", |d| zip_raw("eicar.com", 14, 2, &zip_lzma_entry(d), d), "l.zip/eicar.com"),
+        ("z.zip", |d| zip_raw("eicar.com", 93, 0, &zstd(d), d), "z.zip/eicar.com"),
+    ];
+    for (name, make, path) in cases {
+        check_splits(name, &make(EICAR), &infected(FOUND), Some(path));
+        check_splits(name, &make(CLEAN), &Verdict::Clean, None);
+    }
+    // Two concatenated xz streams are one content; a cut one is broken.
+    let mut two = xz_of(b"first part, ");
+    two.extend_from_slice(&xz_of(EICAR));
+    check_splits("two.xz", &two, &infected(FOUND), Some("two.xz/two"));
+    let clean = xz_of(CLEAN);
+    let mut inspector = engine();
+    assert_eq!(run(&mut inspector, "c.xz", &clean[..clean.len() - 3], &[]).0, infected("Heuristics.Broken.XZ"));
+}

@@ -17,6 +17,8 @@ pub enum Codec {
     Zstd(Box<ZstdDecoder>),
     /// gzip members, one after another (a `.gz` file).
     Gzip(Box<GzipDecoder>),
+    /// liblzma: `.xz` streams (concatenated), `.lzma` files, and raw LZMA1 (zip method 14).
+    Lzma(Box<liblzma::stream::Stream>),
 }
 
 /// One call's result.
@@ -42,6 +44,27 @@ impl Codec {
     }
     pub fn gzip() -> Codec {
         Codec::Gzip(Box::new(GzipDecoder::new()))
+    }
+    /// An `.xz` decoder whose memory is bounded by `memory_max` (a stream asking for more is
+    /// corrupt as far as we are concerned: [`Codec::decode`] fails).
+    pub fn xz(memory_max: u64) -> Option<Codec> {
+        let s = liblzma::stream::Stream::new_stream_decoder(memory_max, liblzma::stream::CONCATENATED).ok()?;
+        Some(Codec::Lzma(Box::new(s)))
+    }
+    /// A `.lzma` (LZMA_Alone) decoder.
+    pub fn lzma_alone(memory_max: u64) -> Option<Codec> {
+        Some(Codec::Lzma(Box::new(liblzma::stream::Stream::new_lzma_decoder(memory_max).ok()?)))
+    }
+    /// Raw LZMA1 with the 5 property bytes zip stores before the data; `None` for properties
+    /// liblzma refuses (or a dictionary over `memory_max`).
+    pub fn lzma1(props: &[u8], memory_max: u64) -> Option<Codec> {
+        let dict = u32::from_le_bytes(props.get(1..5)?.try_into().ok()?);
+        if u64::from(dict) > memory_max {
+            return None;
+        }
+        let mut filters = liblzma::stream::Filters::new();
+        filters.lzma1_properties(props).ok()?;
+        Some(Codec::Lzma(Box::new(liblzma::stream::Stream::new_raw_decoder(&filters).ok()?)))
     }
 
     /// Decodes from `input` into `out`; `Err` for corrupt data.
@@ -80,6 +103,35 @@ impl Codec {
             Codec::Gzip(d) => {
                 let s = d.decode(input, out).map_err(|_| ())?;
                 Ok(Step { consumed: s.consumed, produced: s.produced, ended: false })
+            }
+            Codec::Lzma(d) => {
+                let (i, o) = (d.total_in(), d.total_out());
+                let status = d.process(input, out, liblzma::stream::Action::Run).map_err(|_| ())?;
+                Ok(Step {
+                    consumed: (d.total_in() - i) as usize,
+                    produced: (d.total_out() - o) as usize,
+                    ended: status == liblzma::stream::Status::StreamEnd,
+                })
+            }
+        }
+    }
+
+    /// liblzma's end of input: with concatenated `.xz` streams the decoder only knows the
+    /// input was complete when told it has ended. Output left over goes to `emit`.
+    pub fn lzma_finish(&mut self, out: &mut [u8], emit: &mut dyn FnMut(&[u8]) -> bool) -> Result<bool, ()> {
+        let Codec::Lzma(d) = self else { return Ok(false) };
+        loop {
+            let o = d.total_out();
+            let status = d.process(&[], out, liblzma::stream::Action::Finish).map_err(|_| ())?;
+            let produced = (d.total_out() - o) as usize;
+            if produced > 0 && emit(&out[..produced]) {
+                return Ok(true);
+            }
+            if status == liblzma::stream::Status::StreamEnd {
+                return Ok(true);
+            }
+            if produced == 0 {
+                return Ok(false);
             }
         }
     }

@@ -15,12 +15,17 @@ use super::{Cx, Feed};
 const OUT_BYTES: usize = 32 * 1024;
 
 /// The feeder that opens a container of `kind`; `name` is the container's own name.
-pub(super) fn feeder(kind: Kind, name: &str, _cx: &Cx<'_>) -> Box<dyn Feed> {
-    match kind {
-        Kind::Gzip => Box::new(stream::Compressed::new(stream::Format::Gzip, name, OUT_BYTES)),
-        Kind::Bzip2 => Box::new(stream::Compressed::new(stream::Format::Bzip2, name, OUT_BYTES)),
-        Kind::Zstd => Box::new(stream::Compressed::new(stream::Format::Zstd, name, OUT_BYTES)),
-        Kind::Zip => Box::new(zip::Zip::new(OUT_BYTES)),
+/// `None` when the format's decoder cannot be set up within its limits.
+pub(super) fn feeder(kind: Kind, name: &str, cx: &Cx<'_>) -> Option<Box<dyn Feed>> {
+    let lzma_max = cx.tree.limits.lzma_memory_bytes_max;
+    let compressed = |f| stream::Compressed::new(f, name, OUT_BYTES, lzma_max).map(|c| Box::new(c) as Box<dyn Feed>);
+    Some(match kind {
+        Kind::Gzip => compressed(stream::Format::Gzip)?,
+        Kind::Bzip2 => compressed(stream::Format::Bzip2)?,
+        Kind::Zstd => compressed(stream::Format::Zstd)?,
+        Kind::Xz => compressed(stream::Format::Xz)?,
+        Kind::Lzma => compressed(stream::Format::Lzma)?,
+        Kind::Zip => Box::new(zip::Zip::new(OUT_BYTES, lzma_max)),
         Kind::Tar => Box::new(tar::Tar::new()),
         Kind::Cpio(k) => Box::new(cpio::Cpio::new(k)),
         Kind::Mail => Box::new(super::mime::Mime::mail()),
@@ -29,5 +34,5 @@ pub(super) fn feeder(kind: Kind, name: &str, _cx: &Cx<'_>) -> Box<dyn Feed> {
         Kind::Binhex => Box::new(binhex::Binhex::new()),
         Kind::Szdd => Box::new(szdd::Szdd::new(name)),
         Kind::Whole(_) => unreachable!("whole formats are buffered, not fed"),
-    }
+    })
 }

@@ -14,6 +14,8 @@ pub enum Format {
     Gzip,
     Bzip2,
     Zstd,
+    Xz,
+    Lzma,
 }
 
 pub struct Compressed {
@@ -22,14 +24,24 @@ pub struct Compressed {
     out: Box<[u8]>,
     name: String,
     started: bool,
-    /// bzip2: the last stream ended; the next byte must start another.
+    /// bzip2: the last stream ended; the next byte must start another. `.lzma`: it ended.
     between: bool,
     broken: &'static str,
 }
 
 impl Compressed {
-    pub fn new(format: Format, parent: &str, out_bytes: usize) -> Compressed {
+    /// `None` when the decoder cannot be set up (liblzma refused its memory limit).
+    pub fn new(format: Format, parent: &str, out_bytes: usize, lzma_memory_max: u64) -> Option<Compressed> {
         let (codec, broken, suffixes, fallback): (_, _, &[(&str, &str)], _) = match format {
+            Format::Xz => {
+                (Codec::xz(lzma_memory_max)?, "Heuristics.Broken.XZ", &[(".txz", ".tar"), (".xz", "")], "[xz]")
+            }
+            Format::Lzma => (
+                Codec::lzma_alone(lzma_memory_max)?,
+                "Heuristics.Broken.LZMA",
+                &[(".tlz", ".tar"), (".lzma", "")],
+                "[lzma]",
+            ),
             Format::Gzip => {
                 (Codec::gzip(), "Heuristics.Broken.Gzip", &[(".tgz", ".tar"), (".gz", ""), (".z", "")], "[gzip]")
             }
@@ -43,7 +55,7 @@ impl Compressed {
             .find(|(s, _)| lower.ends_with(s) && lower.len() > s.len())
             .map(|(s, repl)| format!("{}{repl}", &parent[..parent.len() - s.len()]))
             .unwrap_or_else(|| fallback.to_string());
-        Compressed {
+        Some(Compressed {
             format,
             codec,
             out: vec![0; out_bytes].into_boxed_slice(),
@@ -51,7 +63,7 @@ impl Compressed {
             started: false,
             between: false,
             broken,
-        }
+        })
     }
 }
 
@@ -65,8 +77,8 @@ impl Feed for Compressed {
         }
         while !input.is_empty() {
             if self.between {
-                // Only bzip2 gets here: a new stream must follow.
-                if input[0] != b'B' {
+                // bzip2: a new stream must follow; `.lzma`: nothing may.
+                if self.format == Format::Lzma || input[0] != b'B' {
                     return Err(Fault::Broken(self.broken));
                 }
                 self.codec = Codec::bzip2();
@@ -81,7 +93,7 @@ impl Feed for Compressed {
             let Some((used, ended)) = result else { return Ok(ControlFlow::Break(())) };
             input = &input[used..];
             // gzip and zstd decoders take the next member or frame themselves.
-            if ended && self.format == Format::Bzip2 {
+            if ended && matches!(self.format, Format::Bzip2 | Format::Lzma) {
                 self.between = true;
             }
         }
@@ -90,7 +102,21 @@ impl Feed for Compressed {
 
     fn finish(&mut self, emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
         let complete = match self.format {
-            Format::Bzip2 => self.between,
+            Format::Bzip2 | Format::Lzma => self.between,
+            Format::Xz => {
+                let mut stop = false;
+                let done = self
+                    .codec
+                    .lzma_finish(&mut self.out, &mut |piece| {
+                        stop = emit(Event::Data(piece)).is_break();
+                        stop
+                    })
+                    .map_err(|()| Fault::Broken(self.broken))?;
+                if stop {
+                    return Ok(ControlFlow::Break(()));
+                }
+                done
+            }
             _ => self.codec.is_complete(),
         };
         if !complete {

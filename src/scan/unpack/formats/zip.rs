@@ -3,11 +3,11 @@
 //!
 //! Each entry is a local header, its name and extra field (zip64 sizes are read from it), the
 //! data, and for entries written by a streaming zipper (flag bit 3) a data descriptor after
-//! the data. Methods: stored, deflate, deflate64, bzip2 and zstd; a compressed entry ends
+//! the data. Methods: stored, deflate, deflate64, bzip2, LZMA and zstd; a compressed entry ends
 //! where its stream ends, so an unknown size is no obstacle. A stored entry of unknown size
 //! ends at the first data descriptor whose CRC-32 and size match the bytes before it. Every
 //! entry's CRC-32 is checked. Encrypted entries are [`Fault::Encrypted`]; other methods
-//! (implode, shrink, reduce, lzma, ppmd, ...) and a broken structure are [`Fault::Broken`];
+//! (implode, shrink, reduce, ppmd, ...) and a broken structure are [`Fault::Broken`];
 //! an archive must reach its central directory to be complete.
 
 use super::codec::{pump, Codec};
@@ -34,6 +34,8 @@ enum State {
     Stored,
     /// Stored, size unknown: looking for the descriptor.
     StoredSearch,
+    /// zip's LZMA header (version, properties length, the 5 properties) before the data.
+    LzmaProps,
     Compressed,
     Descriptor,
     /// The central directory began: nothing after it is read.
@@ -66,10 +68,11 @@ pub struct Zip {
     hold: Vec<u8>,
     entries: u64,
     first: bool,
+    lzma_memory_max: u64,
 }
 
 impl Zip {
-    pub fn new(out_bytes: usize) -> Zip {
+    pub fn new(out_bytes: usize, lzma_memory_max: u64) -> Zip {
         Zip {
             state: State::Signature,
             buf: [0; 30],
@@ -93,6 +96,7 @@ impl Zip {
             hold: Vec::new(),
             entries: 0,
             first: true,
+            lzma_memory_max,
         }
     }
 
@@ -160,6 +164,7 @@ impl Zip {
             8 => Some(Codec::inflate()),
             9 => Some(Codec::inflate64()),
             12 => Some(Codec::bzip2()),
+            14 => None, // set up once its properties are read
             93 => Some(Codec::zstd()),
             _ => return Err(UNSUPPORTED),
         };
@@ -174,6 +179,7 @@ impl Zip {
                 self.hold.clear();
                 State::StoredSearch
             }
+            (14, _) => State::LzmaProps,
             _ => State::Compressed,
         };
         self.entries += 1;
@@ -284,6 +290,21 @@ impl Zip {
                         return Ok(ControlFlow::Break(()));
                     }
                 }
+                State::LzmaProps => {
+                    if !self.collect(input, &mut used, 9) {
+                        break;
+                    }
+                    self.got = 0;
+                    if self.sizes_known() {
+                        self.left = self.left.checked_sub(9).ok_or(BROKEN)?;
+                    }
+                    if self.u16_at(2) != 5 {
+                        return Err(BROKEN);
+                    }
+                    let props: [u8; 5] = self.buf[4..9].try_into().expect("5 bytes");
+                    self.codec = Some(Codec::lzma1(&props, self.lzma_memory_max).ok_or(UNSUPPORTED)?);
+                    self.state = State::Compressed;
+                }
                 State::Compressed => {
                     let known = self.sizes_known();
                     let avail = input.len() - used;
@@ -311,7 +332,13 @@ impl Zip {
                             return Ok(ControlFlow::Break(()));
                         }
                     } else if known && self.left == 0 {
-                        return Err(BROKEN);
+                        // Raw LZMA without an end marker ends with its size; others must end.
+                        if self.method != 14 {
+                            return Err(BROKEN);
+                        }
+                        if self.end_data(emit)?.is_break() {
+                            return Ok(ControlFlow::Break(()));
+                        }
                     }
                 }
                 State::Descriptor => {
