@@ -291,4 +291,22 @@ mod tests {
         let series: Vec<_> = m.request_series().collect();
         assert_eq!(series, [("RESPMOD", "respmod", "other".to_string(), 1)]);
     }
+
+    #[test]
+    fn finds_inside_containers_are_counted_by_member_path() {
+        let mut m = ShardMetrics::new(2);
+        let mut o = outcome(Some(Method::Respmod), Some("respmod"), 200, Some("Eicar-Test-Signature"));
+        o.found_in = Some("a.zip/dir/e.com".into());
+        record(&mut m, &o);
+        record(&mut m, &o);
+        // A clean object with a stale path is not a find.
+        let mut clean = outcome(Some(Method::Respmod), Some("respmod"), 204, None);
+        clean.found_in = Some("b.zip/x".into());
+        record(&mut m, &clean);
+        assert_eq!(m.found_in.get("a.zip/dir/e.com"), Some(&2));
+        assert_eq!(m.found_in.len(), 1);
+        let mut merged = ShardMetrics::new(2);
+        merged.merge(&m);
+        assert_eq!(merged.found_in, m.found_in);
+    }
 }
