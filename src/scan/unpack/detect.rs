@@ -146,10 +146,12 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
         }
     }
     // bzip2: "BZh" + block size digit + the first block's magic (or an empty stream's end).
-    if head.len() >= 10 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
-        if head[4..10] == *b"\x31\x41\x59\x26\x53\x59" || head[4..10] == *b"\x17\x72\x45\x38\x50\x90" {
-            return Detect::Container(Kind::Bzip2);
-        }
+    if head.len() >= 10
+        && head.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&head[3])
+        && (head[4..10] == *b"\x31\x41\x59\x26\x53\x59" || head[4..10] == *b"\x17\x72\x45\x38\x50\x90")
+    {
+        return Detect::Container(Kind::Bzip2);
     }
     if head.len() >= TAR_MAGIC_AT + 5 && &head[TAR_MAGIC_AT..TAR_MAGIC_AT + 5] == b"ustar" {
         return Detect::Container(Kind::Tar);

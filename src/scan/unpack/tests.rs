@@ -419,12 +419,10 @@ fn non_containers_are_scanned_as_before() {
 
 #[test]
 fn uploads_multipart_form_data_parts_are_members() {
-    let body = format!(
-        "------b0undary\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nhi\r\n\
+    let body = "------b0undary\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nhi\r\n\
          ------b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"up.zip\"\r\n\
-         Content-Type: application/zip\r\n\r\n"
-    );
-    let mut b = body.into_bytes();
+         Content-Type: application/zip\r\n\r\n";
+    let mut b = body.as_bytes().to_vec();
     b.extend_from_slice(&zip_of(&[("eicar.com", EICAR)], zip::CompressionMethod::Deflated));
     b.extend_from_slice(b"\r\n--------b0undary--\r\n");
     check_splits("upload", &b, &infected(FOUND), Some("upload/up.zip/eicar.com"));

@@ -212,10 +212,8 @@ impl Feed for Tar {
                     used += n;
                     self.left -= n as u64;
                     match self.state {
-                        State::Data => {
-                            if emit(Event::Data(piece)).is_break() {
-                                return Ok(ControlFlow::Break(()));
-                            }
+                        State::Data if emit(Event::Data(piece)).is_break() => {
+                            return Ok(ControlFlow::Break(()));
                         }
                         State::Meta => {
                             let room = META_BYTES_MAX.saturating_sub(self.meta.len()).min(piece.len());
