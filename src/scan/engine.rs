@@ -220,6 +220,9 @@ impl Inspector for EngineInspector {
         self.spent = Duration::ZERO;
         self.decode.end();
         self.read_http_fields(txn);
+        // Begun first, so that a transaction answered here reports no member path or
+        // container limit left over from the previous one.
+        self.unpack.begin(&self.sg, &self.name);
         if !self.url.is_empty() {
             if let Some(name) = self.gen().urls.first_match(&self.url) {
                 return self.conclude(Verdict::Infected { threat: name.into() });
@@ -230,7 +233,6 @@ impl Inspector for EngineInspector {
             return self.conclude(v);
         }
         self.decode.begin(&self.codings, self.partial);
-        self.unpack.begin(&self.sg, &self.name);
         Progress::More
     }
 
