@@ -418,3 +418,49 @@ fn corpus_files_over_loopback_name_the_member_in_the_access_log() {
         let _ = std::fs::remove_file(&log);
     }
 }
+
+/// A REQMOD upload of `body` as `multipart/form-data` (one file part), in `chunk`-byte pieces.
+fn reqmod_upload(file_name: &str, file: &[u8], chunk: usize) -> Vec<u8> {
+    let mut body = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--XyZ\r\n\
+         Content-Disposition: form-data; name=\"f\"; filename=\"{file_name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let req_hdr = format!(
+        "POST http://origin.test/upload HTTP/1.1\r\nHost: origin.test\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut req = format!(
+        "REQMOD icap://127.0.0.1/reqmod ICAP/1.0\r\nHost: 127.0.0.1\r\nAllow: 204\r\n\
+         Encapsulated: req-hdr=0, req-body={}\r\n\r\n{req_hdr}",
+        req_hdr.len()
+    )
+    .into_bytes();
+    req.extend(chunked(&body, chunk));
+    req.extend_from_slice(b"0\r\n\r\n");
+    req
+}
+
+#[test]
+fn uploads_are_opened_like_downloads_over_loopback() {
+    let sigs = Sigs::new("upload");
+    let log = std::env::temp_dir().join(format!("icapd-corpus-upload-{}.log", std::process::id()));
+    let server = icap_server(&sigs, &log, "json");
+    let zip = std::fs::read(Path::new(CORPUS).join("clam.zip")).unwrap();
+    for chunk in [16 * 1024, 7] {
+        let r = exchange(&server.connect(), reqmod_upload("clam.zip", &zip, chunk)).expect("a response");
+        let found = r.header("X-Infection-Found").unwrap_or_default().to_string();
+        assert!(found.contains("Threat=ClamExe-Code"), "at {chunk}: {found} {:?}", r.head);
+    }
+    let twin = zip_with("clam.exe", &harmless(), zip::CompressionMethod::Deflated);
+    assert_eq!(exchange(&server.connect(), reqmod_upload("clam.zip", &twin, 100)).expect("a response").status, 204);
+    let lines = log_lines(&log, 3);
+    // The upload URL's last segment names the object; the form part names the file.
+    assert!(lines[0].contains("\"found_in\":\"upload/clam.zip/clam.exe\""), "{}", lines[0]);
+    drop(server);
+    let _ = std::fs::remove_file(&log);
+}
