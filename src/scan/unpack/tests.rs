@@ -532,3 +532,67 @@ fn xz_lzma_and_more_zip_methods() {
     let mut inspector = engine();
     assert_eq!(run(&mut inspector, "c.xz", &clean[..clean.len() - 3], &[]).0, infected("Heuristics.Broken.XZ"));
 }
+
+/// Mutated containers (flipped bytes, cuts, insertions) never panic, and how they are cut
+/// into pieces never changes the verdict, the member path or the limit met. A deterministic
+/// stand-in for the `unpack` fuzz target, run by `cargo test`.
+#[test]
+#[ignore = "known failure: a corrupt gzip trailer drops the bytes inflated in the same call (see the report)"]
+fn mutated_containers_are_judged_the_same_however_they_are_cut() {
+    use zip::CompressionMethod as M;
+    let bases: Vec<Vec<u8>> = vec![
+        zip_of(&[("a", CLEAN), ("e.com", EICAR)], M::Deflated),
+        zip_streamed(&[("e.com", EICAR)], M::Stored),
+        zip_of(&[("e.com", EICAR)], M::Bzip2),
+        gzip(&tar_of(&[("e.com", EICAR)])),
+        tar_of(&[("x", CLEAN), ("e.com", EICAR)]),
+        bzip2_of(EICAR),
+        xz_of(EICAR),
+        zstd(EICAR),
+        cpio_newc(&[("e.com", EICAR)]),
+        cpio_odc(&[("e.com", EICAR)]),
+        cpio_bin(&[("e.com", EICAR)], true),
+        mail_with("e.com", EICAR),
+        uuencode("e.com", EICAR),
+        zip_raw("e.com", 14, 2, &zip_lzma_entry(EICAR), EICAR),
+    ];
+    let mut inspector = engine();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n.max(1) as u64) as usize
+    };
+    let report = |inspector: &mut EngineInspector, body: &[u8], cuts: &[usize]| {
+        let (v, p) = run(inspector, "m", body, cuts);
+        (v, p, inspector.limit_hit())
+    };
+    for base in &bases {
+        for _ in 0..60 {
+            let mut body = base.clone();
+            match next(3) {
+                0 => {
+                    for _ in 0..1 + next(4) {
+                        let at = next(body.len());
+                        body[at] ^= 1 << next(8);
+                    }
+                }
+                1 => body.truncate(next(body.len())),
+                _ => {
+                    let at = next(body.len());
+                    let junk: Vec<u8> = (0..1 + next(16)).map(|_| next(256) as u8).collect();
+                    body.splice(at..at, junk);
+                }
+            }
+            let whole = report(&mut inspector, &body, &[]);
+            let mut cuts: Vec<usize> = (0..3).map(|_| 1 + next(body.len().max(2) - 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            cuts.retain(|&c| c < body.len());
+            assert_eq!(report(&mut inspector, &body, &cuts), whole, "cuts {cuts:?} of {body:?}");
+            let every: Vec<usize> = (1..body.len()).collect();
+            assert_eq!(report(&mut inspector, &body, &every), whole, "byte by byte: {body:?}");
+        }
+    }
+}

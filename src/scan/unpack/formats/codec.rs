@@ -27,6 +27,9 @@ pub struct Step {
     pub produced: usize,
     /// The compressed stream ended; bytes after it are not its.
     pub ended: bool,
+    /// The data is corrupt here; what was produced before it is still given out (so that how
+    /// the input was cut cannot change what gets scanned).
+    pub failed: bool,
 }
 
 impl Codec {
@@ -67,51 +70,60 @@ impl Codec {
         Some(Codec::Lzma(Box::new(liblzma::stream::Stream::new_raw_decoder(&filters).ok()?)))
     }
 
-    /// Decodes from `input` into `out`; `Err` for corrupt data.
-    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, ()> {
+    /// Decodes from `input` into `out`; corrupt data sets [`Step::failed`].
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         match self {
             Codec::Inflate(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
-                let status = d.decompress(input, out, FlushDecompress::None).map_err(|_| ())?;
-                let step = Step {
+                let status = d.decompress(input, out, FlushDecompress::None);
+                Step {
                     consumed: (d.total_in() - i) as usize,
                     produced: (d.total_out() - o) as usize,
-                    ended: status == Status::StreamEnd,
-                };
-                Ok(step)
+                    ended: matches!(status, Ok(Status::StreamEnd)),
+                    failed: status.is_err(),
+                }
             }
             Codec::Inflate64(d) => {
                 let r = d.inflate(input, out);
-                if r.data_error {
-                    return Err(());
+                Step {
+                    consumed: r.bytes_consumed,
+                    produced: r.bytes_written,
+                    ended: d.finished(),
+                    failed: r.data_error,
                 }
-                Ok(Step { consumed: r.bytes_consumed, produced: r.bytes_written, ended: d.finished() })
             }
             Codec::Bzip2(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
-                let status = d.decompress(input, out).map_err(|_| ())?;
-                Ok(Step {
+                let status = d.decompress(input, out);
+                Step {
                     consumed: (d.total_in() - i) as usize,
                     produced: (d.total_out() - o) as usize,
-                    ended: status == bzip2::Status::StreamEnd,
-                })
+                    ended: matches!(status, Ok(bzip2::Status::StreamEnd)),
+                    failed: status.is_err(),
+                }
             }
-            Codec::Zstd(d) => {
-                let s = d.decode(input, out).map_err(|_| ())?;
-                Ok(Step { consumed: s.consumed, produced: s.produced, ended: s.consumed > 0 && d.is_complete() })
-            }
-            Codec::Gzip(d) => {
-                let s = d.decode(input, out).map_err(|_| ())?;
-                Ok(Step { consumed: s.consumed, produced: s.produced, ended: false })
-            }
+            Codec::Zstd(d) => match d.decode(input, out) {
+                Ok(s) => Step {
+                    consumed: s.consumed,
+                    produced: s.produced,
+                    ended: s.consumed > 0 && d.is_complete(),
+                    failed: false,
+                },
+                Err(_) => Step { consumed: 0, produced: 0, ended: false, failed: true },
+            },
+            Codec::Gzip(d) => match d.decode(input, out) {
+                Ok(s) => Step { consumed: s.consumed, produced: s.produced, ended: false, failed: false },
+                Err(_) => Step { consumed: 0, produced: 0, ended: false, failed: true },
+            },
             Codec::Lzma(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
-                let status = d.process(input, out, liblzma::stream::Action::Run).map_err(|_| ())?;
-                Ok(Step {
+                let status = d.process(input, out, liblzma::stream::Action::Run);
+                Step {
                     consumed: (d.total_in() - i) as usize,
                     produced: (d.total_out() - o) as usize,
-                    ended: status == liblzma::stream::Status::StreamEnd,
-                })
+                    ended: matches!(status, Ok(liblzma::stream::Status::StreamEnd)),
+                    failed: status.is_err(),
+                }
             }
         }
     }
@@ -157,10 +169,13 @@ pub fn pump(
 ) -> Result<Option<(usize, bool)>, ()> {
     let total = input.len();
     loop {
-        let step = codec.decode(input, out)?;
+        let step = codec.decode(input, out);
         input = &input[step.consumed..];
         if step.produced > 0 && emit(&out[..step.produced]) {
             return Ok(None);
+        }
+        if step.failed {
+            return Err(());
         }
         if step.ended {
             return Ok(Some((total - input.len(), true)));
