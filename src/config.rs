@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     /// Only check the configuration, then exit.
     pub check: bool,
+    /// With `--check`: list every skipped signature line, not one line per file and reason.
+    pub verbose: bool,
     /// How long SIGTERM waits for in-flight transactions.
     pub shutdown_grace: Duration,
     pub policy: ScanPolicy,
@@ -38,8 +40,28 @@ pub struct Config {
     pub reload_poll: Duration,
     /// Where the Prometheus metrics and status pages are served (off when `None`).
     pub metrics: Option<SocketAddr>,
+    /// Where HAProxy's agent-check is answered (off when `None`).
+    pub agent: Option<SocketAddr>,
+    /// How long a stop answers agent checks with `drain` before the listeners close.
+    pub agent_drain: Duration,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
+    /// ICAP over TLS (icaps://): listeners and certificate files; off when `listen` is empty.
+    pub tls: TlsConfig,
+}
+
+/// The TLS listeners and the files they serve. Certificate and key are loaded (and checked) when
+/// the server starts and again on SIGHUP; see `src/server/tls.rs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Addresses every shard listens on for TLS, beside the plain `listen` address.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate they signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where access-log lines go.
@@ -74,8 +96,15 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     reload_poll_ms: Option<u64>,
     metrics: Option<String>,
+    agent: Option<String>,
+    agent_drain_ms: Option<u64>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -125,6 +154,8 @@ struct FileLimits {
     yara_whole_bytes_max: Option<usize>,
     yara_overlap_bytes: Option<usize>,
     yara_block_scanners_max: Option<usize>,
+    body_partials_max: Option<usize>,
+    body_partial_ends_max: Option<usize>,
     threat_labels_max: Option<usize>,
     access_log_flush_bytes: Option<usize>,
     access_log_queue_buffers: Option<usize>,
@@ -145,6 +176,11 @@ struct FileLimits {
     extract_ratio_floor_bytes: Option<u64>,
     container_buffer_bytes_max: Option<u64>,
     lzma_memory_bytes_max: Option<u64>,
+    update_bundle_bytes_max: Option<u64>,
+    update_unpacked_bytes_max: Option<u64>,
+    update_files_max: Option<usize>,
+    update_fetch_deadline_ms: Option<u64>,
+    tls_handshake_ms: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -162,10 +198,18 @@ OPTIONS:
     --inspector KIND     engine | null | test  [default: engine]
     --metrics ADDR       serve Prometheus metrics (/metrics) and a status page (/status) over
                          HTTP on ADDR, e.g. 127.0.0.1:9344 [default: off]
+    --agent ADDR         answer HAProxy's agent-check on ADDR (\"up N%\" or \"drain\")
+                         [default: off]
     --access-log DEST    stderr | off | a file path (reopened on SIGUSR1) [default: stderr]
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
+    --tls-listen ADDR    also serve ICAP over TLS (icaps://) on ADDR, e.g. 0.0.0.0:11344; may be
+                         given several times [default: off]
+    --tls-cert FILE      PEM certificate chain for the TLS listeners (reloaded on SIGHUP)
+    --tls-key FILE       PEM private key for the TLS listeners (reloaded on SIGHUP)
+    --tls-client-ca FILE require client certificates signed by these PEM CA certificates
     --check              validate the configuration and exit
+    -v, --verbose        with --check, list every skipped signature line with file:line
     --help               print this help
     --version            print the version
 
@@ -188,9 +232,15 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut cpus: Option<String> = None;
     let mut inspector: Option<String> = None;
     let mut metrics: Option<String> = None;
+    let mut agent: Option<String> = None;
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
+    let mut tls_listen: Vec<String> = Vec::new();
+    let mut tls_cert: Option<PathBuf> = None;
+    let mut tls_key: Option<PathBuf> = None;
+    let mut tls_client_ca: Option<PathBuf> = None;
     let mut check = false;
+    let mut verbose = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -208,9 +258,15 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--cpus" => cpus = Some(value("--cpus")?),
             "--inspector" => inspector = Some(value("--inspector")?),
             "--metrics" => metrics = Some(value("--metrics")?),
+            "--agent" => agent = Some(value("--agent")?),
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
+            "--tls-listen" => tls_listen.push(value("--tls-listen")?),
+            "--tls-cert" => tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => tls_key = Some(value("--tls-key")?.into()),
+            "--tls-client-ca" => tls_client_ca = Some(value("--tls-client-ca")?.into()),
             "--check" => check = true,
+            "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
             other => return Err(format!("unknown argument '{other}' (see --help)")),
@@ -287,10 +343,43 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     if metrics.is_some_and(|m| m == listen) {
         return Err(format!("the metrics listener cannot share the ICAP address {listen}"));
     }
+    let agent = match agent.or(file.agent) {
+        None => None,
+        Some(text) if text == "off" => None,
+        Some(text) => Some(
+            text.parse::<SocketAddr>().map_err(|_| format!("invalid agent address '{text}' (want IP:PORT or off)"))?,
+        ),
+    };
+    if agent.is_some_and(|a| a == listen || Some(a) == metrics) {
+        return Err("the agent-check listener cannot share the ICAP or metrics address".into());
+    }
     let access_log = LogDest::parse(&access_log.or(file.access_log).unwrap_or_else(|| "stderr".into()));
     let format_text = access_log_format.or(file.access_log_format).unwrap_or_else(|| "icap".into());
     let access_log_format =
         LogFormat::parse(&format_text).ok_or(format!("unknown access log format '{format_text}' (icap, json)"))?;
+    // Listeners given on the command line replace those of the file, like every other key.
+    let tls_listen_text = if tls_listen.is_empty() { file.tls_listen } else { tls_listen };
+    let mut tls_addrs: Vec<SocketAddr> = Vec::with_capacity(tls_listen_text.len());
+    for text in &tls_listen_text {
+        let addr: SocketAddr =
+            text.parse().map_err(|_| format!("invalid TLS listen address '{text}' (want IP:PORT)"))?;
+        if addr == listen || metrics == Some(addr) || tls_addrs.contains(&addr) {
+            return Err(format!("the TLS listener {addr} is already in use by another listener"));
+        }
+        tls_addrs.push(addr);
+    }
+    let tls = TlsConfig {
+        listen: tls_addrs,
+        cert: tls_cert.or(file.tls_cert),
+        key: tls_key.or(file.tls_key),
+        client_ca: tls_client_ca.or(file.tls_client_ca),
+    };
+    if !tls.listen.is_empty() && (tls.cert.is_none() || tls.key.is_none()) {
+        return Err("--tls-listen needs --tls-cert and --tls-key (tls_cert, tls_key in the file)".into());
+    }
+    if tls.listen.is_empty() && (tls.cert.is_some() || tls.key.is_some() || tls.client_ca.is_some()) {
+        return Err("TLS certificate files are set but there is no --tls-listen (tls_listen) to use them".into());
+    }
     Ok(Parsed::Run(Box::new(Config {
         listen,
         signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
@@ -298,13 +387,17 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         inspector,
         limits,
         check,
+        verbose,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
         policy: ScanPolicy { over_limit, early_204, encrypted },
         block_page,
         reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
         metrics,
+        agent,
+        agent_drain: Duration::from_millis(file.agent_drain_ms.unwrap_or(0)),
         access_log,
         access_log_format,
+        tls,
     })))
 }
 
@@ -332,6 +425,8 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         yara_whole_bytes_max: f.yara_whole_bytes_max.unwrap_or(d.yara_whole_bytes_max),
         yara_overlap_bytes: f.yara_overlap_bytes.unwrap_or(d.yara_overlap_bytes),
         yara_block_scanners_max: f.yara_block_scanners_max.unwrap_or(d.yara_block_scanners_max),
+        body_partials_max: f.body_partials_max.unwrap_or(d.body_partials_max),
+        body_partial_ends_max: f.body_partial_ends_max.unwrap_or(d.body_partial_ends_max),
         threat_labels_max: f.threat_labels_max.unwrap_or(d.threat_labels_max),
         access_log_flush_bytes: f.access_log_flush_bytes.unwrap_or(d.access_log_flush_bytes),
         access_log_queue_buffers: f.access_log_queue_buffers.unwrap_or(d.access_log_queue_buffers),
@@ -352,6 +447,11 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         extract_ratio_floor_bytes: f.extract_ratio_floor_bytes.unwrap_or(d.extract_ratio_floor_bytes),
         container_buffer_bytes_max: f.container_buffer_bytes_max.unwrap_or(d.container_buffer_bytes_max),
         lzma_memory_bytes_max: f.lzma_memory_bytes_max.unwrap_or(d.lzma_memory_bytes_max),
+        update_bundle_bytes_max: f.update_bundle_bytes_max.unwrap_or(d.update_bundle_bytes_max),
+        update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),
+        update_files_max: f.update_files_max.unwrap_or(d.update_files_max),
+        update_fetch_deadline: ms(f.update_fetch_deadline_ms, d.update_fetch_deadline),
+        tls_handshake: ms(f.tls_handshake_ms, d.tls_handshake),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
@@ -420,6 +520,56 @@ mod tests {
         assert!(run(&["--metrics", "9344"]).unwrap_err().contains("metrics address"));
         assert!(run(&["--access-log-format", "xml"]).unwrap_err().contains("xml"));
         assert!(run(&["--listen", "127.0.0.1:9000", "--metrics", "127.0.0.1:9000"]).is_err());
+        assert_eq!(run(&["--agent", "127.0.0.1:1345"]).unwrap().agent, Some("127.0.0.1:1345".parse().unwrap()));
+        assert_eq!(run(&[]).unwrap().agent, None);
+        assert!(run(&["--agent", "1345"]).unwrap_err().contains("agent address"));
+        assert!(run(&["--listen", "127.0.0.1:9000", "--agent", "127.0.0.1:9000"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_and_keys() {
+        assert_eq!(run(&[]).unwrap().tls, TlsConfig::default());
+        let c = run(&[
+            "--tls-listen",
+            "0.0.0.0:11344",
+            "--tls-listen=127.0.0.1:11345",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--tls-client-ca",
+            "/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.tls.listen, ["0.0.0.0:11344".parse().unwrap(), "127.0.0.1:11345".parse().unwrap()]);
+        assert_eq!(
+            (c.tls.cert, c.tls.key, c.tls.client_ca),
+            (Some("/c.pem".into()), Some("/k.pem".into()), Some("/ca.pem".into()))
+        );
+        assert!(run(&["--tls-listen", "0.0.0.0:11344"]).unwrap_err().contains("--tls-cert"));
+        assert!(run(&["--tls-cert", "/c.pem", "--tls-key", "/k.pem"]).unwrap_err().contains("--tls-listen"));
+        assert!(run(&["--tls-listen", "11344", "--tls-cert", "c", "--tls-key", "k"]).unwrap_err().contains("11344"));
+        let same =
+            ["--listen", "127.0.0.1:1344", "--tls-listen", "127.0.0.1:1344", "--tls-cert", "c", "--tls-key", "k"];
+        assert!(run(&same).unwrap_err().contains("already in use"));
+
+        let dir = std::env::temp_dir().join(format!("icapd-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "tls_listen = [\"0.0.0.0:11344\", \"[::1]:11344\"]\ntls_cert = \"/etc/icapd/cert.pem\"\ntls_key = \"/etc/icapd/key.pem\"\n[limits]\ntls_handshake_ms = 2500\n",
+        )
+        .unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.tls.listen.len(), 2);
+        assert_eq!(c.tls.cert, Some("/etc/icapd/cert.pem".into()));
+        assert_eq!(c.limits.tls_handshake, Duration::from_millis(2500));
+        let c = run(&["--config", path.to_str().unwrap(), "--tls-listen", "127.0.0.1:2"]).unwrap();
+        assert_eq!(c.tls.listen, ["127.0.0.1:2".parse().unwrap()], "the command line replaces the file's list");
+        std::fs::write(&path, "[limits]\ntls_handshake_ms = 0\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("tls_handshake_ms"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -54,11 +54,22 @@ pub const SCAN_BYTES_MAX: u64 = 100 * 1024 * 1024;
 pub const SCAN_TIME_MAX: Duration = Duration::from_secs(30);
 /// Largest object kept in memory for whole-object YARA rules (modules, filesize, uintXX).
 pub const YARA_WHOLE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Bytes re-fed across each chunk boundary to the YARA block scanner: strings up to this long
-/// are found even when a boundary splits them.
-pub const YARA_OVERLAP_BYTES: usize = 1024;
+/// Largest overlap a streamed YARA rule may need. Consecutive blocks given to the YARA block
+/// scanner share the longest match any streamed rule can have (computed from the rules when
+/// the generation is built, usually tens of bytes), so no match is split by a block edge; a
+/// rule whose longest match exceeds this is evaluated on the whole object instead.
+pub const YARA_OVERLAP_BYTES: usize = 16 * 1024;
 /// YARA block scanners a shard may build (each reserves virtual memory for a WASM instance).
 pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
+/// Partial multi-segment `.ndb` matches held per object (one per signature segment seen whose
+/// signature is not complete yet). None is ever evicted to make room, since evicting lets an
+/// attacker flush the real one; past the bound the over-limit policy decides
+/// (`Heuristics.Limits.Exceeded.MaxPartialMatches`).
+pub const BODY_PARTIALS_MAX: usize = 16 * 1024;
+/// Runs of segment ends held for bounded `{n-m}` gaps per object, over all partial matches
+/// (16 bytes each). Each partial match keeps only the ends within its gap, so this is reached
+/// only by input that repeats many segments; past it the over-limit policy decides, as above.
+pub const BODY_PARTIAL_ENDS_MAX: usize = 64 * 1024;
 /// Most decoded bytes per Content-Encoded object (the same as `SCAN_BYTES_MAX`: what is decoded
 /// is what is scanned). Past it the over-limit policy decides.
 pub const DECODED_BYTES_MAX: u64 = 100 * 1024 * 1024;
@@ -119,6 +130,21 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// Largest signature bundle `icapd-update` downloads (the compressed `.tar.gz`); a larger or
+/// longer answer is refused before anything is unpacked. The bundled sets are kilobytes and a
+/// full ClamAV main database is about 200 MB, so this leaves room without inviting a disk fill.
+pub const UPDATE_BUNDLE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// Most bytes a bundle may unpack to, all members together (a gzip bomb stops here).
+pub const UPDATE_UNPACKED_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Most members in a bundle.
+pub const UPDATE_FILES_MAX: usize = 1024;
+/// How long `icapd-update` waits for the bundle server: connecting, and between bytes.
+pub const UPDATE_FETCH_DEADLINE: Duration = Duration::from_secs(60);
+/// A TLS connection must finish its handshake within this, whatever the peer trickles: until
+/// then it holds a connection slot without having sent a request. Squid and c-icap-client
+/// handshake in milliseconds on a LAN; 10 s leaves room for a loaded client.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +169,8 @@ pub struct Limits {
     pub yara_whole_bytes_max: usize,
     pub yara_overlap_bytes: usize,
     pub yara_block_scanners_max: usize,
+    pub body_partials_max: usize,
+    pub body_partial_ends_max: usize,
     pub threat_labels_max: usize,
     pub access_log_flush_bytes: usize,
     pub access_log_queue_buffers: usize,
@@ -163,6 +191,11 @@ pub struct Limits {
     pub extract_ratio_floor_bytes: u64,
     pub container_buffer_bytes_max: u64,
     pub lzma_memory_bytes_max: u64,
+    pub update_bundle_bytes_max: u64,
+    pub update_unpacked_bytes_max: u64,
+    pub update_files_max: usize,
+    pub update_fetch_deadline: Duration,
+    pub tls_handshake: Duration,
 }
 
 impl Default for Limits {
@@ -188,6 +221,8 @@ impl Default for Limits {
             yara_whole_bytes_max: YARA_WHOLE_BYTES_MAX,
             yara_overlap_bytes: YARA_OVERLAP_BYTES,
             yara_block_scanners_max: YARA_BLOCK_SCANNERS_MAX,
+            body_partials_max: BODY_PARTIALS_MAX,
+            body_partial_ends_max: BODY_PARTIAL_ENDS_MAX,
             threat_labels_max: THREAT_LABELS_MAX,
             access_log_flush_bytes: ACCESS_LOG_FLUSH_BYTES,
             access_log_queue_buffers: ACCESS_LOG_QUEUE_BUFFERS,
@@ -208,6 +243,11 @@ impl Default for Limits {
             extract_ratio_floor_bytes: EXTRACT_RATIO_FLOOR_BYTES,
             container_buffer_bytes_max: CONTAINER_BUFFER_BYTES_MAX,
             lzma_memory_bytes_max: LZMA_MEMORY_BYTES_MAX,
+            update_bundle_bytes_max: UPDATE_BUNDLE_BYTES_MAX,
+            update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
+            update_files_max: UPDATE_FILES_MAX,
+            update_fetch_deadline: UPDATE_FETCH_DEADLINE,
+            tls_handshake: TLS_HANDSHAKE,
         }
     }
 }
@@ -226,6 +266,8 @@ impl Limits {
             yara_whole_bytes_max: self.yara_whole_bytes_max,
             yara_overlap_bytes: self.yara_overlap_bytes,
             yara_block_scanners_max: self.yara_block_scanners_max,
+            body_partials_max: self.body_partials_max,
+            body_partial_ends_max: self.body_partial_ends_max,
             preview_bytes: self.preview_bytes_max,
             decode: crate::scan::decode::DecodeLimits {
                 decoded_bytes_max: self.decoded_bytes_max,
@@ -264,6 +306,9 @@ impl Limits {
             ("access_log_flush_bytes", self.access_log_flush_bytes),
             ("access_log_queue_buffers", self.access_log_queue_buffers),
             ("scrape_request_bytes_max", self.scrape_request_bytes_max),
+            ("body_partials_max", self.body_partials_max),
+            ("body_partial_ends_max", self.body_partial_ends_max),
+            ("update_files_max", self.update_files_max),
         ];
         for (name, value) in nonzero {
             if value == 0 {
@@ -315,6 +360,15 @@ impl Limits {
         }
         if self.extract_ratio_max == 0 {
             return Err("extract_ratio_max must be greater than 0".into());
+        }
+        if self.update_bundle_bytes_max == 0 || self.update_unpacked_bytes_max == 0 {
+            return Err("update_bundle_bytes_max and update_unpacked_bytes_max must be greater than 0".into());
+        }
+        if self.update_fetch_deadline.is_zero() {
+            return Err("update_fetch_deadline must be greater than 0".into());
+        }
+        if self.tls_handshake.is_zero() {
+            return Err("tls_handshake_ms must be greater than 0".into());
         }
         Ok(())
     }

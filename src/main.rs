@@ -29,19 +29,31 @@ fn main() {
         if config.inspector == icapd::inspect::InspectorKind::Engine {
             match icapd::signatures::load(&config.signatures, icapd::signatures::LoadOptions::default()) {
                 Ok(gen) => {
-                    for p in &gen.problems {
-                        println!("icapd: signatures: skipped {p}");
+                    // One line per file and reason; `-v` lists every skipped line too.
+                    for line in gen.report_lines() {
+                        println!("icapd: signatures: {line}");
+                    }
+                    if config.verbose {
+                        for p in &gen.problems {
+                            println!("icapd: signatures: skipped {p}");
+                        }
                     }
                     let s = &gen.summary;
                     println!(
-                        "icapd: signatures ok: {} body, {} hash, {} YARA streaming + {} whole-object, {} URL rules; ISTag \"{}\"",
-                        s.body, s.hashes, s.yara_stream, s.yara_whole, s.urls, gen.istag
+                        "icapd: signatures ok: {} body, {} logical, {} hash, {} PE section hash, {} allowlist, {} YARA streaming + {} whole-object, {} URL rules; ISTag \"{}\"",
+                        s.body, s.logical, s.hashes, s.sections, s.allow, s.yara_stream, s.yara_whole, s.urls, gen.istag
                     );
                 }
                 Err(e) => {
                     eprintln!("icapd: cannot load signatures: {e}");
                     std::process::exit(2);
                 }
+            }
+        }
+        if !config.tls.listen.is_empty() {
+            if let Err(e) = icapd::server::tls::TlsServer::load(&config.tls) {
+                eprintln!("icapd: {e}");
+                std::process::exit(2);
             }
         }
         println!(

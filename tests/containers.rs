@@ -32,20 +32,14 @@ const OUT_OF_REACH: &[(&str, &str)] = &[
     ("clam-pespin.exe", "PESpin-packed PE: no unpacker"),
     ("clam-petite.exe", "Petite-packed PE: no unpacker"),
     ("clam-upack.exe", "Upack-packed PE: no unpacker"),
-    ("clam-upx.exe", "UPX-packed PE: the random-access library (branch whole) unpacks UPX"),
     ("clam-wwpack.exe", "WWPack-packed PE: no unpacker"),
-    ("clam-yc.exe", "yC-packed PE: no unpacker"),
-    ("clam.7z", "7z: the random-access library (branch whole)"),
     ("clam.arj", "ARJ: no decoder"),
     ("clam.cab", "CAB: the random-access library (branch whole)"),
-    ("clam.chm", "CHM: the random-access library (branch whole)"),
     ("clam.ea05.exe", "AutoIt v3.0.5 script: no decoder"),
     ("clam.ea06.exe", "AutoIt v3.0.6 script: no decoder"),
-    ("clam.exe.rtf", "RTF: the random-access library (branch whole)"),
     ("clam.impl.zip", "zip method 6 (implode): no well-kept crate decodes it"),
     ("clam.ole.doc", "OLE2: the random-access library (branch whole)"),
     ("clam.pdf", "PDF: the random-access library (branch whole)"),
-    ("clam.ppt", "OLE2 (PowerPoint): the random-access library (branch whole)"),
     ("clam.sis", "Symbian SIS: no decoder"),
     ("clam.tnef", "TNEF: the random-access library (branch whole)"),
     ("clam_IScab_ext.exe", "InstallShield cabinet: no decoder"),
@@ -53,6 +47,10 @@ const OUT_OF_REACH: &[(&str, &str)] = &[
     ("clam_ISmsi_ext.exe", "InstallShield MSI (OLE2): the random-access library (branch whole)"),
     ("clam_ISmsi_int.exe", "InstallShield MSI (OLE2): the random-access library (branch whole)"),
 ];
+
+/// Corpus files blocked by a heuristic rather than by the clam.exe signatures, and the name
+/// they must be blocked with (the whole library finds yC's PE image broken).
+const BLOCKED_BY_HEURISTIC: &[(&str, &str)] = &[("clam-yc.exe", "Heuristics.Broken.Executable")];
 
 fn corpus_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(CORPUS)
@@ -146,6 +144,12 @@ fn every_corpus_file_in_reach_is_blocked_in_process() {
             assert_eq!(verdict(&mut inspector, &name, &body, chunk).0, v, "{name} at {chunk}-byte pieces");
         }
         let _ = writeln!(table_writer(&mut table), "{name:24} {v:?} {found_in:?} {}", out_of_reach.unwrap_or(""));
+        if let Some((_, threat)) = BLOCKED_BY_HEURISTIC.iter().find(|(n, _)| *n == name) {
+            if !matches!(&v, Verdict::Infected { threat: t } if &**t == *threat) {
+                missed.push(format!("{name}: {v:?}, want {threat}"));
+            }
+            continue;
+        }
         match (is_signature(&v), out_of_reach) {
             (true, _) => {}
             (false, None) => missed.push(format!("{name}: {v:?}")),

@@ -314,6 +314,11 @@ fn debian_package_builds_installs_into_a_throwaway_root_and_verifies() {
     let entries = contents(&deb);
     let mut expected: Vec<(String, &str)> = vec![
         ("/usr/bin/icapd".into(), "-rwxr-xr-x"),
+        // Cargo builds every binary of the package before the integration tests, so
+        // icapd-update sits next to the icapd under test and build-deb takes it along.
+        ("/usr/bin/icapd-update".into(), "-rwxr-xr-x"),
+        ("/lib/systemd/system/icapd-update.service".into(), "-rw-r--r--"),
+        ("/lib/systemd/system/icapd-update.timer".into(), "-rw-r--r--"),
         ("/etc/icapd/icapd.toml".into(), "-rw-r--r--"),
         ("/etc/logrotate.d/icapd".into(), "-rw-r--r--"),
         ("/lib/systemd/system/icapd.service".into(), "-rw-r--r--"),

@@ -2,18 +2,20 @@
 //! scanning, and both must agree with a brute-force reading of the signatures.
 //!
 //! The engine is the real [`EngineInspector`] over a small generation loaded (once per
-//! process) from `.ndb` and `.hdb` text written to a private folder: EICAR, exact, masked,
-//! nibble, offset, `*`, `{n-m}` and `{n-}` signatures, a short one for the automaton path, a
-//! long one, and an MD5 hash signature.
+//! process) from `.ndb`, `.hdb` and `.yar` text written to a private folder: EICAR, exact,
+//! masked, nibble, offset, `*`, `{n-m}` and `{n-}` signatures, a short one for the automaton
+//! path, a long one, an MD5 hash signature, and YARA rules built to stress block edges (a
+//! string longer than the old fixed overlap, a hex jump, a count, an offset, fullword, a
+//! negation and a whole-object condition).
 //!
-//! Flags: bits 0-2 plant one of seven sample matches into the body (0: none) at the position
+//! Flags: bits 0-3 plant one of the sample matches into the body (0: none) at the position
 //! given by the payload's first byte, so that the fuzzer starts next to real matches and
-//! mutates around them; bit 3 sends a response head with a (possibly wrong) Content-Length.
+//! mutates around them; bit 4 sends a response head with a (possibly wrong) Content-Length.
 //!
 //! Checks: the verdict is identical whole, at the fuzzer's split points and byte by byte; a
-//! reported threat really is present (brute force over the parsed signatures, or the MD5);
-//! and every present signature is found (except for bounded `{n-m}` gaps, where the engine
-//! documents that it remembers only the last few candidate ends).
+//! reported threat really is present (brute force over the parsed signatures, the MD5, or
+//! yara-x scanning the whole body with the rule file compiled as it is); and every present
+//! signature or matching rule is found, bounded gaps included.
 #![no_main]
 
 use icapd::inspect::{Inspector, Progress, Txn, Verdict};
@@ -22,7 +24,7 @@ use icapd::proto::Method;
 use icapd::scan::engine::{EngineInspector, ScanCtx};
 use icapd::scan::policy::{Early204, OverLimit};
 use icapd::scan::ScanPolicy;
-use icapd::signatures::ndb::{parse_ndb_line, Gap, NdbOffset, NdbSignature};
+use icapd::signatures::ndb::{parse_ndb_line, NdbOffset, NdbSignature};
 use icapd::signatures::{load, LoadOptions};
 use icapd_fuzz::{every_byte, piece_ends, Input};
 use libfuzzer_sys::fuzz_target;
@@ -47,13 +49,41 @@ const NDB: &[&str] = &[
     "Fuzz.Long:0:*:7468652d717569636b2d62726f776e2d666f782d6a756d70732d6f7665722d7468652d6c617a792d646f67", // the-quick-brown-fox-jumps-over-the-lazy-dog
 ];
 
-/// One sample match per plant index 1..=7.
-const PLANTS: [&[u8]; 7] = [EICAR, b"fuzz-exact", b"MA\x00K5E", b"start--end", b"rang12345et", b"longXYZways!", HASHED];
+/// YARA rules; the whole-object oracle is yara-x over this text compiled as it is.
+const YAR: &str = r#"
+rule Yara_Long { strings: $l = "LONG-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-END" condition: $l }
+rule Yara_Jump { strings: $j = { 4a 55 4d 50 [0-300] 4f 56 45 52 } condition: $j }
+rule Yara_Count { strings: $c = "twice" condition: #c == 2 }
+rule Yara_Offset { strings: $o = "at-eight" condition: $o at 8 }
+rule Yara_Word { strings: $w = "word" fullword condition: $w }
+rule Yara_Not { strings: $a = "yes-here" $b = "but-not" condition: $a and not $b }
+rule Yara_Size { strings: $s = "sized" condition: $s and filesize < 200 }
+"#;
+
+/// One sample match per plant index 1..=15.
+const PLANTS: [&[u8]; 15] = [
+    EICAR,
+    b"fuzz-exact",
+    b"MA\x00K5E",
+    b"start--end",
+    b"rang12345et",
+    b"longXYZways!",
+    HASHED,
+    b"LONG-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz-END",
+    b"JUMP over there OVER",
+    b"twice twice",
+    b"at-eight",
+    b" word ",
+    b"yes-here",
+    b"sized",
+    b"rang12rang34et",
+];
 
 struct Engine {
     inspector: RefCell<EngineInspector>,
     sigs: Vec<NdbSignature>,
     hash: [u8; 16],
+    yara: yara_x::Rules,
 }
 
 fn engine() -> Engine {
@@ -63,13 +93,15 @@ fn engine() -> Engine {
     let hash: [u8; 16] = Md5::digest(HASHED).into();
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(dir.join("fuzz.hdb"), format!("{hex}:{}:Fuzz.Hash\n", HASHED.len())).expect("write hdb");
+    std::fs::write(dir.join("fuzz.yar"), YAR).expect("write yar");
     let gen = load(&dir, LoadOptions::default()).expect("the fuzz signatures load");
     assert!(gen.problems.is_empty(), "{:?}", gen.problems);
     let _ = std::fs::remove_dir_all(&dir);
     let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: icapd::scan::unpack::EncryptedPolicy::Block };
     let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
     let sigs = NDB.iter().map(|l| parse_ndb_line(l).expect("valid line")).collect();
-    Engine { inspector: RefCell::new(EngineInspector::new(Rc::clone(&ctx))), sigs, hash }
+    let yara = yara_x::compile(YAR).expect("the fuzz rules compile");
+    Engine { inspector: RefCell::new(EngineInspector::new(Rc::clone(&ctx))), sigs, hash, yara }
 }
 
 thread_local! {
@@ -125,12 +157,12 @@ fn present(sig: &NdbSignature, body: &[u8]) -> bool {
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else { return };
     let mut body = input.payload.to_vec();
-    let plant = (input.flags & 7) as usize;
+    let plant = (input.flags & 15) as usize;
     if plant > 0 && !body.is_empty() {
         let at = (body.remove(0) as usize).min(body.len());
         body.splice(at..at, PLANTS[plant - 1].iter().copied());
     }
-    let res_hdr = (input.flags & 8 != 0)
+    let res_hdr = (input.flags & 16 != 0)
         .then(|| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", input.gaps.len()).into_bytes());
     let res_hdr = res_hdr.as_deref();
     let cuts = icapd_fuzz::cuts_of(input.gaps, body.len());
@@ -145,21 +177,30 @@ fuzz_target!(|data: &[u8]| {
         let in_member = inspector.found_in().is_some();
         let hashed = body.len() == HASHED.len() && <[u8; 16]>::from(Md5::digest(&body)) == e.hash;
         let matching: Vec<&str> = e.sigs.iter().filter(|s| present(s, &body)).map(|s| s.name.as_str()).collect();
+        let mut scanner = yara_x::Scanner::new(&e.yara);
+        let rules: Vec<String> = scanner
+            .scan(&body)
+            .expect("yara-x scans")
+            .matching_rules()
+            .map(|r| format!("YARA.{}", r.identifier()))
+            .collect();
         match &whole {
             Verdict::Infected { threat } if in_member || threat.starts_with("Heuristics.") => {}
             Verdict::Infected { threat } if &**threat == "Fuzz.Hash" => {
                 assert!(hashed, "hash reported for another object");
                 assert!(matching.is_empty(), "body signatures {matching:?} are checked before hashes");
             }
+            Verdict::Infected { threat } if threat.starts_with("YARA.") => {
+                assert!(rules.iter().any(|r| r == &**threat), "{threat} reported but yara-x finds {rules:?}");
+                assert!(matching.is_empty() && !hashed, "body and hash signatures are checked before YARA");
+            }
             Verdict::Infected { threat } => {
                 assert!(matching.contains(&&**threat), "{threat} reported but only {matching:?} present")
             }
             Verdict::Clean => {
                 assert!(!hashed, "the hashed object passed");
-                for s in e.sigs.iter().filter(|s| present(s, &body)) {
-                    let bounded_gap = s.gaps.iter().any(|g| matches!(g, Gap::Range { .. }));
-                    assert!(bounded_gap, "{} is present but the body passed", s.name);
-                }
+                assert!(matching.is_empty(), "{matching:?} present but the body passed");
+                assert!(rules.is_empty(), "yara-x finds {rules:?} but the body passed");
             }
         }
     });

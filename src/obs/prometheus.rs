@@ -142,11 +142,26 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
             ("yara_stream", s.yara_stream),
             ("yara_whole", s.yara_whole),
             ("url", s.urls),
+            ("logical", s.logical),
+            ("allowlist", s.allow),
+            ("pe_section_hash", s.sections),
         ] {
             let _ = writeln!(o, "icapd_signatures{{kind=\"{kind}\"}} {n}");
         }
         header(o, "icapd_signature_skipped_lines", "gauge", "Signature lines skipped as unsupported or malformed.");
         let _ = writeln!(o, "icapd_signature_skipped_lines {}", s.skipped_lines);
+        // clamdb (issue 16): what each database format contributed.
+        header(
+            o,
+            "icapd_signature_format_lines",
+            "gauge",
+            "Signature lines per file format (files, for packed databases and formats not loaded), by result.",
+        );
+        for f in &s.formats {
+            for (result, n) in [("loaded", f.loaded), ("skipped", f.skipped), ("disabled", f.disabled)] {
+                let _ = writeln!(o, "icapd_signature_format_lines{{format=\"{}\",result=\"{result}\"}} {n}", f.format);
+            }
+        }
         header(o, "icapd_signature_reloads_total", "counter", "Signature reloads by result.");
         let _ = writeln!(o, "icapd_signature_reloads_total{{result=\"ok\"}} {}", p.reloads_ok);
         let _ = writeln!(o, "icapd_signature_reloads_total{{result=\"failed\"}} {}", p.reloads_failed);

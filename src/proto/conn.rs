@@ -651,6 +651,8 @@ impl Conn {
                     self.emit_keeping(0);
                     self.push_static(b"0\r\n\r\n");
                 } else if req.allow_204 || in_preview {
+                    // Wherever a 206 (use-original-body) would be allowed, so is this 204, which
+                    // is shorter; see `Request::allows_206`.
                     self.push_scratch(|out, istag| response::bodiless(out, 204, istag, unix_secs, false));
                     self.retained.clear();
                     self.retained_bytes = 0;

@@ -20,6 +20,9 @@ pub struct Request {
     pub preview: Option<u32>,
     /// The client accepts 204 outside a preview (`Allow: 204`).
     pub allow_204: bool,
+    /// The client accepts 206 Partial Content (`Allow: 206`): in answer to a preview, and with
+    /// `allow_204` also after it (see [`Request::allows_206`]).
+    pub allow_206: bool,
     /// The client asked to close after this transaction (`Connection: close`).
     pub close: bool,
 }
@@ -47,6 +50,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     let mut encap: Option<Encapsulated> = None;
     let mut preview: Option<u32> = None;
     let mut allow_204 = false;
+    let mut allow_206 = false;
     let mut close = false;
     for h in parser.headers() {
         let name = slice(head, h.name);
@@ -67,6 +71,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
             preview = Some(n as u32);
         } else if name.eq_ignore_ascii_case(b"Allow") {
             allow_204 |= list_contains(value, b"204");
+            allow_206 |= list_contains(value, b"206");
         } else if name.eq_ignore_ascii_case(b"Connection") {
             close |= list_contains(value, b"close");
         }
@@ -80,20 +85,37 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     if preview.is_some() && !encapsulated.has_body() {
         preview = None;
     }
-    Ok(Request { method, service, encapsulated, preview, allow_204, close })
+    Ok(Request { method, service, encapsulated, preview, allow_204, allow_206, close })
+}
+
+impl Request {
+    /// Whether a 206 may answer this request at this point, as the ICAP Partial Content
+    /// extension negotiates it and Squid and c-icap implement it: `Allow: 206` permits 206 in
+    /// answer to a preview; after the preview (or without one) the client must also have kept
+    /// the whole body, which it says with `Allow: 204, 206`. Squid sends `Allow: 206` alone for
+    /// bodies it cannot back up (unknown or over 64 KB) and rejects a 206 after the preview then.
+    ///
+    /// For a verdict that leaves the message unchanged, a 204 is allowed wherever a 206 is, and
+    /// is shorter (no HTTP header section, no body), so icapd answers a clean object with 204
+    /// there and never needs 206: it would only pay off for an answer that changes the HTTP
+    /// headers but keeps the body.
+    pub fn allows_206(&self, answering_preview: bool) -> bool {
+        self.allow_206 && (answering_preview || self.allow_204)
+    }
 }
 
 fn is_icap_version(v: &[u8]) -> bool {
     v.len() == 8 && v.starts_with(b"ICAP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit()
 }
 
-/// Extracts the service name from `icap://authority/service[?query]`.
+/// Extracts the service name from `icap://authority/service[?query]`. Squid names an ICAP-over-
+/// TLS service `icaps://...` in its requests too, so that scheme is accepted as well.
 fn service_name(uri: &[u8]) -> Result<&[u8], ProtoError> {
-    const SCHEME: &[u8] = b"icap://";
-    if uri.len() < SCHEME.len() || !uri[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
-        return Err(ProtoError::Uri);
-    }
-    let rest = &uri[SCHEME.len()..];
+    let scheme = [&b"icap://"[..], b"icaps://"]
+        .into_iter()
+        .find(|s| uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s))
+        .ok_or(ProtoError::Uri)?;
+    let rest = &uri[scheme.len()..];
     let slash = rest.iter().position(|&b| b == b'/').ok_or(ProtoError::Uri)?;
     if slash == 0 {
         return Err(ProtoError::Uri);
@@ -126,7 +148,20 @@ mod tests {
         assert_eq!(r.method, Method::Respmod);
         assert_eq!(r.service.name, "avscan");
         assert_eq!(r.preview, Some(1024));
-        assert!(r.allow_204 && !r.close);
+        assert!(r.allow_204 && !r.allow_206 && !r.close);
+        let r = interpret_str("RESPMOD icap://h/respmod ICAP/1.0\r\nAllow: 206\r\nAllow: trailers\r\nEncapsulated: res-hdr=0, res-body=5\r\n\r\n").unwrap();
+        assert!(r.allow_206 && !r.allow_204);
+        assert!(r.allows_206(true) && !r.allows_206(false), "Allow: 206 alone is for the preview only");
+        let r = interpret_str(
+            "RESPMOD icap://h/respmod ICAP/1.0\r\nAllow: 204, 206\r\nEncapsulated: res-hdr=0, res-body=5\r\n\r\n",
+        )
+        .unwrap();
+        assert!(r.allow_204 && r.allows_206(true) && r.allows_206(false));
+        let r = interpret_str(
+            "RESPMOD icap://h/respmod ICAP/1.0\r\nAllow: 2060, 20\r\nEncapsulated: res-hdr=0, res-body=5\r\n\r\n",
+        )
+        .unwrap();
+        assert!(!r.allow_204 && !r.allow_206 && !r.allows_206(true));
         let r = interpret_str("OPTIONS icap://h/reqmod ICAP/1.0\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(r.encapsulated, Encapsulated::NONE);
         assert!(r.close);
@@ -135,6 +170,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.preview, None, "no body, so no preview");
+        let r = interpret_str("OPTIONS ICAPS://127.0.0.1:11344/respmod ICAP/1.0\r\n\r\n").unwrap();
+        assert_eq!(r.service.name, "respmod", "Squid's icaps:// service URIs");
     }
 
     #[test]
@@ -149,6 +186,8 @@ mod tests {
             ("OPTIONS http://h/respmod ICAP/1.0\r\n\r\n", Uri),
             ("OPTIONS icap://h ICAP/1.0\r\n\r\n", Uri),
             ("OPTIONS icap:///respmod ICAP/1.0\r\n\r\n", Uri),
+            ("OPTIONS icapss://h/respmod ICAP/1.0\r\n\r\n", Uri),
+            ("OPTIONS icaps:/h/respmod ICAP/1.0\r\n\r\n", Uri),
             ("OPTIONS icap://h/nope ICAP/1.0\r\n\r\n", UnknownService),
             ("OPTIONS icap://h/ ICAP/1.0\r\n\r\n", UnknownService),
             ("REQMOD icap://h/respmod ICAP/1.0\r\nEncapsulated: req-hdr=0, null-body=5\r\n\r\n", MethodNotAllowed),

@@ -1,64 +1,99 @@
 //! ClamAV body signatures on top of the literal matcher.
 //!
-//! Every segment of every `.ndb` signature becomes one (possibly masked) pattern of one
-//! [`LiteralSet`]; the literal stream reports segment occurrences with their absolute end
-//! offsets, and this module joins them into whole-signature matches:
+//! Every distinct segment of every `.ndb` signature becomes one (possibly masked) pattern of
+//! one [`LiteralSet`]: identical segments of different signatures share a pattern, so a common
+//! header costs one verification, and each pattern lists the (signature, segment) pairs it
+//! stands for. The literal stream reports pattern occurrences with their absolute end offsets,
+//! in order of their ends, and this module joins them into whole-signature matches:
 //!
 //! * a one-segment signature (the common case, EICAR included) matches when its segment does,
 //!   and, with a fixed offset, only when the segment starts exactly there;
 //! * a multi-segment signature matches when segment k starts within its gap after an end of
-//!   segment k-1. For `*` and `{n-}` gaps the earliest end of segment k-1 is the best witness;
-//!   for bounded `{n-m}` gaps the last [`RECENT_ENDS`] ends are kept. A pathological input that
-//!   repeats one segment more than that many times within one gap can therefore hide a match;
-//!   this bound keeps per-connection state small and is stated in the README.
+//!   segment k-1. For `*` and `{n-}` gaps the earliest end of segment k-1 is the best witness,
+//!   so one number is kept. For a bounded `{n-m}` gap *every* end of segment k-1 still within
+//!   reach is kept: a later start `s` needs some end in `[s-m, s-n]`, and starts only grow,
+//!   so an end `e` with `e + m` below the smallest start still possible is dropped. What is
+//!   left lies within the last `m + len` bytes, and consecutive ends (a segment repeated byte
+//!   by byte) are held as one run `[first, last]`, so the state of one partial match is bounded
+//!   by its gap, and each end is pushed and dropped once: linear work however often a segment
+//!   repeats.
 //!
-//! Partial chains are kept in a short list per object (objects rarely contain any segment at
-//! all, so the list is almost always empty), bounded by [`PARTIALS_MAX`].
+//! Partial matches live in a small table per object (objects rarely contain any segment at
+//! all, so it is almost always empty). It is bounded by `body_partials_max` partial matches and
+//! `body_partial_ends_max` runs of ends in all; nothing is ever evicted to make room (an
+//! attacker could otherwise flush the real partial match with other signatures' first
+//! segments). Past either bound the stream reports [`BodyStream::overflowed`] and the engine
+//! applies the over-limit policy with `Heuristics.Limits.Exceeded.MaxPartialMatches`.
 
 use super::literal::{LiteralSet, LiteralStream, Pattern};
 use crate::signatures::ndb::{Gap, NdbOffset, NdbSignature};
-
-/// Ends of a segment remembered for bounded gaps.
-pub const RECENT_ENDS: usize = 8;
-/// Partial multi-segment matches remembered per object.
-pub const PARTIALS_MAX: usize = 4096;
+use std::collections::{HashMap, VecDeque};
 
 struct Program {
     name: String,
     offset: NdbOffset,
     seg_lens: Vec<u64>,
     gaps: Vec<Gap>,
+    /// Index of this signature's first segment among all segments of the set.
+    first_seg: u32,
 }
 
 /// Compiled body signatures of one generation; shared read-only by all shards.
 pub struct BodySet {
     literal: LiteralSet,
-    /// For each literal pattern id: (signature index, segment index).
-    seg_of: Vec<(u32, u16)>,
+    /// `uses[uses_at[p]..uses_at[p + 1]]` are the (signature, segment) pairs of pattern `p`.
+    uses_at: Vec<u32>,
+    uses: Vec<(u32, u16)>,
     programs: Vec<Program>,
 }
 
 impl BodySet {
     pub fn new(sigs: Vec<NdbSignature>) -> Result<BodySet, String> {
-        let mut patterns = Vec::new();
-        let mut seg_of = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        let mut index: HashMap<(Vec<u8>, Option<Vec<u8>>), u32> = HashMap::new();
+        let mut pattern_of = Vec::new();
         let mut programs = Vec::with_capacity(sigs.len());
+        let mut segs = 0u32;
         for (si, sig) in sigs.into_iter().enumerate() {
             let mut seg_lens = Vec::with_capacity(sig.segments.len());
+            let first_seg = segs;
             for (k, seg) in sig.segments.into_iter().enumerate() {
                 seg_lens.push(seg.bytes.len() as u64);
                 let exact = seg.mask.iter().all(|&m| m == 0xFF);
-                patterns.push(Pattern { bytes: seg.bytes, mask: if exact { None } else { Some(seg.mask) } });
-                seg_of.push((si as u32, k as u16));
+                let key = (seg.bytes, if exact { None } else { Some(seg.mask) });
+                let id = *index.entry(key.clone()).or_insert_with(|| {
+                    patterns.push(Pattern { bytes: key.0, mask: key.1 });
+                    (patterns.len() - 1) as u32
+                });
+                pattern_of.push((id, si as u32, k as u16));
+                segs += 1;
             }
-            programs.push(Program { name: sig.name, offset: sig.offset, seg_lens, gaps: sig.gaps });
+            programs.push(Program { name: sig.name, offset: sig.offset, seg_lens, gaps: sig.gaps, first_seg });
+        }
+        let mut uses_at = vec![0u32; patterns.len() + 1];
+        for &(id, _, _) in &pattern_of {
+            uses_at[id as usize + 1] += 1;
+        }
+        for i in 1..uses_at.len() {
+            uses_at[i] += uses_at[i - 1];
+        }
+        let mut fill = uses_at.clone();
+        let mut uses = vec![(0, 0); pattern_of.len()];
+        for (id, sig, seg) in pattern_of {
+            uses[fill[id as usize] as usize] = (sig, seg);
+            fill[id as usize] += 1;
         }
         let literal = LiteralSet::new(patterns).map_err(|e| format!("building the body matcher: {e:?}"))?;
-        Ok(BodySet { literal, seg_of, programs })
+        Ok(BodySet { literal, uses_at, uses, programs })
     }
 
     pub fn signatures(&self) -> usize {
         self.programs.len()
+    }
+
+    /// Distinct segment patterns (identical segments of different signatures count once).
+    pub fn patterns(&self) -> usize {
+        self.uses_at.len() - 1
     }
 
     pub fn name(&self, sig: u32) -> &str {
@@ -68,41 +103,74 @@ impl BodySet {
     pub fn literal(&self) -> &LiteralSet {
         &self.literal
     }
+
+    fn uses(&self, pattern: u32) -> &[(u32, u16)] {
+        &self.uses[self.uses_at[pattern as usize] as usize..self.uses_at[pattern as usize + 1] as usize]
+    }
 }
 
-#[derive(Clone, Copy, Debug)]
+/// One segment of one signature seen at least once in this object.
+#[derive(Debug, Default)]
 struct Partial {
-    sig: u32,
-    seg: u16,
+    /// Earliest end seen (the witness for a `*` or `{n-}` gap after the segment).
     min_end: u64,
-    recent: [u64; RECENT_ENDS],
-    recent_len: u8,
-    next: u8,
+    /// For a bounded gap after the segment: the ends still within reach, as ascending runs of
+    /// consecutive offsets `(first, last)`.
+    runs: VecDeque<(u64, u64)>,
 }
 
 /// Per-connection matching state for one [`BodySet`]; reused across objects.
 pub struct BodyStream {
     literal: LiteralStream,
     hits: Vec<(u64, u32)>,
-    partials: Vec<Partial>,
+    /// Global segment index to slot in `slots`.
+    slot_of: HashMap<u32, u32>,
+    /// Partial matches; `slots[..used]` belong to the current object, the rest keep their
+    /// allocations for the next one.
+    slots: Vec<Partial>,
+    used: usize,
+    /// Runs held in all partial matches.
+    runs: usize,
+    partials_max: usize,
+    runs_max: usize,
+    overflowed: bool,
     found: Option<u32>,
+    /// Work done joining segments (runs touched), for the linear-time tests.
+    ops: u64,
 }
 
 impl BodyStream {
+    /// A stream with the default bounds of [`crate::limits`].
     pub fn new(set: &BodySet) -> Self {
+        Self::with_limits(set, crate::limits::BODY_PARTIALS_MAX, crate::limits::BODY_PARTIAL_ENDS_MAX)
+    }
+
+    /// A stream holding at most `partials_max` partial matches and `runs_max` runs of ends.
+    pub fn with_limits(set: &BodySet, partials_max: usize, runs_max: usize) -> Self {
         BodyStream {
             literal: LiteralStream::new(&set.literal),
             hits: Vec::with_capacity(64),
-            partials: Vec::with_capacity(16),
+            slot_of: HashMap::with_capacity(16),
+            slots: Vec::with_capacity(16),
+            used: 0,
+            runs: 0,
+            partials_max,
+            runs_max,
+            overflowed: false,
             found: None,
+            ops: 0,
         }
     }
 
     pub fn reset(&mut self) {
         self.literal.reset();
         self.hits.clear();
-        self.partials.clear();
+        self.slot_of.clear();
+        self.used = 0;
+        self.runs = 0;
+        self.overflowed = false;
         self.found = None;
+        self.ops = 0;
     }
 
     /// The first signature found so far, if any.
@@ -110,8 +178,21 @@ impl BodyStream {
         self.found
     }
 
+    /// Whether a bound on partial matches was reached: from then on the object is not scanned
+    /// exactly, and the caller must apply the over-limit policy.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Runs of ends touched so far (a measure of the joining work).
+    pub fn ops(&self) -> u64 {
+        self.ops
+    }
+
     pub fn feed(&mut self, set: &BodySet, chunk: &[u8]) -> Option<u32> {
-        if self.found.is_some() {
+        // Past a bound the stream stops: the engine has already applied the over-limit policy
+        // (MaxPartialMatches) when it saw `overflowed`, so this skip is never silent.
+        if self.found.is_some() || self.overflowed {
             return self.found;
         }
         let hits = &mut self.hits;
@@ -119,8 +200,10 @@ impl BodyStream {
         self.join(set)
     }
 
-    pub fn finish(&mut self, set: &BodySet) -> Option<u32> {
-        if self.found.is_none() {
+    /// Reports what staged bytes complete without ending the object: the next `feed`
+    /// continues it. Called before a preview is judged, so every preview byte has been seen.
+    pub fn flush(&mut self, set: &BodySet) -> Option<u32> {
+        if self.found.is_none() && !self.overflowed {
             let hits = &mut self.hits;
             self.literal.finish(&set.literal, &mut |p, end| hits.push((end, p)));
             self.join(set);
@@ -128,15 +211,23 @@ impl BodyStream {
         self.found
     }
 
+    pub fn finish(&mut self, set: &BodySet) -> Option<u32> {
+        self.flush(set)
+    }
+
     /// Processes the segment hits of the last call in order of their end offsets.
     fn join(&mut self, set: &BodySet) -> Option<u32> {
         self.hits.sort_unstable();
-        for i in 0..self.hits.len() {
+        'hits: for i in 0..self.hits.len() {
             let (end, pattern) = self.hits[i];
-            let (sig, seg) = set.seg_of[pattern as usize];
-            if self.on_segment(set, sig, seg, end) {
-                self.found = Some(sig);
-                break;
+            for &(sig, seg) in set.uses(pattern) {
+                if self.on_segment(set, sig, seg, end) {
+                    self.found = Some(sig);
+                    break 'hits;
+                }
+                if self.overflowed {
+                    break 'hits;
+                }
             }
         }
         self.hits.clear();
@@ -155,13 +246,24 @@ impl BodyStream {
                 }
             }
         } else {
-            let Some(prev) = self.partials.iter().find(|p| p.sig == sig && p.seg == seg - 1) else { return false };
+            let Some(&slot) = self.slot_of.get(&(prog.first_seg + k as u32 - 1)) else { return false };
+            let prev = &mut self.slots[slot as usize];
             let ok = match prog.gaps[k - 1] {
                 Gap::Any => prev.min_end <= start,
                 Gap::AtLeast(min) => prev.min_end.saturating_add(u64::from(min)) <= start,
-                Gap::Range { min, max } => prev.recent[..prev.recent_len as usize]
-                    .iter()
-                    .any(|&e| e <= start && (start - e) >= u64::from(min) && (start - e) <= u64::from(max)),
+                Gap::Range { min, max } => {
+                    let (min, max) = (u64::from(min), u64::from(max));
+                    // Starts of this segment only grow, so ends out of reach now stay so.
+                    while prev.runs.front().is_some_and(|&(_, last)| last + max < start) {
+                        prev.runs.pop_front();
+                        self.runs -= 1;
+                        self.ops += 1;
+                    }
+                    self.ops += 1;
+                    // The earliest end in reach is the best candidate: it is at least
+                    // `start - max`, and valid when it is also at most `start - min`.
+                    prev.runs.front().is_some_and(|&(first, _)| first.max(start.saturating_sub(max)) + min <= start)
+                }
             };
             if !ok {
                 return false;
@@ -170,24 +272,55 @@ impl BodyStream {
         if k + 1 == prog.seg_lens.len() {
             return true;
         }
-        self.remember(sig, seg, end);
+        self.remember(set, sig, seg, end);
         false
     }
 
-    fn remember(&mut self, sig: u32, seg: u16, end: u64) {
-        if let Some(p) = self.partials.iter_mut().find(|p| p.sig == sig && p.seg == seg) {
-            p.min_end = p.min_end.min(end);
-            p.recent[p.next as usize] = end;
-            p.next = (p.next + 1) % RECENT_ENDS as u8;
-            p.recent_len = (p.recent_len + 1).min(RECENT_ENDS as u8);
-            return;
+    fn remember(&mut self, set: &BodySet, sig: u32, seg: u16, end: u64) {
+        let prog = &set.programs[sig as usize];
+        let k = seg as usize;
+        let global = prog.first_seg + k as u32;
+        let slot = match self.slot_of.get(&global) {
+            Some(&slot) => slot as usize,
+            None => {
+                if self.used == self.partials_max {
+                    self.overflowed = true;
+                    return;
+                }
+                if self.used == self.slots.len() {
+                    self.slots.push(Partial::default());
+                }
+                let slot = self.used;
+                self.used += 1;
+                self.slots[slot].min_end = end;
+                self.slots[slot].runs.clear();
+                self.slot_of.insert(global, slot as u32);
+                slot
+            }
+        };
+        let p = &mut self.slots[slot];
+        p.min_end = p.min_end.min(end);
+        if let Gap::Range { max, .. } = prog.gaps[k] {
+            // A later occurrence of the next segment starts at `end - its length` or later.
+            let horizon = end.saturating_sub(prog.seg_lens[k + 1]);
+            while p.runs.front().is_some_and(|&(_, last)| last + u64::from(max) < horizon) {
+                p.runs.pop_front();
+                self.runs -= 1;
+                self.ops += 1;
+            }
+            self.ops += 1;
+            match p.runs.back_mut() {
+                Some((_, last)) if *last + 1 >= end => *last = end.max(*last),
+                _ => {
+                    if self.runs == self.runs_max {
+                        self.overflowed = true;
+                        return;
+                    }
+                    p.runs.push_back((end, end));
+                    self.runs += 1;
+                }
+            }
         }
-        if self.partials.len() == PARTIALS_MAX {
-            self.partials.remove(0);
-        }
-        let mut recent = [0; RECENT_ENDS];
-        recent[0] = end;
-        self.partials.push(Partial { sig, seg, min_end: end, recent, recent_len: 1, next: 1 });
     }
 }
 
@@ -250,5 +383,96 @@ mod tests {
         assert_eq!(all_ways(&s, &data).as_deref(), Some("Eicar-Test-Signature"));
         data[310] ^= 1;
         assert_eq!(all_ways(&s, &data), None);
+    }
+
+    // Issue 13, item 1: a bounded gap remembers every end still within reach.
+    #[test]
+    fn bounded_gaps_remember_every_end_in_reach() {
+        let s = set("Gap:0:*:414243{1000-2000}58595a\n");
+        let mut data = vec![b'.'; 1800];
+        data[0..3].copy_from_slice(b"ABC");
+        // Nine later copies of the first segment, all too close to the second one.
+        for i in 0..9 {
+            data[1500 + i * 20..1503 + i * 20].copy_from_slice(b"ABC");
+        }
+        data[1700..1703].copy_from_slice(b"XYZ");
+        assert_eq!(all_ways(&s, &data).as_deref(), Some("Gap"));
+        // The true first segment is 1697 bytes before the second: out of reach of {1000-1600}.
+        let near = set("Gap:0:*:414243{1000-1600}58595a\n");
+        assert_eq!(all_ways(&near, &data), None);
+        // In reach through a later copy only.
+        data[600..603].copy_from_slice(b"ABC");
+        assert_eq!(all_ways(&near, &data).as_deref(), Some("Gap"));
+    }
+
+    #[test]
+    fn repeated_segments_cost_linear_work() {
+        // 20,000 first segments each followed by a second one that cannot complete the gap: a
+        // matcher that looked at every remembered end per second segment would do 2·10⁸ steps.
+        let s = set("Far:0:*:41424344{200000-200010}5758595a\nRun:0:*:61616161{5000-5001}62626262\n");
+        let data = b"ABCDWXYZ".repeat(20_000);
+        let mut stream = BodyStream::new(&s);
+        assert_eq!(stream.feed(&s, &data), None);
+        assert_eq!(stream.finish(&s), None);
+        assert!(!stream.overflowed());
+        let hits = 40_000;
+        assert!(stream.ops() <= 3 * hits, "{} operations for {hits} segment hits", stream.ops());
+        // A segment repeated byte by byte is one run of ends, whatever its length.
+        let mut data = vec![b'a'; 100_000];
+        data.extend_from_slice(b"bbbb");
+        let mut stream = BodyStream::with_limits(&s, 16, 4);
+        assert_eq!(stream.feed(&s, &data).map(|sig| s.name(sig).to_string()).as_deref(), Some("Run"));
+        assert!(stream.ops() <= 3 * 100_000, "{}", stream.ops());
+    }
+
+    // Issue 13, item 2: partial matches are never evicted by other signatures' segments.
+    fn many_gapped(gap: &str) -> (BodySet, Vec<u8>) {
+        let mut lines = format!("Real:0:*:a1b2c3d4{gap}e5f60718\n");
+        let mut data = b"\xa1\xb2\xc3\xd4".to_vec();
+        for i in 0..4096u32 {
+            let seg = [0xf1, (i >> 8) as u8, i as u8, 0xf2];
+            lines.push_str(&format!("Other{i}:0:*:{}{gap}0102030405\n", seg.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+            data.extend_from_slice(&seg);
+        }
+        data.extend_from_slice(b"....\xe5\xf6\x07\x18");
+        (set(&lines), data)
+    }
+
+    #[test]
+    fn other_signatures_cannot_flush_a_partial_match() {
+        for gap in ["*", "{4-}", "{4-20000}"] {
+            let (s, data) = many_gapped(gap);
+            assert_eq!(scan(&s, &data, &[]).as_deref(), Some("Real"), "{gap}");
+            for cut in (1..data.len()).step_by(997) {
+                assert_eq!(scan(&s, &data, &[cut]).as_deref(), Some("Real"), "{gap} cut {cut}");
+            }
+            let every: Vec<usize> = (1..data.len()).collect();
+            assert_eq!(scan(&s, &data, &every).as_deref(), Some("Real"), "{gap} byte by byte");
+            // With room for fewer partial matches the stream says so instead of forgetting one.
+            let mut small = BodyStream::with_limits(&s, 100, 1 << 16);
+            assert_eq!(small.feed(&s, &data), None);
+            assert_eq!(small.finish(&s), None);
+            assert!(small.overflowed(), "{gap}");
+        }
+        // Runs of ends count against their own bound.
+        let s = set("R:0:*:41424344{10-100000}5758595a\n");
+        let mut small = BodyStream::with_limits(&s, 100, 50);
+        small.feed(&s, &b"ABCD.".repeat(60));
+        assert!(small.overflowed());
+    }
+
+    #[test]
+    fn identical_segments_are_one_pattern() {
+        let s = set("One:0:*:41424344*45464748\nTwo:0:*:41424344{2-4}494a4b4c\nThree:0:*:41424344\n");
+        assert_eq!((s.signatures(), s.patterns()), (3, 3));
+        let t = set("One:0:*:41424344*45464748\nTwo:0:*:41424344{2-4}494a4b4c\n");
+        assert_eq!(t.patterns(), 3);
+        assert_eq!(all_ways(&t, b"ABCD..IJKL").as_deref(), Some("Two"));
+        assert_eq!(all_ways(&t, b"ABCD.....IJKL..EFGH").as_deref(), Some("One"));
+        assert_eq!(all_ways(&t, b"ABCD.....IJKL"), None);
+        // One pattern standing for two segments of the same signature.
+        let u = set("Twice:0:*:41424344{1-2}41424344\n");
+        assert_eq!(all_ways(&u, b"ABCD.ABCD").as_deref(), Some("Twice"));
+        assert_eq!(all_ways(&u, b"ABCDABCD"), None);
     }
 }

@@ -86,7 +86,6 @@ pub struct EngineInspector {
 impl EngineInspector {
     pub fn new(ctx: Rc<ScanCtx>) -> Self {
         let sg = ctx.current();
-        let overlap = ctx.limits.yara_overlap_bytes;
         let l = &ctx.limits;
         let unpack_policy = unpack::Policy { over_limit: ctx.policy.over_limit, encrypted: ctx.policy.encrypted };
         EngineInspector {
@@ -94,7 +93,7 @@ impl EngineInspector {
                 &sg,
                 l.unpack,
                 unpack_policy,
-                overlap,
+                (l.body_partials_max, l.body_partial_ends_max),
                 l.yara_block_scanners_max,
                 l.yara_whole_bytes_max,
             ),
@@ -190,10 +189,17 @@ fn status_code(head: &[u8]) -> Option<u16> {
     std::str::from_utf8(code).ok()?.parse().ok()
 }
 
-/// Whether a `Content-Range` value is a byte range starting at 0 (`bytes 0-...`).
-fn range_starts_at_zero(value: &[u8]) -> bool {
-    let Some(rest) = value.strip_prefix(b"bytes").map(<[u8]>::trim_ascii_start) else { return false };
-    rest.strip_prefix(b"0").is_some_and(|r| r.starts_with(b"-"))
+/// Whether a `Content-Range` value is a byte range starting at 0. RFC 9110 §14.4: the unit is
+/// case-insensitive (`Bytes`) and `first-pos` is `1*DIGIT`, so `bytes 00-…` starts at 0 too;
+/// reading only the literal `bytes 0-` would scan such a range undecoded.
+pub(super) fn range_starts_at_zero(value: &[u8]) -> bool {
+    let unit_end = value.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(value.len());
+    if !value[..unit_end].eq_ignore_ascii_case(b"bytes") {
+        return false;
+    }
+    let rest = value[unit_end..].trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && rest[..digits].iter().all(|&b| b == b'0') && rest[digits..].trim_ascii_start().starts_with(b"-")
 }
 
 /// The value of the first header `name` (lowercase) in an HTTP head.
@@ -268,13 +274,23 @@ impl Inspector for EngineInspector {
                 progress
             }
             Err(fault) => {
-                let v = self.over_limit(fault.threat());
+                // The stream cannot be read further, but what was decoded is still judged by
+                // every scanner, as at the end of a broken stream in `finish`: under `pass` a
+                // fault in the middle must not skip the end-of-object rules either.
+                self.decode.end();
+                let v = match self.finish_scanned() {
+                    Verdict::Clean => self.over_limit(fault.threat()),
+                    found => found,
+                };
                 self.conclude(v)
             }
         }
     }
 
     fn preview_verdict(&mut self) -> Option<Verdict> {
+        if let Some(v) = &self.done {
+            return Some(v.clone());
+        }
         self.preview_verdict_of_scanned()
     }
 
@@ -350,8 +366,19 @@ impl EngineInspector {
     }
 
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
-        // Streaming YARA rules that already hold on the preview answer now.
-        match self.sg.scan_stream_rules(&self.preview) {
+        // Bytes the literal matcher still holds back (it stages tiny chunks) are matched now:
+        // an early 204 must not leave the end of the preview unseen.
+        if let Some(hit) = self.unpack.flush() {
+            let v = self.hit_verdict(hit);
+            self.conclude(v.clone());
+            return Some(v);
+        }
+        // Streaming YARA rules that hold on the preview and cannot stop holding with more data
+        // (monotone ones) answer now; the others wait for the body.
+        // An allowlist hash may still clear the object: then the end decides.
+        let allow_open = self.unpack.allow_open();
+        match self.sg.scan_preview_rules(&self.preview) {
+            Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
@@ -363,7 +390,8 @@ impl EngineInspector {
             .then_some(Verdict::Clean)
     }
 
-    /// The verdict of the scanners that conclude at the end of the object.
+    /// The verdict of the scanners that conclude at the end of the object, on the object and
+    /// every member (the `.fp`/`.sfp` allowlist is applied per object in [`super::object`]).
     fn finish_scanned(&mut self) -> Verdict {
         let sg = self.sg.clone();
         match self.unpack.finish(&sg) {

@@ -3,16 +3,26 @@
 //! the caller).
 
 pub mod body;
+#[cfg(test)]
+mod clamdb_tests;
 pub mod decode;
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod exact_tests;
+pub mod filetype;
 pub mod hash;
+pub mod ldb;
 pub mod literal;
 pub mod object;
+pub mod pe;
 pub mod policy;
+pub mod sections;
 pub mod shard_gen;
 pub mod unpack;
+pub mod whole;
+pub mod textnorm;
 pub mod yara_stream;
 
 use std::time::Duration;
@@ -25,6 +35,8 @@ pub struct ScanLimits {
     pub yara_whole_bytes_max: usize,
     pub yara_overlap_bytes: usize,
     pub yara_block_scanners_max: usize,
+    pub body_partials_max: usize,
+    pub body_partial_ends_max: usize,
     /// The preview size the server advertises: how many leading bytes the engine keeps for
     /// preview-time YARA and file-magic checks.
     pub preview_bytes: usize,

@@ -16,6 +16,15 @@ pub enum OverLimit {
 /// Threat names reported for limit verdicts (ClamAV's names, so log parsers already know them).
 pub const THREAT_SIZE: &str = "Heuristics.Limits.Exceeded.MaxScanSize";
 pub const THREAT_TIME: &str = "Heuristics.Limits.Exceeded.MaxScanTime";
+/// Too many partial multi-segment `.ndb` matches (or ends for their bounded gaps) in one object
+/// (see [`crate::scan::body`]).
+pub const THREAT_PARTIALS: &str = "Heuristics.Limits.Exceeded.MaxPartialMatches";
+/// Every YARA block scanner of the shard was lent to other objects for as long as this object
+/// fitted in its whole-object copy, so the streaming YARA rules could not see it all.
+pub const THREAT_YARA_SCANNERS: &str = "Heuristics.Limits.Exceeded.MaxYaraScanners";
+/// The object outgrew the in-memory copy that whole-object YARA rules (modules, `filesize`,
+/// unbounded strings) are evaluated on (`yara_whole_bytes_max`).
+pub const THREAT_YARA_WHOLE: &str = "Heuristics.Limits.Exceeded.MaxYaraWholeSize";
 /// Content-Encoding limits (see [`crate::scan::decode`]). They share the `Limits.Exceeded`
 /// prefix, which is how the metrics and the access log count limit events.
 pub const THREAT_DECODED_SIZE: &str = "Heuristics.Limits.Exceeded.MaxDecodedSize";

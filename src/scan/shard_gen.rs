@@ -7,8 +7,15 @@
 //! * one whole-object scanner per rule set, used synchronously inside one call;
 //! * a pool of block scanners, lent to a connection for the duration of one object (a block
 //!   scanner accumulates matches until `finish`, so it cannot be shared by two objects in
-//!   flight). The pool grows on demand up to `yara_block_scanners_max`; when all are lent, the
-//!   object falls back to the whole-object path (scanned at the end if small enough).
+//!   flight). The pool grows on demand up to `yara_block_scanners_max`, which bounds the
+//!   virtual memory the instances reserve. When all are lent, the object keeps its
+//!   whole-object copy, asks again at every chunk (another object may have given one back; the
+//!   copy then catches the scanner up), and is scanned from the copy at the end if it never
+//!   gets one. Only an object that outgrows the copy (`yara_whole_bytes_max`) while every
+//!   scanner is still lent is not seen by the streaming rules: that is the named limit
+//!   `Heuristics.Limits.Exceeded.MaxYaraScanners`, through `policy.over_limit`. Building
+//!   scanners past the cap instead would make the cap meaningless, and blocking the object at
+//!   `begin` would refuse objects that a moment later could be scanned.
 //!
 //! The scanners' borrow of the rules is extended to `'static` because the rules live in the
 //! `Arc<Generation>` held by the same [`ShardGen`]; every scanner is dropped before that `Arc`
@@ -29,6 +36,7 @@ struct Pool {
     blocks: Vec<BlockScanner>,
     created: usize,
     stream_whole: Option<WholeScanner>,
+    preview: Option<WholeScanner>,
     whole: Option<WholeScanner>,
 }
 
@@ -68,8 +76,14 @@ impl ShardGen {
         Some(LentBlock { scanner: Some(scanner), owner: self.clone(), used: false, finished: false })
     }
 
-    /// Runs the streaming rules over one contiguous buffer (a preview); the first matching
-    /// rule's name.
+    /// Runs the monotone streaming rules over a preview: a rule that holds on it holds on the
+    /// whole object, so it may answer now. The first matching rule's name.
+    pub fn scan_preview_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
+        self.scan_whole_buffer(self.gen.yara.preview.as_ref(), |pool| &mut pool.preview, data)
+    }
+
+    /// Runs the streaming rules over one contiguous buffer (the whole object, when no block
+    /// scanner was free); the first matching rule's name.
     pub fn scan_stream_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
         self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data)
     }

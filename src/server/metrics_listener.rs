@@ -120,7 +120,7 @@ fn serve(
 }
 
 /// Asks every shard for a snapshot; returns those that answered before `deadline`.
-fn collect(controls: &[Sender<Control>], deadline: Instant) -> Vec<ShardSnapshot> {
+pub(super) fn collect(controls: &[Sender<Control>], deadline: Instant) -> Vec<ShardSnapshot> {
     let (tx, rx) = bounded(controls.len());
     let mut asked = 0;
     for c in controls {

@@ -7,6 +7,7 @@
 //! threads or locked. The main thread only starts shards, forwards signals to them over
 //! crossbeam channels and watches for a shard that dies.
 
+mod agent;
 mod conn_task;
 pub mod cpus;
 mod log_writer;
@@ -14,6 +15,8 @@ mod metrics_listener;
 mod reload;
 mod sendmsg;
 mod shard;
+pub mod tls;
+mod transport;
 
 use crate::config::Config;
 use crate::inspect::InspectorKind;
@@ -73,7 +76,7 @@ pub fn run(config: Config) -> i32 {
     // The first generation is loaded before any shard starts: a server that cannot scan must
     // not accept traffic.
     let generation = if config.inspector == InspectorKind::Engine {
-        match signatures::load(&config.signatures, signatures::LoadOptions { id: 0 }) {
+        match signatures::load(&config.signatures, signatures::LoadOptions { id: 0, yara_overlap_max: config.limits.yara_overlap_bytes }) {
             Ok(g) => {
                 reload::report(&g, &config.signatures);
                 Some(Arc::new(g))
@@ -85,6 +88,18 @@ pub fn run(config: Config) -> i32 {
         }
     } else {
         None
+    };
+    // TLS certificate and key are checked before any shard starts, like the signatures.
+    let tls = if config.tls.listen.is_empty() {
+        None
+    } else {
+        match tls::TlsServer::load(&config.tls) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("icapd: {e}");
+                return 2;
+            }
+        }
     };
     let started = Instant::now();
     let state: SharedControl = Arc::new(std::sync::Mutex::new(ControlState {
@@ -109,6 +124,7 @@ pub fn run(config: Config) -> i32 {
         let cfg = config.clone();
         let gen = generation.clone();
         let log_tx = log.as_ref().map(|l| l.tx.clone());
+        let shard_tls = tls.clone();
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("icapd-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
@@ -124,6 +140,7 @@ pub fn run(config: Config) -> i32 {
                     control: ctl_rx,
                     events,
                     log: log_tx,
+                    tls: shard_tls,
                 })
                 .await;
             });
@@ -155,6 +172,15 @@ pub fn run(config: Config) -> i32 {
         }
         eprintln!("icapd: metrics on http://{addr}/metrics, status on http://{addr}/status");
     }
+    if let Some(addr) = config.agent {
+        if let Err(e) =
+            agent::start(addr, controls.clone(), config.limits.connections_per_shard_max, config.limits.scrape_deadline)
+        {
+            eprintln!("icapd: {e}");
+            return 1;
+        }
+        eprintln!("icapd: HAProxy agent-check on {addr}");
+    }
     let reloads = match generation {
         Some(g) => match reload::start(config.signatures.clone(), config.reload_poll, g, controls.clone(), state) {
             Ok(tx) => Some(tx),
@@ -165,7 +191,7 @@ pub fn run(config: Config) -> i32 {
         },
         None => None,
     };
-    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()));
+    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()), tls);
     if let Some(log) = log {
         log.finish();
     }
@@ -203,15 +229,22 @@ fn wait(
     signals: Receiver<i32>,
     reloads: Option<Sender<()>>,
     log: Option<Sender<LogMsg>>,
+    tls: Option<Arc<tls::TlsServer>>,
 ) -> i32 {
     let shards = controls.len();
     let mut listening = 0;
     let mut exited = 0;
     let mut stopping: Option<Instant> = None;
+    // With an agent port and agent_drain_ms, a stop first answers agent checks with `drain`
+    // and keeps accepting until then, so HAProxy stops sending before the listeners close.
+    let mut drain_until: Option<Instant> = None;
     loop {
-        let timeout = match stopping {
-            Some(t) => (t + config.shutdown_grace + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
+        let timeout = match (stopping, drain_until) {
+            (Some(t), _) => {
+                (t + config.shutdown_grace + Duration::from_secs(1)).saturating_duration_since(Instant::now())
+            }
+            (None, Some(d)) => d.saturating_duration_since(Instant::now()),
+            (None, None) => Duration::from_secs(3600),
         };
         select! {
             recv(events) -> event => match event {
@@ -219,6 +252,9 @@ fn wait(
                     eprintln!("icapd: shard {shard} pinned to CPU {cpu}, listening on {}", config.listen);
                     listening += 1;
                     if listening == shards {
+                        for addr in &config.tls.listen {
+                            eprintln!("icapd: TLS (icaps) on {addr}, certificate {}", config.tls.cert.as_deref().unwrap_or(std::path::Path::new("-")).display());
+                        }
                         eprintln!("icapd: ready: {shards} shard(s), inspector {:?}", config.inspector);
                     }
                 }
@@ -240,23 +276,34 @@ fn wait(
                 Err(_) => return 1,
             },
             recv(signals) -> sig => match sig {
-                Ok(signal_hook::consts::SIGHUP) => match &reloads {
-                    Some(tx) => {
-                        let _ = tx.send(());
+                Ok(signal_hook::consts::SIGHUP) => {
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(()) => eprintln!("icapd: TLS: reloaded the certificate and key ({})", tls.cert_path().display()),
+                            Err(e) => eprintln!("icapd: TLS: reload failed, keeping the current certificate: {e}"),
+                        }
                     }
-                    None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
-                },
+                    match &reloads {
+                        Some(tx) => {
+                            let _ = tx.send(());
+                        }
+                        None if tls.is_some() => {}
+                        None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
+                    }
+                }
                 Ok(signal_hook::consts::SIGUSR1) => match &log {
                     Some(tx) => {
                         let _ = tx.send(LogMsg::Reopen);
                     }
                     None => eprintln!("icapd: SIGUSR1: the access log is off"),
                 },
-                Ok(_) if stopping.is_none() => {
-                    eprintln!("icapd: stopping: finishing in-flight transactions (up to {:?})", config.shutdown_grace);
-                    stopping = Some(Instant::now());
-                    for c in &controls {
-                        let _ = c.send(Control::Stop);
+                Ok(_) if stopping.is_none() && drain_until.is_none() => {
+                    agent::set_draining();
+                    if config.agent.is_some() && !config.agent_drain.is_zero() {
+                        eprintln!("icapd: stopping: agent checks say drain; closing the listeners in {:?}", config.agent_drain);
+                        drain_until = Some(Instant::now() + config.agent_drain);
+                    } else {
+                        stopping = Some(stop_shards(&config, &controls));
                     }
                 }
                 Ok(_) => {
@@ -266,13 +313,24 @@ fn wait(
                 Err(_) => return 1,
             },
             default(timeout) => {
-                if stopping.is_some() {
+                if stopping.is_none() && drain_until.is_some_and(|d| Instant::now() >= d) {
+                    stopping = Some(stop_shards(&config, &controls));
+                } else if stopping.is_some() {
                     eprintln!("icapd: grace period over with {} shard(s) still busy; exiting", shards - exited);
                     return 0;
                 }
             }
         }
     }
+}
+
+/// Asks every shard to stop accepting and finish; returns when that started.
+fn stop_shards(config: &Config, controls: &[Sender<Control>]) -> Instant {
+    eprintln!("icapd: stopping: finishing in-flight transactions (up to {:?})", config.shutdown_grace);
+    for c in controls {
+        let _ = c.send(Control::Stop);
+    }
+    Instant::now()
 }
 
 #[cfg(test)]
@@ -302,7 +360,7 @@ mod tests {
         for e in events {
             event_tx.send(e).unwrap();
         }
-        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None)
+        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None, None)
     }
 
     #[test]
@@ -335,8 +393,28 @@ mod tests {
                 event_tx.send(e).unwrap();
             }
         });
-        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None);
+        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None, None);
         feeder.join().unwrap();
         assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn with_an_agent_drain_period_the_shards_are_stopped_when_it_ends() {
+        let mut cfg = config();
+        cfg.agent = Some("127.0.0.1:1".parse().unwrap());
+        cfg.agent_drain = Duration::from_millis(50);
+        let (event_tx, event_rx) = unbounded();
+        let (signal_tx, signal_rx) = unbounded();
+        let (control_tx, control_rx) = unbounded();
+        event_tx.send(ShardEvent::Listening { shard: 0, cpu: 0 }).unwrap();
+        signal_tx.send(signal_hook::consts::SIGTERM).unwrap();
+        let feeder = std::thread::spawn(move || {
+            // Nothing but the end of the drain period can send this (no second signal comes).
+            assert!(matches!(control_rx.recv_timeout(Duration::from_secs(10)), Ok(Control::Stop)));
+            assert!(agent::is_draining());
+            event_tx.send(ShardEvent::Exited { shard: 0, panicked: false }).unwrap();
+        });
+        assert_eq!(wait(cfg, vec![control_tx], event_rx, signal_rx, None, None, None), 0);
+        feeder.join().unwrap();
     }
 }

@@ -1,7 +1,9 @@
 //! The reload control thread: compiles new signature generations off the data path.
 //!
 //! It wakes on SIGHUP (forwarded by the main thread) and every `reload_poll` to compare the
-//! folder's fingerprint (file names, sizes, modification times). When something changed it
+//! folder's fingerprint (file names, sizes, modification times) and where the folder resolves
+//! to: `icapd-update` swaps a symbolic link to a new version folder, whose files may have the
+//! same names, sizes and times as the old ones. When something changed it
 //! loads the folder on this thread; the shards keep serving with the old generation meanwhile.
 //! A set that loads is sent to every shard, which switches at its next request boundary; a set
 //! that fails is reported and the old one stays.
@@ -16,16 +18,20 @@ use std::time::Duration;
 
 /// Logs what a generation holds and every line it skipped.
 pub fn report(gen: &Generation, dir: &Path) {
-    for p in &gen.problems {
-        eprintln!("icapd: signatures: skipped {p}");
+    // One line per file and reason (`icapd --check -v` lists every skipped line).
+    for line in gen.report_lines() {
+        eprintln!("icapd: signatures: {line}");
     }
     let s = &gen.summary;
     eprintln!(
-        "icapd: signatures: generation {} from {}: {} body, {} hash, {} YARA streaming + {} whole-object rules, {} URL rules, {} skipped lines, {:.0?}; ISTag \"{}\"",
+        "icapd: signatures: generation {} from {}: {} body, {} logical, {} hash, {} PE section hash, {} allowlist, {} YARA streaming + {} whole-object rules, {} URL rules, {} skipped lines, {:.0?}; ISTag \"{}\"",
         gen.id,
         dir.display(),
         s.body,
+        s.logical,
         s.hashes,
+        s.sections,
+        s.allow,
         s.yara_stream,
         s.yara_whole,
         s.urls,
@@ -45,7 +51,8 @@ pub fn start(
 ) -> std::io::Result<Sender<()>> {
     let (tx, rx) = unbounded::<()>();
     std::thread::Builder::new().name("icapd-reload".into()).spawn(move || {
-        let mut last_print = fingerprint(&dir).ok();
+        let print_of = |dir: &Path| (std::fs::canonicalize(dir).ok(), fingerprint(dir).ok());
+        let mut last_print = print_of(&dir);
         let mut current = first;
         let wait = if poll.is_zero() { Duration::from_secs(3600) } else { poll };
         loop {
@@ -54,13 +61,13 @@ pub fn start(
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             };
-            let print = fingerprint(&dir).ok();
+            let print = print_of(&dir);
             if !asked && (poll.is_zero() || print == last_print) {
                 continue;
             }
             last_print = print;
             let id = current.id + 1;
-            match signatures::load(&dir, signatures::LoadOptions { id }) {
+            match signatures::load(&dir, signatures::LoadOptions { id, ..current.options }) {
                 Ok(gen) => {
                     if gen.istag == current.istag && !asked {
                         continue;

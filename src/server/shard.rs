@@ -2,6 +2,7 @@
 
 use super::conn_task;
 use super::log_writer::LogMsg;
+use super::tls::{self, TlsServer};
 use super::{Control, ShardEvent};
 use crate::config::Config;
 use crate::inspect::{Inspector, InspectorKind};
@@ -149,6 +150,8 @@ pub struct ShardArgs {
     pub control: Receiver<Control>,
     pub events: Sender<ShardEvent>,
     pub log: Option<Sender<LogMsg>>,
+    /// The TLS configuration when `cfg.tls.listen` is not empty.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// The connections of a shard that are blocked reading between requests (or before their
@@ -202,7 +205,7 @@ impl IdleSet {
 /// At the cap: closes the connection idle longest, if there is one idle long enough, to make
 /// room. Its task sees end of input at once and exits, so the shard exceeds the cap only by
 /// connections evicted within the same scheduler turn.
-fn evict_idle(ctx: &ShardCtx) -> bool {
+pub(super) fn evict_idle(ctx: &ShardCtx) -> bool {
     let oldest = ctx.idle.borrow_mut().take_oldest(Instant::now(), ctx.limits.idle_evict_after);
     let Some(fd) = oldest else { return false };
     ctx.metrics.borrow_mut().connections_evicted += 1;
@@ -214,7 +217,7 @@ fn evict_idle(ctx: &ShardCtx) -> bool {
     true
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -226,11 +229,19 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn run(args: ShardArgs) {
-    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log } = args;
+    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log, tls } = args;
     let listener = match bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
             let _ = events.send(ShardEvent::Failed { shard, error: format!("cannot listen on {}: {e}", cfg.listen) });
+            return;
+        }
+    };
+    // TLS listeners (src/server/tls.rs), bound beside the plain one.
+    let tls_listeners = match tls::bind_listeners(&cfg.tls.listen) {
+        Ok(l) => l,
+        Err(error) => {
+            let _ = events.send(ShardEvent::Failed { shard, error });
             return;
         }
     };
@@ -288,6 +299,11 @@ pub async fn run(args: ShardArgs) {
         }
     })
     .detach();
+    // Dropping these tasks (below, when the shard stops accepting) closes the TLS listeners.
+    let tls_accepting = match tls {
+        Some(tls) => tls::spawn_accept_loops(tls_listeners, tls, &ctx),
+        None => Vec::new(),
+    };
 
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -314,6 +330,7 @@ pub async fn run(args: ShardArgs) {
         }
     }
     drop(listener);
+    drop(tls_accepting);
     drain(&ctx, cfg.shutdown_grace).await;
     ctx.flush_log();
 }

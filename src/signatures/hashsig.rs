@@ -135,6 +135,32 @@ pub fn parse_hash_line(line: &str, kind: HashDbKind) -> Result<HashSignature, St
     Ok(HashSignature { algo, digest, size, name: name.to_string() })
 }
 
+/// Parses the text of a `.mdb` (MD5) or `.msb` (SHA-1/SHA-256) file of PE section hashes:
+/// `PESectionSize:HashString:MalwareName[:MinFL[:MaxFL]]`, the size first. The size is the
+/// section's raw size in the file (`*` for any); the signature says "a PE section of this
+/// size with this digest is this threat".
+pub fn parse_section_db(text: &str, file: &Path, kind: HashDbKind) -> (Vec<HashSignature>, Vec<Problem>) {
+    let mut signatures = Vec::new();
+    let mut problems = Vec::new();
+    for (line_no, line) in content_lines(text) {
+        let mut fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 2 {
+            fields.swap(0, 1);
+        }
+        match parse_hash_line(&fields.join(":"), kind) {
+            Ok(signature) => signatures.push(signature),
+            Err(message) => problems.push(Problem::new(
+                file,
+                line_no,
+                message
+                    .replace("(HashString:FileSize:MalwareName", "(PESectionSize:HashString:MalwareName")
+                    .replace("the file size", "the section size"),
+            )),
+        }
+    }
+    (signatures, problems)
+}
+
 fn parse_digest(field: &str, kind: HashDbKind) -> Result<(HashAlgo, Vec<u8>), String> {
     let algo = match (kind, field.len()) {
         (_, 32) => HashAlgo::Md5,

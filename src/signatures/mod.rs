@@ -7,12 +7,14 @@
 //! is reported and the previous generation stays in force. Individual ClamAV lines that are
 //! malformed or use unsupported syntax are reported with file and line and skipped.
 
+pub mod clamav;
 pub mod generation;
 pub mod hashsig;
 pub mod ndb;
 pub mod problem;
 pub mod urls;
 pub mod yara;
+pub mod yara_rules;
 
 pub use generation::{load, Generation, LoadOptions};
 pub use problem::Problem;

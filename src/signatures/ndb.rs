@@ -12,7 +12,12 @@
 //!   `{n}`, `{n-m}`, `{-m}` and `{n-}`;
 //! * the optional functionality-level fields, which are checked for shape and then ignored.
 //!
-//! Everything else is reported as a [`Problem`] and the line is skipped. Silently dropping an
+//! This is the *streaming* subset, matched by [`crate::scan::body`] as the bytes arrive. The
+//! loader gives every line this parser refuses a second chance through
+//! [`crate::signatures::clamav::ldb::ndb_as_ldb`], which reads target types, every ClamAV
+//! offset, alternatives and anchored ranges, and turns the line into a one-subsignature logical
+//! signature settled at the end of the object. Only a line both refuse is reported as a
+//! [`Problem`] and skipped. Silently dropping an
 //! alternative or reading `EOF-10` as "anywhere" would give the operator a signature that
 //! matches something other than what they wrote, which is the one outcome a parser must not
 //! produce.
@@ -410,7 +415,7 @@ fn finish_segment(segment: Segment, number: usize) -> Result<Segment, String> {
 
 /// Parses the `{...}` gap starting at byte `start` (the `{`); returns it and the index just
 /// past the closing `}`.
-fn parse_gap(hex: &str, start: usize) -> Result<(Gap, usize), String> {
+pub(crate) fn parse_gap(hex: &str, start: usize) -> Result<(Gap, usize), String> {
     let at = start + 1;
     let rest = hex.get(start + 1..).unwrap_or("");
     let Some(len) = rest.find('}') else {

@@ -36,6 +36,76 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// The reason without what is particular to this line: the leading signature name, the
+    /// text quoted in backticks and the numbers are replaced, so that 20,000 lines skipped
+    /// for the same reason share one key (see [`summarise`]).
+    pub fn reason(&self) -> String {
+        let mut text = self.message.as_str();
+        // Messages start with `Name: ` once the name is known; a name never holds a space.
+        if let Some((head, rest)) = text.split_once(": ") {
+            if !head.contains(' ') && !head.contains('`') {
+                text = rest;
+            }
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut quoted = false;
+        let mut last_digit = false;
+        for c in text.chars() {
+            if c == '`' {
+                quoted = !quoted;
+                if quoted {
+                    out.push_str("`…`");
+                }
+                last_digit = false;
+                continue;
+            }
+            if quoted {
+                continue;
+            }
+            if c.is_ascii_digit() {
+                if !last_digit {
+                    out.push('N');
+                }
+                last_digit = true;
+                continue;
+            }
+            last_digit = false;
+            out.push(c);
+        }
+        out
+    }
+}
+
+/// One line per (file, reason) with the number of lines skipped for it and the first one, in
+/// the order the reasons were first met: what a load prints instead of one line per line.
+pub fn summarise(problems: &[Problem]) -> Vec<String> {
+    let mut groups: Vec<(&Path, String, usize, &Problem)> = Vec::new();
+    let mut index: std::collections::HashMap<(&Path, String), usize> = std::collections::HashMap::new();
+    for p in problems {
+        let key = (p.file.as_path(), p.reason());
+        match index.get(&key) {
+            Some(&i) => groups[i].2 += 1,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key.0, key.1, 1, p));
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(file, reason, count, first)| {
+            let lines = if count == 1 { "line" } else { "lines" };
+            format!(
+                "{}: {count} {lines} skipped: {reason} (first: line {}: {})",
+                file.display(),
+                first.line,
+                first.message
+            )
+        })
+        .collect()
+}
+
 impl fmt::Display for Problem {
     /// `path:line: message`, the shape compilers use, so editors and `grep` output line up.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,6 +196,30 @@ mod tests {
     fn display_is_path_line_message() {
         let p = Problem::new(Path::new("sigs/local.ndb"), 7, "something is wrong");
         assert_eq!(p.to_string(), "sigs/local.ndb:7: something is wrong");
+    }
+
+    #[test]
+    fn reasons_group_lines_that_differ_only_in_names_numbers_and_quotes() {
+        let file = Path::new("big.ndb");
+        let mut problems = Vec::new();
+        for i in 0..20_000 {
+            problems.push(Problem::new(file, i + 1, format!("Sig-{i}: target type {} is not supported", i % 7 + 1)));
+        }
+        problems.push(Problem::new(file, 20_001, "Other: offset `EOF-1` is not supported"));
+        problems.push(Problem::new(file, 20_002, "Other2: offset `EP+4` is not supported"));
+        problems.push(Problem::new(Path::new("b.hdb"), 3, "expected 3 to 5 fields separated by `:`, found 1"));
+        let lines = summarise(&problems);
+        assert_eq!(
+            lines,
+            [
+                "big.ndb: 20000 lines skipped: target type N is not supported (first: line 1: Sig-0: target type 1 is \
+                 not supported)",
+                "big.ndb: 2 lines skipped: offset `…` is not supported (first: line 20001: Other: offset `EOF-1` is \
+                 not supported)",
+                "b.hdb: 1 line skipped: expected N to N fields separated by `…`, found N (first: line 3: expected 3 \
+                 to 5 fields separated by `:`, found 1)",
+            ]
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub struct GzipDecoder {
     crc: crc32fast::Hasher,
     size: u32,
     members: u64,
+    /// Input consumed and output made when the current step of `decode_steps` began.
+    mark: (usize, usize),
+    /// A fault found after some output of the same call: that output is returned first (it
+    /// was decoded, so it must be scanned), and the fault from the next call on.
+    pending: Option<Fault>,
 }
 
 impl GzipDecoder {
@@ -66,6 +71,8 @@ impl GzipDecoder {
             crc: crc32fast::Hasher::new(),
             size: 0,
             members: 0,
+            mark: (0, 0),
+            pending: None,
         }
     }
 
@@ -73,12 +80,13 @@ impl GzipDecoder {
         self.state = State::Fixed;
         self.got = 0;
         self.members = 0;
+        self.pending = None;
         self.header_crc.reset();
     }
 
     /// At least one member, and nothing left half-read.
     pub fn is_complete(&self) -> bool {
-        self.state == State::Between && self.members > 0
+        self.state == State::Between && self.members > 0 && self.pending.is_none()
     }
 
     /// The header part after `state`, given the member's flags.
@@ -114,9 +122,23 @@ impl GzipDecoder {
     }
 
     pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+        if let Some(fault) = self.pending {
+            return Err(fault);
+        }
+        match self.decode_steps(input, out) {
+            Err(fault) if self.mark.1 > 0 => {
+                self.pending = Some(fault);
+                Ok(Step { consumed: self.mark.0, produced: self.mark.1 })
+            }
+            result => result,
+        }
+    }
+
+    fn decode_steps(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
         let mut used = 0;
         let mut made = 0;
         loop {
+            self.mark = (used, made);
             if self.state != State::Body && used == input.len() {
                 return Ok(Step { consumed: used, produced: made });
             }

@@ -23,12 +23,11 @@
 pub mod detect;
 mod formats;
 pub mod tree;
-mod whole_standin;
 
 pub(crate) mod mime;
 pub(crate) mod uu;
 
-use self::whole_standin as whole;
+use crate::scan::whole;
 pub use tree::Tree;
 
 use self::detect::{Detect, Kind, DETECT_BYTES};
@@ -107,7 +106,8 @@ pub struct Policy {
 /// Settings every level's scanners are begun with.
 #[derive(Clone, Copy, Debug)]
 struct ScanSettings {
-    overlap: usize,
+    partials_max: usize,
+    partial_ends_max: usize,
     yara_scanners_max: usize,
     whole_max: usize,
 }
@@ -153,7 +153,7 @@ const BUF_KEEP_BYTES: usize = 256 * 1024;
 impl Level {
     fn new(sg: &Rc<ShardGen>, s: ScanSettings) -> Level {
         Level {
-            scan: ObjectScan::new(sg, s.overlap),
+            scan: ObjectScan::new(sg, s.partials_max, s.partial_ends_max, s.whole_max),
             head: Vec::with_capacity(DETECT_BYTES),
             state: State::Sniffing,
             name: String::new(),
@@ -185,6 +185,13 @@ impl Level {
         if let Some(hit) = self.scan.feed(data) {
             cx.tree.found(hit, depth);
             return ControlFlow::Break(());
+        }
+        if let Some(threat) = self.scan.take_skip() {
+            // A scanner cannot see the whole object: under `block` that decides it now,
+            // under `pass` the limit is recorded and the other scanners go on.
+            if let Act::Stop = cx.tree.over(threat, depth) {
+                return ControlFlow::Break(());
+            }
         }
         ControlFlow::Continue(())
     }
@@ -317,6 +324,11 @@ impl Level {
         if let Some(hit) = self.scan.finish() {
             cx.tree.found(hit, depth);
             return ControlFlow::Break(());
+        }
+        if let Some(threat) = self.scan.skipped() {
+            if let Act::Stop = cx.tree.over(threat, depth) {
+                return ControlFlow::Break(());
+            }
         }
         if let Some(fault) = self.fault.take() {
             return act(cx.tree.fault(fault, depth));
@@ -466,11 +478,12 @@ impl Unpacker {
         sg: &Rc<ShardGen>,
         limits: UnpackLimits,
         policy: Policy,
-        overlap: usize,
+        partials: (usize, usize),
         yara_scanners_max: usize,
         whole_max: usize,
     ) -> Unpacker {
-        let settings = ScanSettings { overlap, yara_scanners_max, whole_max };
+        let (partials_max, partial_ends_max) = partials;
+        let settings = ScanSettings { partials_max, partial_ends_max, yara_scanners_max, whole_max };
         Unpacker { root: Level::new(sg, settings), tree: Tree::new(limits, policy), settings }
     }
 
@@ -504,6 +517,22 @@ impl Unpacker {
         self.root.end();
         self.tree.settle_pending();
         self.tree.hit.clone()
+    }
+
+    /// At the end of a preview: matches what the top object's body matcher holds back.
+    pub fn flush(&mut self) -> Option<Hit> {
+        if let Some(hit) = &self.tree.hit {
+            return Some(hit.clone());
+        }
+        let hit = self.root.scan.flush()?;
+        self.tree.found(hit, 0);
+        self.root.end();
+        self.tree.hit.clone()
+    }
+
+    /// Whether an allowlist hash could still clear the top object.
+    pub fn allow_open(&self) -> bool {
+        self.root.scan.allow_open()
     }
 
     /// The transaction ended before the object did.

@@ -1,0 +1,95 @@
+//! 7z fixtures, written with sevenz-rust2's writer (a dev-dependency with its encoders).
+
+use std::io::Cursor;
+
+use sevenz_rust2::encoder_options::AesEncoderOptions;
+use sevenz_rust2::{ArchiveEntry, ArchiveWriter, EncoderConfiguration, EncoderMethod, Password};
+
+use super::tests::*;
+use super::*;
+
+pub(super) fn build(files: &[(&str, &[u8])], aes: Option<bool>) -> Vec<u8> {
+    let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+    if let Some(encrypt_header) = aes {
+        w.set_content_methods(vec![
+            AesEncoderOptions::new(Password::from("secret")).into(),
+            EncoderConfiguration::new(EncoderMethod::LZMA2),
+        ]);
+        w.set_encrypt_header(encrypt_header);
+    }
+    for (name, data) in files {
+        w.push_archive_entry(ArchiveEntry::new_file(name), Some(*data)).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn files_are_members() {
+    let a = build(&[("dir/eicar.com", EICAR), ("clean.txt", b"clean")], None);
+    assert_eq!(detect(&a), Some(Kind::SevenZip));
+    let (r, c) = run(Kind::SevenZip, &a, &LOOSE);
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.members.len(), 2);
+    assert!(c.members.iter().any(|m| m.0 == "dir/eicar.com" && m.1 == EICAR && m.2));
+    assert!(c.members.iter().any(|m| m.0 == "clean.txt" && m.1 == b"clean"));
+}
+
+#[test]
+fn clean_archive_and_compressed_header() {
+    let names: Vec<String> = (0..200).map(|i| format!("some/long/directory/name/file{i:04}.txt")).collect();
+    let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"harmless text"[..])).collect();
+    let a = build(&files, None);
+    let header_at = 32 + u64::from_le_bytes(a[12..20].try_into().unwrap()) as usize;
+    assert_eq!(a[header_at], 0x17, "the writer compressed the header");
+    let (r, c) = run(Kind::SevenZip, &a, &LOOSE);
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.members.len(), 200);
+    assert!(!has_member(&c, EICAR));
+}
+
+#[test]
+fn encrypted_is_reported() {
+    for encrypt_header in [true, false] {
+        let a = build(&[("eicar.com", EICAR)], Some(encrypt_header));
+        assert_eq!(run(Kind::SevenZip, &a, &LOOSE).0, Err(Fault::Encrypted("Heuristics.Encrypted.7Zip")), "{encrypt_header}");
+    }
+}
+
+#[test]
+fn truncated_and_corrupt_are_broken() {
+    let a = build(&[("a.bin", &vec![3u8; 10_000]), ("eicar.com", EICAR)], None);
+    for cut in [10, 31, 40, a.len() / 2, a.len() - 1] {
+        assert_eq!(run(Kind::SevenZip, &a[..cut], &LOOSE).0, Err(Fault::Broken("Heuristics.Broken.7Zip")), "cut {cut}");
+    }
+    let mut bad = a.clone();
+    bad[34] ^= 0xFF; // packed data: the CRC no longer matches
+    bad[35] ^= 0xFF;
+    assert!(matches!(run(Kind::SevenZip, &bad, &LOOSE).0, Err(Fault::Broken(_))));
+}
+
+#[test]
+fn hostile_counts_are_refused_without_allocating() {
+    // A plain header claiming 2^40 files.
+    let mut header = vec![0x01, 0x05];
+    header.extend_from_slice(&[0xFF, 0, 0, 0, 0, 0x01, 0, 0, 0]);
+    header.push(0);
+    header.push(0);
+    let mut a = vec![b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C, 0, 4, 0, 0, 0, 0];
+    a.extend_from_slice(&0u64.to_le_bytes());
+    a.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    a.extend_from_slice(&0u32.to_le_bytes());
+    a.extend_from_slice(&header);
+    assert!(matches!(run(Kind::SevenZip, &a, &LOOSE).0, Err(Fault::Broken(_) | Fault::Limit(_))));
+    // A start header pointing past the end.
+    let mut b = a.clone();
+    b[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_eq!(run(Kind::SevenZip, &b, &LOOSE).0, Err(Fault::Broken("Heuristics.Broken.7Zip")));
+}
+
+#[test]
+fn limits_are_faults() {
+    let a = build(&[("zeros", &vec![0u8; 1 << 20]), ("b", b"b")], None);
+    assert_eq!(run(Kind::SevenZip, &a, &Limits { member_bytes_max: 100_000, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILE_SIZE)));
+    assert_eq!(run(Kind::SevenZip, &a, &Limits { ratio_max: 10, ..LOOSE }).0, Err(Fault::Limit(LIMIT_RATIO)));
+    assert_eq!(run(Kind::SevenZip, &a, &Limits { members_max: 1, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILES)));
+}
