@@ -143,7 +143,13 @@ fn engine(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(data.len() as u64));
     for (name, fields, body) in [("identity page", "", &data), ("gzip page", "Content-Encoding: gzip\r\n", &gz)] {
         let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{fields}\r\n");
-        let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head.as_bytes()) };
+        let txn = Txn {
+            method: Method::Respmod,
+            service: "respmod",
+            req_hdr: None,
+            res_hdr: Some(head.as_bytes()),
+            policy: Default::default(),
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 assert_eq!(inspector.begin(&txn), Progress::More);

@@ -95,7 +95,8 @@ fn inspector() -> EngineInspector {
 }
 
 fn verdict(inspector: &mut EngineInspector, body: &[u8]) -> Verdict {
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
+    let txn =
+        Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None, policy: Default::default() };
     assert_eq!(inspector.begin(&txn), Progress::More);
     for piece in body.chunks(PIECE_BYTES) {
         if let Progress::Done(v) = inspector.feed(black_box(piece)) {

@@ -4,6 +4,7 @@
 //! want one; the command line wins over the file. Every limit of [`crate::limits`] can be
 //! overridden under `[limits]`. Errors are one line and the process exits with status 2.
 
+use crate::access::{AllowList, NetSet, PolicyKind, PolicyRule, PolicyTable};
 use crate::inspect::InspectorKind;
 use crate::limits::Limits;
 use crate::obs::access_log::LogFormat;
@@ -46,6 +47,12 @@ pub struct Config {
     pub agent_drain: Duration,
     pub access_log: LogDest,
     pub access_log_format: LogFormat,
+    /// Start even when another socket already listens on `listen` (see `server::port_check`).
+    pub allow_shared_port: bool,
+    /// Connecting addresses that may use the service (empty: every address).
+    pub allow_clients: AllowList,
+    /// Networks, users and groups mapped to a scanning policy.
+    pub policies: PolicyTable,
     /// ICAP over TLS (icaps://): listeners and certificate files; off when `listen` is empty.
     pub tls: TlsConfig,
 }
@@ -100,6 +107,8 @@ struct FileConfig {
     agent_drain_ms: Option<u64>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    allow_shared_port: Option<bool>,
+    allow_clients: Option<Vec<String>>,
     #[serde(default)]
     tls_listen: Vec<String>,
     tls_cert: Option<PathBuf>,
@@ -119,6 +128,21 @@ struct FilePolicy {
     encrypted: Option<String>,
     #[serde(default)]
     early_204: FileEarly204,
+    #[serde(default)]
+    rules: Vec<FileRule>,
+}
+
+/// One `[[policy.rules]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    #[serde(default)]
+    networks: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    policy: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +200,7 @@ struct FileLimits {
     extract_ratio_floor_bytes: Option<u64>,
     container_buffer_bytes_max: Option<u64>,
     lzma_memory_bytes_max: Option<u64>,
+    strict_scan_bytes_max: Option<u64>,
     update_bundle_bytes_max: Option<u64>,
     update_unpacked_bytes_max: Option<u64>,
     update_files_max: Option<usize>,
@@ -208,6 +233,9 @@ OPTIONS:
     --tls-cert FILE      PEM certificate chain for the TLS listeners (reloaded on SIGHUP)
     --tls-key FILE       PEM private key for the TLS listeners (reloaded on SIGHUP)
     --tls-client-ca FILE require client certificates signed by these PEM CA certificates
+    --allow-shared-port  start even if another socket already listens on the address and
+                         port (by default that is refused: SO_REUSEPORT would split the
+                         connections between the two servers)
     --check              validate the configuration and exit
     -v, --verbose        with --check, list every skipped signature line with file:line
     --help               print this help
@@ -240,6 +268,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut tls_key: Option<PathBuf> = None;
     let mut tls_client_ca: Option<PathBuf> = None;
     let mut check = false;
+    let mut allow_shared_port = false;
     let mut verbose = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -266,6 +295,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--tls-key" => tls_key = Some(value("--tls-key")?.into()),
             "--tls-client-ca" => tls_client_ca = Some(value("--tls-client-ca")?.into()),
             "--check" => check = true,
+            "--allow-shared-port" => allow_shared_port = true,
             "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
@@ -343,6 +373,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     if metrics.is_some_and(|m| m == listen) {
         return Err(format!("the metrics listener cannot share the ICAP address {listen}"));
     }
+    let allow_clients = AllowList::new(
+        NetSet::parse(&file.allow_clients.unwrap_or_default()).map_err(|e| format!("allow_clients: {e}"))?,
+    );
+    let policies = policy_table(file.policy.rules)?;
     let agent = match agent.or(file.agent) {
         None => None,
         Some(text) if text == "off" => None,
@@ -398,6 +432,9 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         access_log,
         access_log_format,
         tls,
+        allow_shared_port: allow_shared_port || file.allow_shared_port.unwrap_or(false),
+        allow_clients,
+        policies,
     })))
 }
 
@@ -447,6 +484,7 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         extract_ratio_floor_bytes: f.extract_ratio_floor_bytes.unwrap_or(d.extract_ratio_floor_bytes),
         container_buffer_bytes_max: f.container_buffer_bytes_max.unwrap_or(d.container_buffer_bytes_max),
         lzma_memory_bytes_max: f.lzma_memory_bytes_max.unwrap_or(d.lzma_memory_bytes_max),
+        strict_scan_bytes_max: f.strict_scan_bytes_max.unwrap_or(d.strict_scan_bytes_max),
         update_bundle_bytes_max: f.update_bundle_bytes_max.unwrap_or(d.update_bundle_bytes_max),
         update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),
         update_files_max: f.update_files_max.unwrap_or(d.update_files_max),
@@ -455,6 +493,23 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
+}
+
+/// Compiles `[[policy.rules]]` in file order (first match wins).
+fn policy_table(rules: Vec<FileRule>) -> Result<PolicyTable, String> {
+    let mut table = PolicyTable::default();
+    for (i, r) in rules.into_iter().enumerate() {
+        let n = i + 1;
+        let policy = PolicyKind::parse(&r.policy)
+            .ok_or(format!("policy.rules #{n}: unknown policy '{}' (default, skip, strict)", r.policy))?;
+        if r.networks.is_empty() && r.users.is_empty() && r.groups.is_empty() {
+            return Err(format!("policy.rules #{n}: names no networks, users or groups"));
+        }
+        let networks = NetSet::parse(&r.networks).map_err(|e| format!("policy.rules #{n}: {e}"))?;
+        let names = |v: Vec<String>| v.into_iter().map(|u| u.into_bytes().into_boxed_slice()).collect();
+        table.rules.push(PolicyRule { networks, users: names(r.users), groups: names(r.groups), policy });
+    }
+    Ok(table)
 }
 
 fn parse_count(text: &str, name: &str) -> Result<usize, String> {
@@ -569,6 +624,38 @@ mod tests {
         assert_eq!(c.tls.listen, ["127.0.0.1:2".parse().unwrap()], "the command line replaces the file's list");
         std::fs::write(&path, "[limits]\ntls_handshake_ms = 0\n").unwrap();
         assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("tls_handshake_ms"));
+    }
+
+    #[test]
+    fn allow_list_policy_table_and_shared_port() {
+        let dir = std::env::temp_dir().join(format!("icapd-config-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let with = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            run(&["--config", path.to_str().unwrap()])
+        };
+        let c = run(&[]).unwrap();
+        assert!(!c.allow_shared_port && c.policies.is_empty());
+        assert!(c.allow_clients.allows("203.0.113.1".parse().unwrap()), "everyone by default");
+        assert!(run(&["--allow-shared-port"]).unwrap().allow_shared_port);
+        assert!(with("allow_shared_port = true\n").unwrap().allow_shared_port);
+        let c = with("allow_clients = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
+        assert!(c.allow_clients.allows("10.2.3.4".parse().unwrap()) && c.allow_clients.allows("::1".parse().unwrap()));
+        assert!(!c.allow_clients.allows("127.0.0.1".parse().unwrap()));
+        assert!(with("allow_clients = [\"10.0.0.0/40\"]\n").unwrap_err().starts_with("allow_clients:"));
+        let c = with(
+            "[[policy.rules]]\nnetworks = [\"10.9.0.0/16\"]\npolicy = \"skip\"\n[[policy.rules]]\nusers = [\"alice\"]\ngroups = [\"staff\"]\npolicy = \"strict\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.policies.rules.len(), 2);
+        assert_eq!((c.policies.rules[0].policy, c.policies.rules[1].policy), (PolicyKind::Skip, PolicyKind::Strict));
+        assert!(c.policies.rules[1].users.contains(&b"alice"[..]) && c.policies.uses_groups());
+        let err = with("[[policy.rules]]\nusers = [\"a\"]\npolicy = \"lenient\"\n").unwrap_err();
+        assert!(err.contains("#1") && err.contains("lenient"), "{err}");
+        assert!(with("[[policy.rules]]\npolicy = \"skip\"\n").unwrap_err().contains("names no networks"));
+        assert!(with("[[policy.rules]]\nnetworks = [\"x\"]\npolicy = \"skip\"\n").is_err());
+        assert_eq!(with("[limits]\nstrict_scan_bytes_max = 4096\n").unwrap().limits.scan().strict_scan_bytes_max, 4096);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

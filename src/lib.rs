@@ -14,6 +14,7 @@
 //! machine can be tested at every split point, fuzzed, and benchmarked without sockets. Only
 //! `server` imports glommio.
 
+pub mod access;
 pub mod config;
 pub mod inspect;
 pub mod limits;

@@ -130,6 +130,17 @@ pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// periods are a busy client's round trip between requests, and are left alone.
 pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// Most bytes scanned per object under the `strict` policy (see [`crate::access`]): a tenth of
+/// `SCAN_BYTES_MAX`, for clients whose downloads should be small and fully judged.
+pub const STRICT_SCAN_BYTES_MAX: u64 = 10 * 1024 * 1024;
+
+/// Longest identity value (`X-Client-Username`, `X-Authenticated-User` once decoded, or the
+/// whole `X-Authenticated-Groups` list) that is used; a longer one counts as absent. It sizes
+/// a fixed buffer in every transaction outcome, so it is fixed at build time, not configured.
+pub const IDENTITY_VALUE_BYTES_MAX: usize = 256;
+/// Longest requested service name kept for the access log (a longer one is cut there).
+/// Fixed at build time for the same reason.
+pub const REQUESTED_SERVICE_LOG_BYTES: usize = 64;
 /// Largest signature bundle `icapd-update` downloads (the compressed `.tar.gz`); a larger or
 /// longer answer is refused before anything is unpacked. The bundled sets are kilobytes and a
 /// full ClamAV main database is about 200 MB, so this leaves room without inviting a disk fill.
@@ -191,6 +202,7 @@ pub struct Limits {
     pub extract_ratio_floor_bytes: u64,
     pub container_buffer_bytes_max: u64,
     pub lzma_memory_bytes_max: u64,
+    pub strict_scan_bytes_max: u64,
     pub update_bundle_bytes_max: u64,
     pub update_unpacked_bytes_max: u64,
     pub update_files_max: usize,
@@ -243,6 +255,7 @@ impl Default for Limits {
             extract_ratio_floor_bytes: EXTRACT_RATIO_FLOOR_BYTES,
             container_buffer_bytes_max: CONTAINER_BUFFER_BYTES_MAX,
             lzma_memory_bytes_max: LZMA_MEMORY_BYTES_MAX,
+            strict_scan_bytes_max: STRICT_SCAN_BYTES_MAX,
             update_bundle_bytes_max: UPDATE_BUNDLE_BYTES_MAX,
             update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
             update_files_max: UPDATE_FILES_MAX,
@@ -269,6 +282,7 @@ impl Limits {
             body_partials_max: self.body_partials_max,
             body_partial_ends_max: self.body_partial_ends_max,
             preview_bytes: self.preview_bytes_max,
+            strict_scan_bytes_max: self.strict_scan_bytes_max,
             decode: crate::scan::decode::DecodeLimits {
                 decoded_bytes_max: self.decoded_bytes_max,
                 decode_ratio_max: self.decode_ratio_max,

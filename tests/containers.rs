@@ -110,6 +110,7 @@ fn verdict(inspector: &mut EngineInspector, name: &str, body: &[u8], chunk: usiz
         service: "respmod",
         req_hdr: Some(req.as_bytes()),
         res_hdr: Some(b"HTTP/1.1 200 OK\r\n\r\n"),
+        policy: Default::default(),
     };
     let v = match inspector.begin(&txn) {
         Progress::Done(v) => v,

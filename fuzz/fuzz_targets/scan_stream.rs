@@ -97,7 +97,11 @@ fn engine() -> Engine {
     let gen = load(&dir, LoadOptions::default()).expect("the fuzz signatures load");
     assert!(gen.problems.is_empty(), "{:?}", gen.problems);
     let _ = std::fs::remove_dir_all(&dir);
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: icapd::scan::unpack::EncryptedPolicy::Block };
+    let policy = ScanPolicy {
+        over_limit: OverLimit::Block,
+        early_204: Early204::default(),
+        encrypted: icapd::scan::unpack::EncryptedPolicy::Block,
+    };
     let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
     let sigs = NDB.iter().map(|l| parse_ndb_line(l).expect("valid line")).collect();
     let yara = yara_x::compile(YAR).expect("the fuzz rules compile");
@@ -109,7 +113,7 @@ thread_local! {
 }
 
 fn verdict(inspector: &mut EngineInspector, res_hdr: Option<&[u8]>, body: &[u8], cuts: &[usize]) -> Verdict {
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr };
+    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr, policy: Default::default() };
     if let Progress::Done(v) = inspector.begin(&txn) {
         return v;
     }

@@ -77,8 +77,13 @@ fn wrap(kind: u8, payload: &[u8]) -> Vec<u8> {
     }
 }
 
-fn run(inspector: &mut EngineInspector, body: &[u8], cuts: &[usize]) -> (Verdict, Option<String>, Option<&'static str>) {
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
+fn run(
+    inspector: &mut EngineInspector,
+    body: &[u8],
+    cuts: &[usize],
+) -> (Verdict, Option<String>, Option<&'static str>) {
+    let txn =
+        Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None, policy: Default::default() };
     let v = 'v: {
         if let Progress::Done(v) = inspector.begin(&txn) {
             break 'v v;

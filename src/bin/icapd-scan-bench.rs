@@ -143,8 +143,13 @@ fn run(o: &Options) -> Result<(), String> {
         object.len()
     );
     let req_hdr = b"GET http://bench.test/object HTTP/1.1\r\nHost: bench.test\r\n\r\n";
-    let txn =
-        Txn { method: Method::Respmod, service: "respmod", req_hdr: Some(req_hdr), res_hdr: Some(res_hdr.as_bytes()) };
+    let txn = Txn {
+        method: Method::Respmod,
+        service: "respmod",
+        req_hdr: Some(req_hdr),
+        res_hdr: Some(res_hdr.as_bytes()),
+        policy: Default::default(),
+    };
 
     let mut passes = 0u64;
     let mut best = Duration::MAX;

@@ -9,6 +9,7 @@
 
 use super::histogram::Histogram;
 use super::record::{Action, TxnRecord};
+use crate::access::POLICIES;
 use crate::proto::error::ProtoError;
 use crate::proto::service::SERVICES;
 use crate::proto::Method;
@@ -63,6 +64,10 @@ pub struct ShardMetrics {
     pub connection_panics: u64,
     /// Access-log lines dropped because the log writer fell behind.
     pub log_lines_dropped: u64,
+    /// Transactions by the policy they ran under, by [`crate::access::POLICIES`] index.
+    pub by_policy: [u64; POLICIES.len()],
+    /// Connections closed at accept because their address is not in `allow_clients`.
+    pub connections_denied: u64,
     labels_max: usize,
 }
 
@@ -86,6 +91,8 @@ impl ShardMetrics {
             connections_evicted: 0,
             connection_panics: 0,
             log_lines_dropped: 0,
+            by_policy: [0; POLICIES.len()],
+            connections_denied: 0,
             labels_max,
         }
     }
@@ -116,6 +123,7 @@ impl ShardMetrics {
         }
         self.latency.record(rec.latency);
         self.busy.record(rec.busy);
+        self.by_policy[o.who.policy.slot()] += 1;
     }
 
     fn count_error(&mut self, e: ProtoError, n: u64) {
@@ -155,6 +163,10 @@ impl ShardMetrics {
         self.connections_evicted += other.connections_evicted;
         self.connection_panics += other.connection_panics;
         self.log_lines_dropped += other.log_lines_dropped;
+        for (a, b) in self.by_policy.iter_mut().zip(other.by_policy.iter()) {
+            *a += b;
+        }
+        self.connections_denied += other.connections_denied;
     }
 
     /// Transactions counted, over every label.
@@ -228,6 +240,7 @@ mod tests {
             error: None,
             limit: None,
             found_in: None,
+            who: Default::default(),
         }
     }
 
@@ -267,6 +280,12 @@ mod tests {
         assert_eq!(a.limits.get("MaxScanSize"), Some(&1));
         assert_eq!(a.body_bytes_in, 500);
         assert_eq!(a.latency.count, 5);
+        assert_eq!(a.by_policy, [5, 0, 0], "every one under the default policy");
+        let mut skipped = outcome(Some(Method::Respmod), Some("respmod"), 204, None);
+        skipped.who.policy = crate::access::PolicyKind::Skip;
+        record(&mut b, &skipped);
+        a.merge(&b);
+        assert_eq!(a.by_policy, [5 + 3, 1, 0]);
     }
 
     #[test]

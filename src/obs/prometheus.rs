@@ -106,6 +106,22 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     );
     single(
         o,
+        "icapd_connections_denied_total",
+        "counter",
+        "Connections closed at accept because their address is not in allow_clients.",
+        total.connections_denied,
+    );
+    header(
+        o,
+        "icapd_transactions_by_policy_total",
+        "counter",
+        "Transactions by the policy the policy table chose (skip: not scanned).",
+    );
+    for (policy, n) in crate::access::POLICIES.iter().zip(total.by_policy.iter()) {
+        let _ = writeln!(o, "icapd_transactions_by_policy_total{{policy=\"{}\"}} {n}", policy.name());
+    }
+    single(
+        o,
         "icapd_connections_evicted_total",
         "counter",
         "Idle keep-alive connections closed at the cap to make room.",
@@ -145,6 +161,7 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
             ("logical", s.logical),
             ("allowlist", s.allow),
             ("pe_section_hash", s.sections),
+            ("pe_import_hash", s.imports),
         ] {
             let _ = writeln!(o, "icapd_signatures{{kind=\"{kind}\"}} {n}");
         }

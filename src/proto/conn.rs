@@ -37,6 +37,7 @@ use super::chunked::{Chunk, ChunkDecoder};
 use super::error::ProtoError;
 use super::head::{HeadParser, HeadStatus};
 use super::httphead::{self, Section};
+use super::identity::{RequestedService, Who};
 use super::request::{self, Request};
 use super::response::{self, ServerInfo};
 use super::Method;
@@ -92,6 +93,8 @@ pub struct TxnOutcome {
     pub limit: Option<&'static str>,
     /// The member path of a find inside a container (see [`Inspector::found_in`]).
     pub found_in: Option<Box<str>>,
+    /// The service asked for (even an unknown one), the identity and the policy.
+    pub who: Who,
 }
 
 /// Outcomes a connection keeps for the caller before it polls them. Pipelined requests that
@@ -143,6 +146,11 @@ pub struct Conn {
     block_page: Option<std::rc::Rc<str>>,
     /// The inspector has begun the current transaction (so what it reports is about it).
     began: bool,
+    /// Who asks in the current transaction; the policy table and connecting address it is
+    /// judged with.
+    who: Who,
+    policies: Option<std::rc::Rc<crate::access::PolicyTable>>,
+    peer_ip: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -177,7 +185,17 @@ impl Conn {
             last_error: None,
             block_page: None,
             began: false,
+            who: Who::default(),
+            policies: None,
+            peer_ip: None,
         }
+    }
+
+    /// Judges transactions with the operator's policy table; `peer` is the connecting address
+    /// (used for the table's networks when a request carries no `X-Client-IP`).
+    pub fn set_policies(&mut self, table: std::rc::Rc<crate::access::PolicyTable>, peer: Option<std::net::IpAddr>) {
+        self.policies = Some(table);
+        self.peer_ip = peer;
     }
 
     /// Uses an operator's block page template instead of the built-in one.
@@ -411,10 +429,14 @@ impl Conn {
                         self.since = now;
                         self.txn_started = now;
                         self.txn_out_bytes = 0;
+                        self.who = Who::default();
                     }
                     match self.head.parse(region) {
                         Ok(HeadStatus::Partial) => return,
                         Ok(HeadStatus::Complete(len)) => {
+                            let name = request::requested_service(&region[..len], &self.head);
+                            self.who.service = RequestedService::new(name.unwrap_or_default());
+                            self.who.method = request::requested_method(&region[..len], &self.head);
                             match request::interpret(&region[..len], &self.head, &self.limits) {
                                 Ok(req) => {
                                     self.req = Some(req);
@@ -479,6 +501,11 @@ impl Conn {
         self.body_bytes = 0;
         self.verdict = None;
         self.committed = false;
+        {
+            let back = self.blocks.back().expect("a request implies a block");
+            let head = &back.buf[self.msg_start..self.msg_start + self.head_len];
+            self.who.identify(head, &req.identity, self.policies.as_deref(), self.peer_ip);
+        }
         if req.method == Method::Options {
             let (service, info) = (req.service, self.info);
             self.push_scratch(|out, istag| response::options(out, service, &info, istag, unix_secs));
@@ -497,6 +524,7 @@ impl Conn {
             service: req.service.name,
             req_hdr: req_hdr.map(|(a, b)| &back.buf[a as usize..b as usize]),
             res_hdr: res_hdr.map(|(a, b)| &back.buf[a as usize..b as usize]),
+            policy: self.who.policy,
         };
         let early = self.inspector.begin(&txn);
         self.began = true;
@@ -736,7 +764,10 @@ impl Conn {
         self.head.reset();
         self.msg_start = self.pos;
         self.since = now;
-        self.state = if close { State::Closing } else { State::Idle };
+        // A late threat that cut a started echo off has already moved the connection to
+        // `Closing`; ending the transaction must not reopen it, or the client would wait for
+        // the idle timeout and a pipelined request would be answered inside the cut body.
+        self.state = if close || self.state == State::Closing { State::Closing } else { State::Idle };
     }
 
     /// Answers a protocol error (unless the answer already started) and closes.
@@ -773,6 +804,7 @@ impl Conn {
             error: self.last_error,
             limit: if self.began { self.inspector.limit_hit() } else { None },
             found_in: if self.began { self.inspector.found_in().map(Box::from) } else { None },
+            who: self.who,
         });
     }
 

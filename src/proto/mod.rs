@@ -14,6 +14,7 @@ pub mod encapsulated;
 pub mod error;
 pub mod head;
 pub mod httphead;
+pub mod identity;
 pub mod request;
 pub mod response;
 pub mod service;

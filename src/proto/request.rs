@@ -6,6 +6,7 @@
 use super::encapsulated::{self, Encapsulated};
 use super::error::ProtoError;
 use super::head::{slice, HeadParser};
+use super::identity::IdentityHeaders;
 use super::service::{self, Service};
 use super::Method;
 use crate::limits::Limits;
@@ -25,6 +26,8 @@ pub struct Request {
     pub allow_206: bool,
     /// The client asked to close after this transaction (`Connection: close`).
     pub close: bool,
+    /// Where the identity headers (`X-Client-IP`, user, groups) are in the head.
+    pub identity: IdentityHeaders,
 }
 
 /// Interprets the head held in `head` (the bytes the parser saw) after `parser` reported it
@@ -35,12 +38,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     if version != b"ICAP/1.0" {
         return Err(if is_icap_version(version) { ProtoError::Version } else { ProtoError::RequestLine });
     }
-    let method = match slice(head, line.method) {
-        b"OPTIONS" => Method::Options,
-        b"REQMOD" => Method::Reqmod,
-        b"RESPMOD" => Method::Respmod,
-        _ => return Err(ProtoError::UnknownMethod),
-    };
+    let method = method_of(slice(head, line.method)).ok_or(ProtoError::UnknownMethod)?;
     let name = service_name(slice(head, line.uri))?;
     let service = service::lookup(name).ok_or(ProtoError::UnknownService)?;
     if !service.allows(method) {
@@ -52,6 +50,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     let mut allow_204 = false;
     let mut allow_206 = false;
     let mut close = false;
+    let mut identity = IdentityHeaders::default();
     for h in parser.headers() {
         let name = slice(head, h.name);
         let value = slice(head, h.value);
@@ -74,6 +73,8 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
             allow_206 |= list_contains(value, b"206");
         } else if name.eq_ignore_ascii_case(b"Connection") {
             close |= list_contains(value, b"close");
+        } else {
+            identity.note(name, h.value);
         }
     }
     let encapsulated = match (encap, method) {
@@ -85,7 +86,7 @@ pub fn interpret(head: &[u8], parser: &HeadParser, limits: &Limits) -> Result<Re
     if preview.is_some() && !encapsulated.has_body() {
         preview = None;
     }
-    Ok(Request { method, service, encapsulated, preview, allow_204, allow_206, close })
+    Ok(Request { method, service, encapsulated, preview, allow_204, allow_206, close, identity })
 }
 
 impl Request {
@@ -102,6 +103,27 @@ impl Request {
     pub fn allows_206(&self, answering_preview: bool) -> bool {
         self.allow_206 && (answering_preview || self.allow_204)
     }
+}
+
+fn method_of(name: &[u8]) -> Option<Method> {
+    match name {
+        b"OPTIONS" => Some(Method::Options),
+        b"REQMOD" => Some(Method::Reqmod),
+        b"RESPMOD" => Some(Method::Respmod),
+        _ => None,
+    }
+}
+
+/// The method the request line of a complete head names, if it is one of the three (for the
+/// access log of a request refused before it was interpreted, such as an unknown service).
+pub fn requested_method(head: &[u8], parser: &HeadParser) -> Option<Method> {
+    method_of(slice(head, parser.request_line()?.method))
+}
+
+/// The service name the request line of a complete head asks for, whether or not it is one
+/// of ours (for the access log: a typo in a proxy's configuration must show there).
+pub fn requested_service<'a>(head: &'a [u8], parser: &HeadParser) -> Option<&'a [u8]> {
+    service_name(slice(head, parser.request_line()?.uri)).ok()
 }
 
 fn is_icap_version(v: &[u8]) -> bool {
@@ -172,6 +194,32 @@ mod tests {
         assert_eq!(r.preview, None, "no body, so no preview");
         let r = interpret_str("OPTIONS ICAPS://127.0.0.1:11344/respmod ICAP/1.0\r\n\r\n").unwrap();
         assert_eq!(r.service.name, "respmod", "Squid's icaps:// service URIs");
+    }
+
+    #[test]
+    fn requested_service_names_unknown_services_too() {
+        let limits = Limits::default();
+        for (head, want) in [
+            ("OPTIONS icap://h/avscn ICAP/1.0\r\n\r\n", Some(&b"avscn"[..])),
+            ("OPTIONS icap://h:1344/respmod?x=1 ICAP/1.0\r\n\r\n", Some(b"respmod")),
+            ("OPTIONS icap://h ICAP/1.0\r\n\r\n", None),
+        ] {
+            let mut parser = HeadParser::new(&limits);
+            assert!(matches!(parser.parse(head.as_bytes()), Ok(HeadStatus::Complete(_))));
+            assert_eq!(requested_service(head.as_bytes(), &parser), want, "{head}");
+            assert_eq!(requested_method(head.as_bytes(), &parser), Some(Method::Options));
+        }
+    }
+
+    #[test]
+    fn identity_headers_are_noted() {
+        let head = "RESPMOD icap://h/respmod ICAP/1.0\r\nX-Client-IP: 10.0.0.9\r\nEncapsulated: res-hdr=0, null-body=5\r\n\r\n";
+        let r = interpret_str(head).unwrap();
+        assert_eq!(r.identity.resolve(head.as_bytes()).client_ip, Some("10.0.0.9".parse().unwrap()));
+        // A malformed identity header never fails the request.
+        let head = "RESPMOD icap://h/respmod ICAP/1.0\r\nX-Client-IP: nonsense\r\nX-Client-Username: \r\nEncapsulated: res-hdr=0, null-body=5\r\n\r\n";
+        let r = interpret_str(head).unwrap();
+        assert_eq!(r.identity.resolve(head.as_bytes()), Default::default());
     }
 
     #[test]

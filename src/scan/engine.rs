@@ -20,7 +20,7 @@ use super::policy::{self, OverLimit};
 use super::shard_gen::ShardGen;
 use super::unpack::{self, Unpacker};
 use super::ScanLimits;
-use crate::inspect::{Inspector, Progress, Txn, Verdict};
+use crate::inspect::{Inspector, PolicyKind, Progress, Txn, Verdict};
 use crate::proto::Method;
 use crate::signatures::{urls, Generation};
 use std::cell::RefCell;
@@ -81,6 +81,8 @@ pub struct EngineInspector {
     /// A leading `206` range of an encoded object: it may end in the middle of the stream.
     partial: bool,
     decode: DecodeChain,
+    /// The operator's policy for this transaction (`skip`, `default`, `strict`).
+    policy: PolicyKind,
 }
 
 impl EngineInspector {
@@ -111,6 +113,7 @@ impl EngineInspector {
             coding_fault: None,
             partial: false,
             decode: DecodeChain::new(ctx.limits.decode),
+            policy: PolicyKind::Default,
             ctx,
             sg,
         }
@@ -122,9 +125,18 @@ impl EngineInspector {
 
     fn over_limit(&mut self, threat: &'static str) -> Verdict {
         self.limit = Some(threat);
-        match self.ctx.policy.over_limit {
+        match self.over_limit_policy() {
             OverLimit::Block => Verdict::Infected { threat: threat.into() },
             OverLimit::Pass => Verdict::Clean,
+        }
+    }
+
+    /// The over-limit policy for this transaction: `strict` blocks whatever the setting,
+    /// inside containers too.
+    fn over_limit_policy(&self) -> OverLimit {
+        match self.policy {
+            PolicyKind::Strict => OverLimit::Block,
+            _ => self.ctx.policy.over_limit,
         }
     }
 
@@ -225,10 +237,19 @@ impl Inspector for EngineInspector {
         self.received = 0;
         self.spent = Duration::ZERO;
         self.decode.end();
+        self.policy = txn.policy;
+        let over_limit = self.over_limit_policy();
+        if self.policy == PolicyKind::Skip {
+            // Not scanned by the operator's choice; the outcome carries the policy, so the
+            // transaction is logged and counted as skipped, never as scanned and clean. The
+            // container layer is begun so that no member path of the last object is reported.
+            self.unpack.begin(&self.sg, "", over_limit);
+            return self.conclude(Verdict::Clean);
+        }
         self.read_http_fields(txn);
         // Begun first, so that a transaction answered here reports no member path or
         // container limit left over from the previous one.
-        self.unpack.begin(&self.sg, &self.name);
+        self.unpack.begin(&self.sg, &self.name, over_limit);
         if !self.url.is_empty() {
             if let Some(name) = self.gen().urls.first_match(&self.url) {
                 return self.conclude(Verdict::Infected { threat: name.into() });
@@ -247,7 +268,11 @@ impl Inspector for EngineInspector {
             return Progress::Done(v.clone());
         }
         self.received += data.len() as u64;
-        if self.received > self.ctx.limits.scan_bytes_max {
+        let max = match self.policy {
+            PolicyKind::Strict => self.ctx.limits.scan_bytes_max.min(self.ctx.limits.strict_scan_bytes_max),
+            _ => self.ctx.limits.scan_bytes_max,
+        };
+        if self.received > max {
             let v = self.over_limit(policy::THREAT_SIZE);
             return self.conclude(v);
         }
@@ -383,11 +408,10 @@ impl EngineInspector {
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
         }
-        self.ctx
-            .policy
-            .early_204
-            .allows(&self.content_type, self.content_length, &self.preview)
-            .then_some(Verdict::Clean)
+        // `strict` never answers a clean preview early: the whole object is judged.
+        (self.policy != PolicyKind::Strict
+            && self.ctx.policy.early_204.allows(&self.content_type, self.content_length, &self.preview))
+        .then_some(Verdict::Clean)
     }
 
     /// The verdict of the scanners that conclude at the end of the object, on the object and

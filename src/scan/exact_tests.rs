@@ -3,8 +3,8 @@
 
 use super::engine::{EngineInspector, ScanCtx};
 use super::policy::{Early204, OverLimit};
-use super::ScanPolicy;
 use super::unpack::EncryptedPolicy;
+use super::ScanPolicy;
 use crate::inspect::{verdict_of_txn, Inspector, Progress, Txn, Verdict};
 use crate::limits::Limits;
 use crate::proto::testutil::for_each_split;
@@ -73,7 +73,7 @@ fn every_way(inspector: &mut EngineInspector, txn: &Txn<'_>, body: &[u8]) -> (Ve
 }
 
 fn respmod(head: &[u8]) -> Txn<'_> {
-    Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head) }
+    Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head), policy: Default::default() }
 }
 
 // Item 5: a 206 range from byte 0 is decoded whatever the unit's case or the leading zeros.

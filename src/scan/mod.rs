@@ -8,11 +8,14 @@ mod clamdb_tests;
 pub mod decode;
 pub mod engine;
 #[cfg(test)]
+mod engine_policy_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod exact_tests;
 pub mod filetype;
 pub mod hash;
+pub mod imports;
 pub mod ldb;
 pub mod literal;
 pub mod object;
@@ -40,6 +43,8 @@ pub struct ScanLimits {
     /// The preview size the server advertises: how many leading bytes the engine keeps for
     /// preview-time YARA and file-magic checks.
     pub preview_bytes: usize,
+    /// `scan_bytes_max` under the `strict` policy.
+    pub strict_scan_bytes_max: u64,
     /// Content-Encoding caps.
     pub decode: decode::DecodeLimits,
     /// Container caps (members, depth, extracted and buffered bytes).

@@ -13,6 +13,7 @@
 
 use super::body::BodyStream;
 use super::hash::{HashSet, HashStream};
+use super::imports::ImportStream;
 use super::ldb::LdbStream;
 use super::policy;
 use super::sections::SectionStream;
@@ -39,6 +40,8 @@ pub struct ObjectScan {
     // clamdb (issue 16): logical signatures, PE section hashes and the .fp/.sfp allowlist.
     ldb: LdbStream,
     sections: SectionStream,
+    /// clamdb (issue 16): PE import-table hashes (`.imp`), read from a kept copy at the end.
+    imports: ImportStream,
     allow_hash: HashStream,
     partials_max: usize,
     partial_ends_max: usize,
@@ -89,6 +92,7 @@ impl ObjectScan {
             hash: HashStream::new(),
             ldb: LdbStream::new(&sg.gen.ldb, ldb_whole_max),
             sections: SectionStream::new(),
+            imports: ImportStream::new(ldb_whole_max),
             allow_hash: HashStream::new(),
             partials_max,
             partial_ends_max,
@@ -121,6 +125,7 @@ impl ObjectScan {
         self.body.reset();
         self.ldb.reset(&self.sg.gen.ldb);
         self.sections.reset();
+        self.imports.reset(&self.sg.gen.imports);
         self.feeder.reset();
         self.skipped = None;
         self.skip_new = false;
@@ -246,6 +251,7 @@ impl ObjectScan {
         }
         self.ldb.feed(&gen.ldb, data);
         self.sections.feed(&gen.sections, data);
+        self.imports.feed(data);
         let before = self.bytes - data.len() as u64;
         if allow_open {
             feed_bounded(&mut self.allow_hash, gen.allow.size_max(), before, data);
@@ -305,6 +311,11 @@ impl ObjectScan {
             self.yara = None;
             return Some(Hit::Threat(name.into()));
         }
+        let imports = self.imports.finish(&gen.imports);
+        if let Ok(Some(name)) = imports {
+            self.yara = None;
+            return Some(Hit::Threat(name.into()));
+        }
         if let Some(sig) = ldb {
             self.yara = None;
             return Some(Hit::Threat(gen.ldb.name(sig).into()));
@@ -337,7 +348,7 @@ impl ObjectScan {
         if self.body.overflowed() {
             self.skipped.get_or_insert(policy::THREAT_PARTIALS);
         }
-        if let Some(threat) = self.ldb.limit_hit() {
+        if let Some(threat) = self.ldb.limit_hit().or(imports.err()) {
             self.skipped.get_or_insert(threat);
         }
         None

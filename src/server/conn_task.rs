@@ -69,6 +69,9 @@ async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
     if let Some(page) = &ctx.block_page {
         conn.set_block_page(page.clone());
     }
+    if !ctx.policies.is_empty() {
+        conn.set_policies(ctx.policies.clone(), peer.map(|p| p.ip()));
+    }
     loop {
         while conn.has_output() {
             match write_some(&mut stream, &conn, limits.body_inactivity).await {

@@ -12,6 +12,7 @@ mod conn_task;
 pub mod cpus;
 mod log_writer;
 mod metrics_listener;
+pub mod port_check;
 mod reload;
 mod sendmsg;
 mod shard;
@@ -72,6 +73,20 @@ pub fn run(config: Config) -> i32 {
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    // Before anything else: a second server on a busy port would run silently beside the first.
+    if !config.allow_shared_port {
+        if let Err(e) = port_check::ensure_free(config.listen) {
+            eprintln!("icapd: {e}");
+            return 2;
+        }
+    }
+    if !config.allow_clients.is_open() {
+        let n = config.allow_clients.nets().ranges();
+        eprintln!("icapd: allow_clients: {n} address range(s) may connect; others are closed at accept");
+    }
+    if !config.policies.is_empty() {
+        eprintln!("icapd: policy table: {} rule(s), first match wins", config.policies.rules.len());
     }
     // The first generation is loaded before any shard starts: a server that cannot scan must
     // not accept traffic.

@@ -47,6 +47,10 @@ pub struct ShardCtx {
     /// The scanning context when the inspector is the signature engine.
     pub scan: Option<Rc<ScanCtx>>,
     pub block_page: Option<Rc<str>>,
+    /// Who may connect (checked at accept), and the policy table every connection judges
+    /// its transactions with.
+    pub allow: crate::access::AllowList,
+    pub policies: Rc<crate::access::PolicyTable>,
     pub pool: RefCell<BlockPool>,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
@@ -258,6 +262,8 @@ pub async fn run(args: ShardArgs) {
         inspector: cfg.inspector,
         scan: generation.map(|g| ScanCtx::new(g, limits.scan(), cfg.policy.clone())),
         block_page: cfg.block_page.as_deref().map(Rc::from),
+        allow: cfg.allow_clients.clone(),
+        policies: Rc::new(cfg.policies.clone()),
         pool: RefCell::new(BlockPool::new(
             limits.recv_block_bytes,
             limits.idle_block_bytes,
@@ -314,6 +320,13 @@ pub async fn run(args: ShardArgs) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
+                // Before any work: an address outside allow_clients is closed unanswered, as
+                // c-icap does (an ICAP status would tell a scanner it found a server).
+                if !stream.peer_addr().is_ok_and(|peer| ctx.allow.allows(peer.ip())) {
+                    ctx.metrics.borrow_mut().connections_denied += 1;
+                    drop(stream);
+                    continue;
+                }
                 if ctx.active.get() >= limits.connections_per_shard_max && !evict_idle(&ctx) {
                     ctx.metrics.borrow_mut().connections_refused += 1;
                     spawn_local(refuse(stream, ctx.clone())).detach();

@@ -159,13 +159,22 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
     if head.len() < DETECT_BYTES && !complete {
         return Detect::NeedMore;
     }
-    if let Some(kind) = whole::detect(head) {
-        return Detect::Container(Kind::Whole(kind));
+    match whole::detect(head) {
+        // An HTML page is buffered and opened only when its head shows a `data:` URI: pages
+        // are most of what a proxy sees, and an ordinary one must pay no more than the check.
+        Some(whole::Kind::Html) if !has_data_uri(head) => {}
+        Some(kind) => return Detect::Container(Kind::Whole(kind)),
+        None => {}
     }
     if let Some(kind) = text_kind(head) {
         return Detect::Container(kind);
     }
     Detect::Plain
+}
+
+/// Whether `head` holds `data:` in any case (an HTML `data:` URI starts so).
+fn has_data_uri(head: &[u8]) -> bool {
+    head.windows(5).any(|w| w.eq_ignore_ascii_case(b"data:"))
 }
 
 /// The text containers, recognised in the head: binhex's banner, a uuencode `begin` line,
@@ -287,6 +296,8 @@ mod tests {
         assert_eq!(detect(mail, true), Detect::Container(Kind::Mail));
         assert_eq!(detect(b"Just: one header\r\n\r\nbody", true), Detect::Plain);
         assert_eq!(detect(b"<html><body>From: me</body></html>", true), Detect::Plain);
+        let page = b"<html><body><a href=\"DATA:application/x;base64,TVo=\">x</a></body></html>";
+        assert_eq!(detect(page, true), Detect::Container(Kind::Whole(whole::Kind::Html)));
         let form = b"--xyz123\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\ndata\r\n--xyz123--\r\n";
         assert_eq!(detect(form, true), Detect::Container(Kind::Multipart));
         assert_eq!(detect(b"begin 644 a.exe\nM\nend\n", true), Detect::Container(Kind::Uuencode));

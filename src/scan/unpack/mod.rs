@@ -487,10 +487,12 @@ impl Unpacker {
         Unpacker { root: Level::new(sg, settings), tree: Tree::new(limits, policy), settings }
     }
 
-    /// Starts a top-level object named `name` (from its URL; may be empty).
-    pub fn begin(&mut self, sg: &Rc<ShardGen>, name: &str) {
+    /// Starts a top-level object named `name` (from its URL; may be empty), under the
+    /// transaction's over-limit policy (the operator's `strict` blocks whatever the setting).
+    pub fn begin(&mut self, sg: &Rc<ShardGen>, name: &str, over_limit: OverLimit) {
         self.root.end();
         self.tree.reset(name);
+        self.tree.policy.over_limit = over_limit;
         self.root.begin(sg, self.settings, name);
     }
 

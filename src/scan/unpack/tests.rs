@@ -34,7 +34,13 @@ fn engine() -> EngineInspector {
 fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize]) -> (Verdict, Option<String>) {
     let req = format!("GET http://example.com/dl/{name} HTTP/1.1\r\nHost: example.com\r\n\r\n");
     let res = b"HTTP/1.1 200 OK\r\n\r\n";
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: Some(req.as_bytes()), res_hdr: Some(res) };
+    let txn = Txn {
+        method: Method::Respmod,
+        service: "respmod",
+        req_hdr: Some(req.as_bytes()),
+        res_hdr: Some(res),
+        policy: Default::default(),
+    };
     let v = crate::inspect::verdict_of_txn(inspector, &txn, body, cuts);
     (v, inspector.found_in().map(str::to_string))
 }
@@ -263,7 +269,8 @@ fn a_threat_in_the_first_member_blocks_before_the_rest_arrives() {
     let big: Vec<u8> = (0..400_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let body = zip_of(&[("eicar.com", EICAR), ("big.bin", &big)], zip::CompressionMethod::Deflated);
     let mut inspector = engine();
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
+    let txn =
+        Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None, policy: Default::default() };
     assert_eq!(inspector.begin(&txn), Progress::More);
     // The first member ends well before the first kilobyte; the archive is much longer.
     assert!(body.len() > 100_000);

@@ -55,7 +55,16 @@ fn flow(c: ControlFlow<()>) -> R {
 
 impl<'a> Out<'a> {
     pub fn new(sink: &'a mut dyn Sink, limits: &Limits, input_len: u64) -> Self {
-        Out { sink, limits: *limits, input_len, members: 0, open: false, member_bytes: 0, total_bytes: 0, work_bytes: 0 }
+        Out {
+            sink,
+            limits: *limits,
+            input_len,
+            members: 0,
+            open: false,
+            member_bytes: 0,
+            total_bytes: 0,
+            work_bytes: 0,
+        }
     }
 
     /// The limits, for decoders that size their work by them.

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sevenz_rust2::{ArchiveReader, Password};
 
-use super::out::{broken, le64, Buf, Out, Put, Stop, R, PIECE_BYTES};
+use super::out::{broken, le64, Buf, Out, Put, Stop, PIECE_BYTES, R};
 use super::{Fault, LIMIT_FILES};
 
 const BROKEN: &str = "Heuristics.Broken.7Zip";
@@ -225,7 +225,8 @@ fn decode_header(data: &[u8], seen: &Seen, cap: u64) -> R<Vec<u8>> {
     let at = seen.pack_pos.checked_add(32).filter(|&a| a <= data.len() as u64).ok_or_else(bad)? as usize;
     let end = (at as u64).checked_add(packed).filter(|&e| e <= data.len() as u64).ok_or_else(bad)? as usize;
     let dict = u32::from_le_bytes(props[1..5].try_into().map_err(|_| bad())?);
-    let mut lz = lzma_rust2::LzmaReader::new_with_props(&data[at..end], unpack, props[0], dict, None).map_err(|_| bad())?;
+    let mut lz =
+        lzma_rust2::LzmaReader::new_with_props(&data[at..end], unpack, props[0], dict, None).map_err(|_| bad())?;
     let mut b = Buf::new(cap);
     let mut piece = vec![0u8; PIECE_BYTES];
     loop {

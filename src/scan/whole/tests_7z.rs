@@ -51,7 +51,11 @@ fn clean_archive_and_compressed_header() {
 fn encrypted_is_reported() {
     for encrypt_header in [true, false] {
         let a = build(&[("eicar.com", EICAR)], Some(encrypt_header));
-        assert_eq!(run(Kind::SevenZip, &a, &LOOSE).0, Err(Fault::Encrypted("Heuristics.Encrypted.7Zip")), "{encrypt_header}");
+        assert_eq!(
+            run(Kind::SevenZip, &a, &LOOSE).0,
+            Err(Fault::Encrypted("Heuristics.Encrypted.7Zip")),
+            "{encrypt_header}"
+        );
     }
 }
 
@@ -89,7 +93,10 @@ fn hostile_counts_are_refused_without_allocating() {
 #[test]
 fn limits_are_faults() {
     let a = build(&[("zeros", &vec![0u8; 1 << 20]), ("b", b"b")], None);
-    assert_eq!(run(Kind::SevenZip, &a, &Limits { member_bytes_max: 100_000, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILE_SIZE)));
+    assert_eq!(
+        run(Kind::SevenZip, &a, &Limits { member_bytes_max: 100_000, ..LOOSE }).0,
+        Err(Fault::Limit(LIMIT_FILE_SIZE))
+    );
     assert_eq!(run(Kind::SevenZip, &a, &Limits { ratio_max: 10, ..LOOSE }).0, Err(Fault::Limit(LIMIT_RATIO)));
     assert_eq!(run(Kind::SevenZip, &a, &Limits { members_max: 1, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILES)));
 }
