@@ -131,7 +131,11 @@ fn engine(c: &mut Criterion) {
     let data = text();
     let gz = encode(Coding::Gzip, &data);
     let gen = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures"), LoadOptions::default()).unwrap();
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy = ScanPolicy {
+        over_limit: OverLimit::Block,
+        early_204: Early204::default(),
+        encrypted: icapd::scan::unpack::EncryptedPolicy::Block,
+    };
     let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
     let mut inspector = EngineInspector::new(ctx);
     let mut group = c.benchmark_group("engine");

@@ -9,6 +9,7 @@ use crate::inspect::InspectorKind;
 use crate::limits::Limits;
 use crate::obs::access_log::LogFormat;
 use crate::scan::policy::{Early204, OverLimit};
+use crate::scan::unpack::EncryptedPolicy;
 use crate::scan::ScanPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -124,6 +125,7 @@ struct FileConfig {
 struct FilePolicy {
     over_limit: Option<String>,
     block_page: Option<PathBuf>,
+    encrypted: Option<String>,
     #[serde(default)]
     early_204: FileEarly204,
     #[serde(default)]
@@ -191,6 +193,14 @@ struct FileLimits {
     encodings_max: Option<usize>,
     zstd_window_bytes_max: Option<usize>,
     decode_buffer_bytes: Option<usize>,
+    container_depth_max: Option<u32>,
+    container_members_max: Option<u32>,
+    member_bytes_max: Option<u64>,
+    extracted_bytes_max: Option<u64>,
+    extract_ratio_max: Option<u64>,
+    extract_ratio_floor_bytes: Option<u64>,
+    container_buffer_bytes_max: Option<u64>,
+    lzma_memory_bytes_max: Option<u64>,
     strict_scan_bytes_max: Option<u64>,
     update_bundle_bytes_max: Option<u64>,
     update_unpacked_bytes_max: Option<u64>,
@@ -336,6 +346,11 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         Some("pass") => OverLimit::Pass,
         Some(other) => return Err(format!("policy.over_limit: '{other}' (block, pass)")),
     };
+    let encrypted = match file.policy.encrypted.as_deref() {
+        None | Some("block") => EncryptedPolicy::Block,
+        Some("pass") => EncryptedPolicy::Pass,
+        Some(other) => return Err(format!("policy.encrypted: '{other}' (block, pass)")),
+    };
     let early_204 = Early204 {
         content_types: file.policy.early_204.content_types.iter().map(|c| c.to_ascii_lowercase()).collect(),
         magic: file.policy.early_204.magic,
@@ -409,7 +424,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         check,
         verbose,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
-        policy: ScanPolicy { over_limit, early_204 },
+        policy: ScanPolicy { over_limit, early_204, encrypted },
         block_page,
         reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
         metrics,
@@ -463,6 +478,14 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         encodings_max: f.encodings_max.unwrap_or(d.encodings_max),
         zstd_window_bytes_max: f.zstd_window_bytes_max.unwrap_or(d.zstd_window_bytes_max),
         decode_buffer_bytes: f.decode_buffer_bytes.unwrap_or(d.decode_buffer_bytes),
+        container_depth_max: f.container_depth_max.unwrap_or(d.container_depth_max),
+        container_members_max: f.container_members_max.unwrap_or(d.container_members_max),
+        member_bytes_max: f.member_bytes_max.unwrap_or(d.member_bytes_max),
+        extracted_bytes_max: f.extracted_bytes_max.unwrap_or(d.extracted_bytes_max),
+        extract_ratio_max: f.extract_ratio_max.unwrap_or(d.extract_ratio_max),
+        extract_ratio_floor_bytes: f.extract_ratio_floor_bytes.unwrap_or(d.extract_ratio_floor_bytes),
+        container_buffer_bytes_max: f.container_buffer_bytes_max.unwrap_or(d.container_buffer_bytes_max),
+        lzma_memory_bytes_max: f.lzma_memory_bytes_max.unwrap_or(d.lzma_memory_bytes_max),
         strict_scan_bytes_max: f.strict_scan_bytes_max.unwrap_or(d.strict_scan_bytes_max),
         update_bundle_bytes_max: f.update_bundle_bytes_max.unwrap_or(d.update_bundle_bytes_max),
         update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),

@@ -88,6 +88,27 @@ pub const ZSTD_WINDOW_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Output buffer of each decoding stage, allocated once per connection; also the step at
 /// which the decode ratio is checked.
 pub const DECODE_BUFFER_BYTES: usize = 32 * 1024;
+/// Container nesting followed below the top-level object (a member of a member of ... is at
+/// depth 2, ...). ClamAV's MaxRecursion is 17; deeper members are `MaxRecursion`.
+pub const CONTAINER_DEPTH_MAX: u32 = 16;
+/// Members extracted per top-level object, at every depth (ClamAV's MaxFiles).
+pub const CONTAINER_MEMBERS_MAX: u32 = 10_000;
+/// Bytes extracted per member (ClamAV's MaxFileSize): past it the member is `MaxFileSize`.
+pub const MEMBER_BYTES_MAX: u64 = 100 * 1024 * 1024;
+/// Bytes extracted per top-level object, at every depth (ClamAV's MaxScanSize).
+pub const EXTRACTED_BYTES_MAX: u64 = 400 * 1024 * 1024;
+/// Extracted bytes per byte of the top-level object, once past `EXTRACT_RATIO_FLOOR_BYTES`:
+/// a zip bomb shows up as a ratio long before the size caps. Nested deflate reaches about
+/// 1000:1 per level, real archives rarely pass 20:1.
+pub const EXTRACT_RATIO_MAX: u64 = 200;
+/// Extracted bytes below which the ratio is not judged (a small archive of blanks is fine).
+pub const EXTRACT_RATIO_FLOOR_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes buffered, over a whole object's tree, for the formats that need random access (OLE2,
+/// CAB, 7z, PDF, ...): past it the object is `MaxBufferSize`.
+pub const CONTAINER_BUFFER_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Memory the LZMA decoders (`.xz`, `.lzma`, zip method 14) may use per stream; a stream
+/// whose dictionary needs more is refused as broken. `xz -9` needs 65 MiB.
+pub const LZMA_MEMORY_BYTES_MAX: u64 = 80 * 1024 * 1024;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
 /// Distinct threat names a shard counts by name in its metrics; further names are counted as
@@ -180,6 +201,14 @@ pub struct Limits {
     pub encodings_max: usize,
     pub zstd_window_bytes_max: usize,
     pub decode_buffer_bytes: usize,
+    pub container_depth_max: u32,
+    pub container_members_max: u32,
+    pub member_bytes_max: u64,
+    pub extracted_bytes_max: u64,
+    pub extract_ratio_max: u64,
+    pub extract_ratio_floor_bytes: u64,
+    pub container_buffer_bytes_max: u64,
+    pub lzma_memory_bytes_max: u64,
     pub strict_scan_bytes_max: u64,
     pub update_bundle_bytes_max: u64,
     pub update_unpacked_bytes_max: u64,
@@ -226,6 +255,14 @@ impl Default for Limits {
             encodings_max: ENCODINGS_MAX,
             zstd_window_bytes_max: ZSTD_WINDOW_BYTES_MAX,
             decode_buffer_bytes: DECODE_BUFFER_BYTES,
+            container_depth_max: CONTAINER_DEPTH_MAX,
+            container_members_max: CONTAINER_MEMBERS_MAX,
+            member_bytes_max: MEMBER_BYTES_MAX,
+            extracted_bytes_max: EXTRACTED_BYTES_MAX,
+            extract_ratio_max: EXTRACT_RATIO_MAX,
+            extract_ratio_floor_bytes: EXTRACT_RATIO_FLOOR_BYTES,
+            container_buffer_bytes_max: CONTAINER_BUFFER_BYTES_MAX,
+            lzma_memory_bytes_max: LZMA_MEMORY_BYTES_MAX,
             strict_scan_bytes_max: STRICT_SCAN_BYTES_MAX,
             update_bundle_bytes_max: UPDATE_BUNDLE_BYTES_MAX,
             update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
@@ -261,6 +298,16 @@ impl Limits {
                 encodings_max: self.encodings_max,
                 zstd_window_bytes_max: self.zstd_window_bytes_max,
                 decode_buffer_bytes: self.decode_buffer_bytes,
+            },
+            unpack: crate::scan::unpack::UnpackLimits {
+                recursion_max: self.container_depth_max,
+                files_max: self.container_members_max,
+                file_bytes_max: self.member_bytes_max,
+                scan_bytes_max: self.extracted_bytes_max,
+                ratio_max: self.extract_ratio_max,
+                ratio_floor_bytes: self.extract_ratio_floor_bytes,
+                buffer_bytes_max: self.container_buffer_bytes_max,
+                lzma_memory_bytes_max: self.lzma_memory_bytes_max,
             },
         }
     }
@@ -329,6 +376,12 @@ impl Limits {
         }
         if !(1024..=1 << 20).contains(&self.decode_buffer_bytes) {
             return Err("decode_buffer_bytes must be between 1024 and 1048576".into());
+        }
+        if !(1..=64).contains(&self.container_depth_max) {
+            return Err("container_depth_max must be between 1 and 64".into());
+        }
+        if self.extract_ratio_max == 0 {
+            return Err("extract_ratio_max must be greater than 0".into());
         }
         if self.update_bundle_bytes_max == 0 || self.update_unpacked_bytes_max == 0 {
             return Err("update_bundle_bytes_max and update_unpacked_bytes_max must be greater than 0".into());

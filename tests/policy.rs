@@ -143,8 +143,8 @@ fn strict_refuses_the_early_204_that_default_allows() {
         }
     }
     let lines = wait_lines(&log, 2);
-    assert!(lines[0].ends_with(" - - - default"), "{}", lines[0]);
-    assert!(lines[1].ends_with(" - - tight strict"), "{}", lines[1]);
+    assert!(lines[0].ends_with(" - - - default -"), "{}", lines[0]);
+    assert!(lines[1].ends_with(" - - tight strict -"), "{}", lines[1]);
     assert!(server.stop().success());
     let _ = std::fs::remove_file(&log);
 }

@@ -125,7 +125,11 @@ fn run(o: &Options) -> Result<(), String> {
     let gen = load(dir, LoadOptions::default())?;
     let sigs = gen.summary.body + gen.summary.hashes + gen.summary.yara_stream + gen.summary.yara_whole;
     let limits = Limits::default();
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy = ScanPolicy {
+        over_limit: OverLimit::Block,
+        early_204: Early204::default(),
+        encrypted: icapd::scan::unpack::EncryptedPolicy::Block,
+    };
     let ctx = ScanCtx::new(Arc::new(gen), limits.scan(), policy);
     let mut inspector = EngineInspector::new(ctx);
 

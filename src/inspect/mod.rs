@@ -85,6 +85,12 @@ pub trait Inspector {
     fn limit_hit(&self) -> Option<&'static str> {
         None
     }
+    /// Where inside the object the threat was found, when it was in a member of a container:
+    /// the member path, names joined by `/` (`archive.zip/dir/file.exe`). `None` for a find in
+    /// the object itself, and when nothing was found.
+    fn found_in(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Test helper: runs one RESPMOD object through `inspector`, fed in the pieces `cuts` gives,

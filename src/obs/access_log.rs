@@ -15,10 +15,11 @@
 //! passed over a limit under `over_limit = pass` is still visible), the end user's address
 //! from `X-Client-IP` (c-icap's `%a` stays the connecting proxy), the user from
 //! `X-Authenticated-User` or `X-Client-Username` (decoded from base64 when Squid encodes it),
-//! and the policy the transaction ran under:
+//! the policy the transaction ran under, and the member path of a threat found inside a
+//! container (`archive.zip/dir/file.exe`):
 //!
 //! ```text
-//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 37 - 192.0.2.10 alice default
+//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 37 - 192.0.2.10 alice default -
 //! ```
 //!
 //! The URL field names the service the request asked for even when it is not one of ours
@@ -33,7 +34,7 @@
 //! and the protocol error when there was one:
 //!
 //! ```text
-//! {"time":"2026-12-01T19:13:41.123Z","client":"10.0.0.7:40122","local":"127.0.0.1:1344","shard":0,"method":"RESPMOD","service":"respmod","status":200,"action":"blocked","threat":"Eicar-Test-Signature","limit":null,"bytes_in":1460,"body_bytes":1024,"bytes_out":988,"time_us":412,"busy_us":37,"error":null,"x_client_ip":"192.0.2.10","user":"alice","policy":"default"}
+//! {"time":"2026-12-01T19:13:41.123Z","client":"10.0.0.7:40122","local":"127.0.0.1:1344","shard":0,"method":"RESPMOD","service":"respmod","status":200,"action":"blocked","threat":"Eicar-Test-Signature","limit":null,"found_in":null,"bytes_in":1460,"body_bytes":1024,"bytes_out":988,"time_us":412,"busy_us":37,"error":null,"x_client_ip":"192.0.2.10","user":"alice","policy":"default"}
 //! ```
 
 use super::record::TxnRecord;
@@ -163,7 +164,12 @@ fn write_icap(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
         Some(u) => write_token(out, u),
         None => out.push(b'-'),
     }
-    let _ = writeln!(out, " {}", o.who.policy.name());
+    let _ = write!(out, " {} ", o.who.policy.name());
+    match o.found_in.as_deref() {
+        Some(path) => write_token(out, path),
+        None => out.push(b'-'),
+    }
+    out.push(b'\n');
 }
 
 /// Writes a value that must stay one whitespace-free field of the text format.
@@ -204,6 +210,8 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     json_opt(out, rec.threat());
     out.extend_from_slice(b",\"limit\":");
     json_opt(out, rec.limit());
+    out.extend_from_slice(b",\"found_in\":");
+    json_opt(out, o.found_in.as_deref());
     let _ = write!(
         out,
         ",\"bytes_in\":{},\"body_bytes\":{},\"bytes_out\":{},\"time_us\":{},\"busy_us\":{},\"error\":",
@@ -288,6 +296,7 @@ mod tests {
             aborted: false,
             error,
             limit: None,
+            found_in: None,
             who: Default::default(),
         }
     }
@@ -315,7 +324,7 @@ mod tests {
         let got = line(LogFormat::Icap, &outcome(200, Some("Eicar Test"), None));
         assert_eq!(
             got,
-            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 37 - - - default\n"
+            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 37 - - - default -\n"
         );
         let got = line(LogFormat::Icap, &outcome(204, None, None));
         assert!(got.contains(" 204 - passed 1460 "), "{got}");
@@ -346,10 +355,10 @@ mod tests {
         let o = identified("X-Client-IP: 2001:db8::5\r\nX-Client-Username: Y2Fyb2wgeA==\r\n", b"avscn");
         let text = line(LogFormat::Icap, &o);
         let fields: Vec<&str> = text.trim_end().split(' ').collect();
-        assert_eq!(fields.len(), 17, "{text}");
+        assert_eq!(fields.len(), 18, "{text}");
         assert_eq!(fields[5], "icap://127.0.0.1:1344/avscn", "{text}");
         assert_eq!((fields[11], fields[12]), ("412", "37"), "total time, then busy time: {text}");
-        assert_eq!(&fields[13..], ["-", "2001:db8::5", "carol_x", "skip"], "{text}");
+        assert_eq!(&fields[13..], ["-", "2001:db8::5", "carol_x", "skip", "-"], "{text}");
         let json: String = line(LogFormat::Json, &o);
         assert!(json.contains("\"service\":\"avscn\""), "{json}");
         assert!(
@@ -368,7 +377,7 @@ mod tests {
         let got = line(LogFormat::Json, &outcome(200, Some("Heuristics.Limits.Exceeded.MaxScanSize"), None));
         assert_eq!(
             got,
-            "{\"time\":\"2026-12-01T19:13:41.123Z\",\"client\":\"10.0.0.7:40122\",\"local\":\"127.0.0.1:1344\",\"shard\":1,\"method\":\"RESPMOD\",\"service\":\"respmod\",\"status\":200,\"action\":\"blocked\",\"threat\":\"Heuristics.Limits.Exceeded.MaxScanSize\",\"limit\":\"MaxScanSize\",\"bytes_in\":1460,\"body_bytes\":1024,\"bytes_out\":988,\"time_us\":412,\"busy_us\":37,\"error\":null,\"x_client_ip\":null,\"user\":null,\"policy\":\"default\"}\n"
+            "{\"time\":\"2026-12-01T19:13:41.123Z\",\"client\":\"10.0.0.7:40122\",\"local\":\"127.0.0.1:1344\",\"shard\":1,\"method\":\"RESPMOD\",\"service\":\"respmod\",\"status\":200,\"action\":\"blocked\",\"threat\":\"Heuristics.Limits.Exceeded.MaxScanSize\",\"limit\":\"MaxScanSize\",\"found_in\":null,\"bytes_in\":1460,\"body_bytes\":1024,\"bytes_out\":988,\"time_us\":412,\"busy_us\":37,\"error\":null,\"x_client_ip\":null,\"user\":null,\"policy\":\"default\"}\n"
         );
         let got = line(LogFormat::Json, &outcome(400, None, Some(ProtoError::BareLf)));
         assert!(got.contains("\"action\":\"error\"") && got.contains("\"error\":\"BareLf\""), "{got}");

@@ -46,6 +46,9 @@ pub struct ShardMetrics {
     /// Objects decided by a scan limit, by limit name (the part after
     /// [`super::record::LIMIT_THREAT_PREFIX`]), bounded like `threats`.
     pub limits: BTreeMap<Box<str>, u64>,
+    /// Blocked objects whose threat was in a member of a container, by member path
+    /// (`archive.zip/dir/file.exe`), bounded like `threats`.
+    pub found_in: BTreeMap<Box<str>, u64>,
     /// Protocol errors by kind (a closed enum: bounded by construction).
     pub errors: Vec<(ProtoError, u64)>,
     /// From the first byte of the head to the answer being queued.
@@ -95,6 +98,7 @@ impl ShardMetrics {
             bytes_out: 0,
             threats: BTreeMap::new(),
             limits: BTreeMap::new(),
+            found_in: BTreeMap::new(),
             errors: Vec::new(),
             latency: Histogram::default(),
             busy: Histogram::default(),
@@ -132,6 +136,9 @@ impl ShardMetrics {
         if let Some(limit) = rec.limit() {
             bump_bounded(&mut self.limits, limit, 1, self.labels_max);
         }
+        if let (Some(path), Some(_)) = (o.found_in.as_deref(), rec.threat()) {
+            bump_bounded(&mut self.found_in, path, 1, self.labels_max);
+        }
         if let Some(e) = o.error {
             self.count_error(e, 1);
         }
@@ -163,6 +170,9 @@ impl ShardMetrics {
         }
         for (name, &n) in &other.limits {
             bump_bounded(&mut self.limits, name, n, self.labels_max);
+        }
+        for (path, &n) in &other.found_in {
+            bump_bounded(&mut self.found_in, path, n, self.labels_max);
         }
         for &(e, n) in &other.errors {
             self.count_error(e, n);
@@ -257,6 +267,7 @@ mod tests {
             aborted: false,
             error: None,
             limit: None,
+            found_in: None,
             who: Default::default(),
         }
     }
@@ -326,5 +337,23 @@ mod tests {
         record(&mut m, &outcome(Some(Method::Respmod), Some("respmod"), 299, None));
         let series: Vec<_> = m.request_series().collect();
         assert_eq!(series, [("RESPMOD", "respmod", "other".to_string(), 1)]);
+    }
+
+    #[test]
+    fn finds_inside_containers_are_counted_by_member_path() {
+        let mut m = ShardMetrics::new(2);
+        let mut o = outcome(Some(Method::Respmod), Some("respmod"), 200, Some("Eicar-Test-Signature"));
+        o.found_in = Some("a.zip/dir/e.com".into());
+        record(&mut m, &o);
+        record(&mut m, &o);
+        // A clean object with a stale path is not a find.
+        let mut clean = outcome(Some(Method::Respmod), Some("respmod"), 204, None);
+        clean.found_in = Some("b.zip/x".into());
+        record(&mut m, &clean);
+        assert_eq!(m.found_in.get("a.zip/dir/e.com"), Some(&2));
+        assert_eq!(m.found_in.len(), 1);
+        let mut merged = ShardMetrics::new(2);
+        merged.merge(&m);
+        assert_eq!(merged.found_in, m.found_in);
     }
 }

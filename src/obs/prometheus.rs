@@ -90,6 +90,15 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     }
     header(
         o,
+        "icapd_threats_in_members_total",
+        "counter",
+        "Blocked objects whose threat was inside a container, by member path (bounded; the rest under \"other\").",
+    );
+    for (path, n) in &total.found_in {
+        let _ = writeln!(o, "icapd_threats_in_members_total{{path=\"{}\"}} {n}", escape(path));
+    }
+    header(
+        o,
         "icapd_limit_events_total",
         "counter",
         "Objects a scan or decode limit decided (blocked or passed per policy.over_limit), by limit.",

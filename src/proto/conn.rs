@@ -91,6 +91,8 @@ pub struct TxnOutcome {
     pub error: Option<ProtoError>,
     /// The scan limit that decided the object, if one did (see [`Inspector::limit_hit`]).
     pub limit: Option<&'static str>,
+    /// The member path of a find inside a container (see [`Inspector::found_in`]).
+    pub found_in: Option<Box<str>>,
     /// The service asked for (even an unknown one), the identity and the policy.
     pub who: Who,
 }
@@ -801,6 +803,7 @@ impl Conn {
             aborted,
             error: self.last_error,
             limit: if self.began { self.inspector.limit_hit() } else { None },
+            found_in: if self.began { self.inspector.found_in().map(Box::from) } else { None },
             who: self.who,
         });
     }

@@ -3,6 +3,7 @@
 
 use super::engine::{EngineInspector, ScanCtx};
 use super::policy::{Early204, OverLimit};
+use super::unpack::EncryptedPolicy;
 use super::ScanPolicy;
 use crate::inspect::Verdict;
 use crate::limits::Limits;
@@ -42,7 +43,8 @@ impl Drop for Folder {
 }
 
 fn inspector(gen: Generation) -> EngineInspector {
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy =
+        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block };
     EngineInspector::new(ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy))
 }
 

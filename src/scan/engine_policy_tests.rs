@@ -19,7 +19,11 @@ const RES_HDR: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n";
 fn inspector(limits: Limits, over_limit: OverLimit) -> EngineInspector {
     let gen = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures"), LoadOptions::default()).unwrap();
     let early_204 = Early204 { content_types: vec!["image/".into()], ..Early204::default() };
-    EngineInspector::new(ScanCtx::new(Arc::new(gen), limits.scan(), ScanPolicy { over_limit, early_204 }))
+    EngineInspector::new(ScanCtx::new(
+        Arc::new(gen),
+        limits.scan(),
+        ScanPolicy { over_limit, early_204, encrypted: crate::scan::unpack::EncryptedPolicy::Block },
+    ))
 }
 
 fn txn(policy: PolicyKind) -> Txn<'static> {

@@ -3,6 +3,7 @@
 
 use super::engine::{EngineInspector, ScanCtx};
 use super::policy::{Early204, OverLimit};
+use super::unpack::EncryptedPolicy;
 use super::ScanPolicy;
 use crate::inspect::{verdict_of_txn, Inspector, Progress, Txn, Verdict};
 use crate::limits::Limits;
@@ -47,12 +48,12 @@ fn ctx_with(dir: &Path, limits: Limits, policy: ScanPolicy) -> Rc<ScanCtx> {
 }
 
 fn block() -> ScanPolicy {
-    ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() }
+    ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block }
 }
 
 #[allow(dead_code)]
 fn pass() -> ScanPolicy {
-    ScanPolicy { over_limit: OverLimit::Pass, early_204: Early204::default() }
+    ScanPolicy { over_limit: OverLimit::Pass, early_204: Early204::default(), encrypted: EncryptedPolicy::Block }
 }
 
 fn infected(threat: &str) -> Verdict {
@@ -155,7 +156,7 @@ fn preview_verdict(inspector: &mut EngineInspector, txn: &Txn<'_>, preview: &[u8
 fn the_whole_preview_reaches_the_body_matcher_before_an_early_204() {
     let folder = Folder::new("preview-ndb", &[("eicar.ndb", &bundled("eicar.ndb"))]);
     let early = Early204 { content_types: vec!["image/".into()], magic: vec![], size_max_bytes: None };
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: early };
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: early, encrypted: EncryptedPolicy::Block };
     let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), policy));
     let head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n";
     let txn = respmod(head);

@@ -18,10 +18,12 @@ pub mod hash;
 pub mod imports;
 pub mod ldb;
 pub mod literal;
+pub mod object;
 pub mod pe;
 pub mod policy;
 pub mod sections;
 pub mod shard_gen;
+pub mod unpack;
 pub mod whole;
 pub mod textnorm;
 pub mod yara_stream;
@@ -45,6 +47,8 @@ pub struct ScanLimits {
     pub strict_scan_bytes_max: u64,
     /// Content-Encoding caps.
     pub decode: decode::DecodeLimits,
+    /// Container caps (members, depth, extracted and buffered bytes).
+    pub unpack: unpack::UnpackLimits,
 }
 
 /// Operator choices for the engine.
@@ -52,4 +56,6 @@ pub struct ScanLimits {
 pub struct ScanPolicy {
     pub over_limit: policy::OverLimit,
     pub early_204: policy::Early204,
+    /// What an encrypted member (zip, 7z, PDF) makes of its object.
+    pub encrypted: unpack::EncryptedPolicy,
 }
