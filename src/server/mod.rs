@@ -133,15 +133,22 @@ pub fn run(config: Config) -> i32 {
     let (event_tx, event_rx) = unbounded::<ShardEvent>();
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let shards = config.cpus.len();
-    let balance = handoff::Balance::new(
+    let balance = match handoff::Balance::new(
         shards,
         crate::balance::policy::Tuning {
             accept_slack: u32::try_from(config.limits.balance_accept_slack_connections).unwrap_or(u32::MAX),
+            // Moves at transaction boundaries are not wired yet (see src/balance/).
             move_margin_permille: 0,
             move_cooldown_ns: 0,
             connections_per_shard_max: u32::try_from(config.limits.connections_per_shard_max).unwrap_or(u32::MAX),
         },
-    );
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("icapd: cannot create the shards' connection hand-off: {e}");
+            return 1;
+        }
+    };
     for (shard, &cpu) in config.cpus.iter().enumerate() {
         let balance = balance.clone();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);

@@ -1,7 +1,7 @@
 //! One shard: its listener, its accept loop, its connections and its block pool.
 
 use super::conn_task;
-use super::handoff::{Balance, Handoff, Moved};
+use super::handoff::{Balance, Handoff, InboxEnd, Moved};
 use super::log_writer::LogMsg;
 use super::tls::{self, TlsServer};
 use super::{Control, ShardEvent};
@@ -239,15 +239,7 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 pub async fn run(args: ShardArgs) {
     let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log, tls, balance } = args;
-    // Every shard joins the mesh first (joining waits for all of them), before anything can
-    // fail: a shard that never joined would leave the others waiting.
-    let (handoff, receivers) = match Handoff::join(balance).await {
-        Ok(h) => h,
-        Err(error) => {
-            let _ = events.send(ShardEvent::Failed { shard, error });
-            return;
-        }
-    };
+    let (handoff, inbox) = Handoff::new(&balance, shard);
     let listener = match bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -321,7 +313,7 @@ pub async fn run(args: ShardArgs) {
     })
     .detach();
     // Connections other shards hand over: served here like our own accepts.
-    let receiving = spawn_receivers(receivers, tls.clone(), &ctx);
+    let receiving = spawn_local(receive(inbox, tls.clone(), ctx.clone()));
     // Dropping these tasks (below, when the shard stops accepting) closes the TLS listeners.
     let tls_accepting = match tls {
         Some(tls) => tls::spawn_accept_loops(tls_listeners, tls, &ctx),
@@ -377,34 +369,32 @@ fn admit(stream: TcpStream, ctx: &Rc<ShardCtx>) {
     }
 }
 
-/// One task per other shard, serving the connections it hands over. The sender counted each
-/// one on our board slot already; `serve` counts it again, so the pre-count is taken back first.
-fn spawn_receivers(
-    mut receivers: glommio::channels::channel_mesh::Receivers<Moved>,
-    tls: Option<Arc<TlsServer>>,
-    ctx: &Rc<ShardCtx>,
-) -> Vec<glommio::Task<()>> {
-    receivers
-        .streams()
-        .into_iter()
-        .map(|(_, rx)| {
-            let ctx = ctx.clone();
-            let tls = tls.clone();
-            spawn_local(async move {
-                while let Some(moved) = rx.recv().await {
-                    ctx.handoff.board().left(ctx.handoff.me());
-                    ctx.metrics.borrow_mut().connections_received += 1;
-                    match moved {
-                        Moved::Plain(stream) => admit(stream.bind_to_executor(), &ctx),
-                        Moved::Tls(stream) => match &tls {
-                            Some(tls) => tls::admit(stream.bind_to_executor(), tls, &ctx),
-                            None => drop(stream.bind_to_executor()),
-                        },
-                    }
-                }
-            })
-        })
-        .collect()
+/// Serves the connections other shards hand over (src/server/handoff.rs): each wake byte is
+/// read first, then the queue drained, so a connection pushed before its byte is never left
+/// waiting. The sender counted each one on our board slot already; `serve` counts it again, so
+/// the pre-count is taken back first.
+async fn receive(inbox: InboxEnd, tls: Option<Arc<TlsServer>>, ctx: Rc<ShardCtx>) {
+    use futures_lite::AsyncReadExt;
+    // SAFETY: the descriptor is the read end of a socketpair this shard owns from now on.
+    let mut wake = unsafe { glommio::net::UnixStream::from_raw_fd(inbox.wake.into_raw_fd()) };
+    let mut bytes = [0u8; 64];
+    loop {
+        match wake.read(&mut bytes).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while let Ok(moved) = inbox.rx.try_recv() {
+            ctx.handoff.board().left(ctx.handoff.me());
+            ctx.metrics.borrow_mut().connections_received += 1;
+            match moved {
+                Moved::Plain(stream) => admit(stream.bind_to_executor(), &ctx),
+                Moved::Tls(stream) => match &tls {
+                    Some(tls) => tls::admit(stream.bind_to_executor(), tls, &ctx),
+                    None => drop(stream.bind_to_executor()),
+                },
+            }
+        }
+    }
 }
 
 /// Stops idle connections at once and waits for busy ones, up to `grace`.
