@@ -131,7 +131,11 @@ fn engine(c: &mut Criterion) {
     let data = text();
     let gz = encode(Coding::Gzip, &data);
     let gen = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures"), LoadOptions::default()).unwrap();
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy = ScanPolicy {
+        over_limit: OverLimit::Block,
+        early_204: Early204::default(),
+        encrypted: icapd::scan::unpack::EncryptedPolicy::Block,
+    };
     let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
     let mut inspector = EngineInspector::new(ctx);
     let mut group = c.benchmark_group("engine");
@@ -139,7 +143,13 @@ fn engine(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(data.len() as u64));
     for (name, fields, body) in [("identity page", "", &data), ("gzip page", "Content-Encoding: gzip\r\n", &gz)] {
         let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{fields}\r\n");
-        let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head.as_bytes()) };
+        let txn = Txn {
+            method: Method::Respmod,
+            service: "respmod",
+            req_hdr: None,
+            res_hdr: Some(head.as_bytes()),
+            policy: Default::default(),
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 assert_eq!(inspector.begin(&txn), Progress::More);

@@ -107,7 +107,11 @@ impl Path {
         let limits = Limits::default();
         let gen = load(&folder.0, LoadOptions::default()).expect("signatures load");
         assert_eq!(gen.summary.body, SIGNATURES + 1, "every signature loads");
-        let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+        let policy = ScanPolicy {
+            over_limit: OverLimit::Block,
+            early_204: Early204::default(),
+            encrypted: icapd::scan::unpack::EncryptedPolicy::Block,
+        };
         let ctx = ScanCtx::new(Arc::new(gen), limits.scan(), policy);
         let inspector: Box<dyn Inspector> = Box::new(EngineInspector::new(ctx));
         let info = ServerInfo { max_connections: 4096, preview_bytes: 1024, options_ttl_secs: 3600 };

@@ -4,10 +4,12 @@
 //! want one; the command line wins over the file. Every limit of [`crate::limits`] can be
 //! overridden under `[limits]`. Errors are one line and the process exits with status 2.
 
+use crate::access::{AllowList, NetSet, PolicyKind, PolicyRule, PolicyTable};
 use crate::inspect::InspectorKind;
 use crate::limits::Limits;
 use crate::obs::access_log::LogFormat;
 use crate::scan::policy::{Early204, OverLimit};
+use crate::scan::unpack::EncryptedPolicy;
 use crate::scan::ScanPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -51,6 +53,28 @@ pub struct Config {
     /// Where whole objects too big for memory are spooled for whole-object YARA rules (`None`:
     /// off; such objects are a named limit).
     pub spool_dir: Option<PathBuf>,
+    /// Start even when another socket already listens on `listen` (see `server::port_check`).
+    pub allow_shared_port: bool,
+    /// Connecting addresses that may use the service (empty: every address).
+    pub allow_clients: AllowList,
+    /// Networks, users and groups mapped to a scanning policy.
+    pub policies: PolicyTable,
+    /// ICAP over TLS (icaps://): listeners and certificate files; off when `listen` is empty.
+    pub tls: TlsConfig,
+}
+
+/// The TLS listeners and the files they serve. Certificate and key are loaded (and checked) when
+/// the server starts and again on SIGHUP; see `src/server/tls.rs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Addresses every shard listens on for TLS, beside the plain `listen` address.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate they signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where access-log lines go.
@@ -90,6 +114,13 @@ struct FileConfig {
     access_log: Option<String>,
     access_log_format: Option<String>,
     spool_dir: Option<String>,
+    allow_shared_port: Option<bool>,
+    allow_clients: Option<Vec<String>>,
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -101,8 +132,24 @@ struct FileConfig {
 struct FilePolicy {
     over_limit: Option<String>,
     block_page: Option<PathBuf>,
+    encrypted: Option<String>,
     #[serde(default)]
     early_204: FileEarly204,
+    #[serde(default)]
+    rules: Vec<FileRule>,
+}
+
+/// One `[[policy.rules]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    #[serde(default)]
+    networks: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    policy: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +193,7 @@ struct FileLimits {
     scrape_request_bytes_max: Option<usize>,
     scrape_deadline_ms: Option<u64>,
     idle_evict_after_ms: Option<u64>,
+    balance_accept_slack_connections: Option<usize>,
     decoded_bytes_max: Option<u64>,
     decode_ratio_max: Option<u64>,
     decode_ratio_floor_bytes: Option<u64>,
@@ -157,10 +205,20 @@ struct FileLimits {
     transfer_rate_min_bytes_per_sec: Option<u64>,
     transfer_rate_grace_ms: Option<u64>,
     scan_turn_bytes: Option<usize>,
+    container_depth_max: Option<u32>,
+    container_members_max: Option<u32>,
+    member_bytes_max: Option<u64>,
+    extracted_bytes_max: Option<u64>,
+    extract_ratio_max: Option<u64>,
+    extract_ratio_floor_bytes: Option<u64>,
+    container_buffer_bytes_max: Option<u64>,
+    lzma_memory_bytes_max: Option<u64>,
+    strict_scan_bytes_max: Option<u64>,
     update_bundle_bytes_max: Option<u64>,
     update_unpacked_bytes_max: Option<u64>,
     update_files_max: Option<usize>,
     update_fetch_deadline_ms: Option<u64>,
+    tls_handshake_ms: Option<u64>,
 }
 
 pub const USAGE: &str = "\
@@ -183,6 +241,14 @@ OPTIONS:
     --access-log DEST    stderr | off | a file path (reopened on SIGUSR1) [default: stderr]
     --access-log-format FMT
                          icap (c-icap's text format) | json (JSON lines) [default: icap]
+    --tls-listen ADDR    also serve ICAP over TLS (icaps://) on ADDR, e.g. 0.0.0.0:11344; may be
+                         given several times [default: off]
+    --tls-cert FILE      PEM certificate chain for the TLS listeners (reloaded on SIGHUP)
+    --tls-key FILE       PEM private key for the TLS listeners (reloaded on SIGHUP)
+    --tls-client-ca FILE require client certificates signed by these PEM CA certificates
+    --allow-shared-port  start even if another socket already listens on the address and
+                         port (by default that is refused: SO_REUSEPORT would split the
+                         connections between the two servers)
     --check              validate the configuration and exit
     -v, --verbose        with --check, list every skipped signature line with file:line
     --help               print this help
@@ -210,7 +276,12 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let mut agent: Option<String> = None;
     let mut access_log: Option<String> = None;
     let mut access_log_format: Option<String> = None;
+    let mut tls_listen: Vec<String> = Vec::new();
+    let mut tls_cert: Option<PathBuf> = None;
+    let mut tls_key: Option<PathBuf> = None;
+    let mut tls_client_ca: Option<PathBuf> = None;
     let mut check = false;
+    let mut allow_shared_port = false;
     let mut verbose = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -232,7 +303,12 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             "--agent" => agent = Some(value("--agent")?),
             "--access-log" => access_log = Some(value("--access-log")?),
             "--access-log-format" => access_log_format = Some(value("--access-log-format")?),
+            "--tls-listen" => tls_listen.push(value("--tls-listen")?),
+            "--tls-cert" => tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => tls_key = Some(value("--tls-key")?.into()),
+            "--tls-client-ca" => tls_client_ca = Some(value("--tls-client-ca")?.into()),
             "--check" => check = true,
+            "--allow-shared-port" => allow_shared_port = true,
             "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             "--version" | "-V" => return Ok(Parsed::Version),
@@ -282,6 +358,11 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         Some("pass") => OverLimit::Pass,
         Some(other) => return Err(format!("policy.over_limit: '{other}' (block, pass)")),
     };
+    let encrypted = match file.policy.encrypted.as_deref() {
+        None | Some("block") => EncryptedPolicy::Block,
+        Some("pass") => EncryptedPolicy::Pass,
+        Some(other) => return Err(format!("policy.encrypted: '{other}' (block, pass)")),
+    };
     let early_204 = Early204 {
         content_types: file.policy.early_204.content_types.iter().map(|c| c.to_ascii_lowercase()).collect(),
         magic: file.policy.early_204.magic,
@@ -305,6 +386,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     if metrics.is_some_and(|m| m == listen) {
         return Err(format!("the metrics listener cannot share the ICAP address {listen}"));
     }
+    let allow_clients = AllowList::new(
+        NetSet::parse(&file.allow_clients.unwrap_or_default()).map_err(|e| format!("allow_clients: {e}"))?,
+    );
+    let policies = policy_table(file.policy.rules)?;
     let agent = match agent.or(file.agent) {
         None => None,
         Some(text) if text == "off" => None,
@@ -319,6 +404,29 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
     let format_text = access_log_format.or(file.access_log_format).unwrap_or_else(|| "icap".into());
     let access_log_format =
         LogFormat::parse(&format_text).ok_or(format!("unknown access log format '{format_text}' (icap, json)"))?;
+    // Listeners given on the command line replace those of the file, like every other key.
+    let tls_listen_text = if tls_listen.is_empty() { file.tls_listen } else { tls_listen };
+    let mut tls_addrs: Vec<SocketAddr> = Vec::with_capacity(tls_listen_text.len());
+    for text in &tls_listen_text {
+        let addr: SocketAddr =
+            text.parse().map_err(|_| format!("invalid TLS listen address '{text}' (want IP:PORT)"))?;
+        if addr == listen || metrics == Some(addr) || tls_addrs.contains(&addr) {
+            return Err(format!("the TLS listener {addr} is already in use by another listener"));
+        }
+        tls_addrs.push(addr);
+    }
+    let tls = TlsConfig {
+        listen: tls_addrs,
+        cert: tls_cert.or(file.tls_cert),
+        key: tls_key.or(file.tls_key),
+        client_ca: tls_client_ca.or(file.tls_client_ca),
+    };
+    if !tls.listen.is_empty() && (tls.cert.is_none() || tls.key.is_none()) {
+        return Err("--tls-listen needs --tls-cert and --tls-key (tls_cert, tls_key in the file)".into());
+    }
+    if tls.listen.is_empty() && (tls.cert.is_some() || tls.key.is_some() || tls.client_ca.is_some()) {
+        return Err("TLS certificate files are set but there is no --tls-listen (tls_listen) to use them".into());
+    }
     Ok(Parsed::Run(Box::new(Config {
         listen,
         signatures: signatures.or(file.signatures).unwrap_or_else(|| DEFAULT_SIGNATURES.into()),
@@ -328,7 +436,7 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
         check,
         verbose,
         shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(10_000)),
-        policy: ScanPolicy { over_limit, early_204 },
+        policy: ScanPolicy { over_limit, early_204, encrypted },
         block_page,
         reload_poll: Duration::from_millis(file.reload_poll_ms.unwrap_or(2_000)),
         metrics,
@@ -341,6 +449,10 @@ pub fn parse(args: &[String], allowed_cpus: &[usize]) -> Result<Parsed, String> 
             Some(dir) => Some(dir.into()),
             None => Some(DEFAULT_SPOOL_DIR.into()),
         },
+        tls,
+        allow_shared_port: allow_shared_port || file.allow_shared_port.unwrap_or(false),
+        allow_clients,
+        policies,
     })))
 }
 
@@ -376,6 +488,7 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
         scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
         idle_evict_after: ms(f.idle_evict_after_ms, d.idle_evict_after),
+        balance_accept_slack_connections: f.balance_accept_slack_connections.unwrap_or(d.balance_accept_slack_connections),
         decoded_bytes_max: f.decoded_bytes_max.unwrap_or(d.decoded_bytes_max),
         decode_ratio_max: f.decode_ratio_max.unwrap_or(d.decode_ratio_max),
         decode_ratio_floor_bytes: f.decode_ratio_floor_bytes.unwrap_or(d.decode_ratio_floor_bytes),
@@ -387,13 +500,40 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         transfer_rate_min_bytes_per_sec: f.transfer_rate_min_bytes_per_sec.unwrap_or(d.transfer_rate_min_bytes_per_sec),
         transfer_rate_grace: ms(f.transfer_rate_grace_ms, d.transfer_rate_grace),
         scan_turn_bytes: f.scan_turn_bytes.unwrap_or(d.scan_turn_bytes),
+        container_depth_max: f.container_depth_max.unwrap_or(d.container_depth_max),
+        container_members_max: f.container_members_max.unwrap_or(d.container_members_max),
+        member_bytes_max: f.member_bytes_max.unwrap_or(d.member_bytes_max),
+        extracted_bytes_max: f.extracted_bytes_max.unwrap_or(d.extracted_bytes_max),
+        extract_ratio_max: f.extract_ratio_max.unwrap_or(d.extract_ratio_max),
+        extract_ratio_floor_bytes: f.extract_ratio_floor_bytes.unwrap_or(d.extract_ratio_floor_bytes),
+        container_buffer_bytes_max: f.container_buffer_bytes_max.unwrap_or(d.container_buffer_bytes_max),
+        lzma_memory_bytes_max: f.lzma_memory_bytes_max.unwrap_or(d.lzma_memory_bytes_max),
+        strict_scan_bytes_max: f.strict_scan_bytes_max.unwrap_or(d.strict_scan_bytes_max),
         update_bundle_bytes_max: f.update_bundle_bytes_max.unwrap_or(d.update_bundle_bytes_max),
         update_unpacked_bytes_max: f.update_unpacked_bytes_max.unwrap_or(d.update_unpacked_bytes_max),
         update_files_max: f.update_files_max.unwrap_or(d.update_files_max),
         update_fetch_deadline: ms(f.update_fetch_deadline_ms, d.update_fetch_deadline),
+        tls_handshake: ms(f.tls_handshake_ms, d.tls_handshake),
     };
     limits.validate().map_err(|e| format!("invalid limits: {e}"))?;
     Ok(limits)
+}
+
+/// Compiles `[[policy.rules]]` in file order (first match wins).
+fn policy_table(rules: Vec<FileRule>) -> Result<PolicyTable, String> {
+    let mut table = PolicyTable::default();
+    for (i, r) in rules.into_iter().enumerate() {
+        let n = i + 1;
+        let policy = PolicyKind::parse(&r.policy)
+            .ok_or(format!("policy.rules #{n}: unknown policy '{}' (default, skip, strict)", r.policy))?;
+        if r.networks.is_empty() && r.users.is_empty() && r.groups.is_empty() {
+            return Err(format!("policy.rules #{n}: names no networks, users or groups"));
+        }
+        let networks = NetSet::parse(&r.networks).map_err(|e| format!("policy.rules #{n}: {e}"))?;
+        let names = |v: Vec<String>| v.into_iter().map(|u| u.into_bytes().into_boxed_slice()).collect();
+        table.rules.push(PolicyRule { networks, users: names(r.users), groups: names(r.groups), policy });
+    }
+    Ok(table)
 }
 
 fn parse_count(text: &str, name: &str) -> Result<usize, String> {
@@ -463,6 +603,84 @@ mod tests {
         assert_eq!(run(&[]).unwrap().agent, None);
         assert!(run(&["--agent", "1345"]).unwrap_err().contains("agent address"));
         assert!(run(&["--listen", "127.0.0.1:9000", "--agent", "127.0.0.1:9000"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_and_keys() {
+        assert_eq!(run(&[]).unwrap().tls, TlsConfig::default());
+        let c = run(&[
+            "--tls-listen",
+            "0.0.0.0:11344",
+            "--tls-listen=127.0.0.1:11345",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--tls-client-ca",
+            "/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.tls.listen, ["0.0.0.0:11344".parse().unwrap(), "127.0.0.1:11345".parse().unwrap()]);
+        assert_eq!(
+            (c.tls.cert, c.tls.key, c.tls.client_ca),
+            (Some("/c.pem".into()), Some("/k.pem".into()), Some("/ca.pem".into()))
+        );
+        assert!(run(&["--tls-listen", "0.0.0.0:11344"]).unwrap_err().contains("--tls-cert"));
+        assert!(run(&["--tls-cert", "/c.pem", "--tls-key", "/k.pem"]).unwrap_err().contains("--tls-listen"));
+        assert!(run(&["--tls-listen", "11344", "--tls-cert", "c", "--tls-key", "k"]).unwrap_err().contains("11344"));
+        let same =
+            ["--listen", "127.0.0.1:1344", "--tls-listen", "127.0.0.1:1344", "--tls-cert", "c", "--tls-key", "k"];
+        assert!(run(&same).unwrap_err().contains("already in use"));
+
+        let dir = std::env::temp_dir().join(format!("icapd-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "tls_listen = [\"0.0.0.0:11344\", \"[::1]:11344\"]\ntls_cert = \"/etc/icapd/cert.pem\"\ntls_key = \"/etc/icapd/key.pem\"\n[limits]\ntls_handshake_ms = 2500\n",
+        )
+        .unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.tls.listen.len(), 2);
+        assert_eq!(c.tls.cert, Some("/etc/icapd/cert.pem".into()));
+        assert_eq!(c.limits.tls_handshake, Duration::from_millis(2500));
+        let c = run(&["--config", path.to_str().unwrap(), "--tls-listen", "127.0.0.1:2"]).unwrap();
+        assert_eq!(c.tls.listen, ["127.0.0.1:2".parse().unwrap()], "the command line replaces the file's list");
+        std::fs::write(&path, "[limits]\ntls_handshake_ms = 0\n").unwrap();
+        assert!(run(&["--config", path.to_str().unwrap()]).unwrap_err().contains("tls_handshake_ms"));
+    }
+
+    #[test]
+    fn allow_list_policy_table_and_shared_port() {
+        let dir = std::env::temp_dir().join(format!("icapd-config-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let with = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            run(&["--config", path.to_str().unwrap()])
+        };
+        let c = run(&[]).unwrap();
+        assert!(!c.allow_shared_port && c.policies.is_empty());
+        assert!(c.allow_clients.allows("203.0.113.1".parse().unwrap()), "everyone by default");
+        assert!(run(&["--allow-shared-port"]).unwrap().allow_shared_port);
+        assert!(with("allow_shared_port = true\n").unwrap().allow_shared_port);
+        let c = with("allow_clients = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
+        assert!(c.allow_clients.allows("10.2.3.4".parse().unwrap()) && c.allow_clients.allows("::1".parse().unwrap()));
+        assert!(!c.allow_clients.allows("127.0.0.1".parse().unwrap()));
+        assert!(with("allow_clients = [\"10.0.0.0/40\"]\n").unwrap_err().starts_with("allow_clients:"));
+        let c = with(
+            "[[policy.rules]]\nnetworks = [\"10.9.0.0/16\"]\npolicy = \"skip\"\n[[policy.rules]]\nusers = [\"alice\"]\ngroups = [\"staff\"]\npolicy = \"strict\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.policies.rules.len(), 2);
+        assert_eq!((c.policies.rules[0].policy, c.policies.rules[1].policy), (PolicyKind::Skip, PolicyKind::Strict));
+        assert!(c.policies.rules[1].users.contains(&b"alice"[..]) && c.policies.uses_groups());
+        let err = with("[[policy.rules]]\nusers = [\"a\"]\npolicy = \"lenient\"\n").unwrap_err();
+        assert!(err.contains("#1") && err.contains("lenient"), "{err}");
+        assert!(with("[[policy.rules]]\npolicy = \"skip\"\n").unwrap_err().contains("names no networks"));
+        assert!(with("[[policy.rules]]\nnetworks = [\"x\"]\npolicy = \"skip\"\n").is_err());
+        assert_eq!(with("[limits]\nstrict_scan_bytes_max = 4096\n").unwrap().limits.scan().strict_scan_bytes_max, 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

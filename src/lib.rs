@@ -14,6 +14,8 @@
 //! machine can be tested at every split point, fuzzed, and benchmarked without sockets. Only
 //! `server` imports glommio.
 
+pub mod access;
+pub mod balance;
 pub mod budget;
 pub mod config;
 pub mod inspect;

@@ -88,6 +88,27 @@ pub const ZSTD_WINDOW_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Output buffer of each decoding stage, allocated once per connection; also the step at
 /// which the decode ratio is checked.
 pub const DECODE_BUFFER_BYTES: usize = 32 * 1024;
+/// Container nesting followed below the top-level object (a member of a member of ... is at
+/// depth 2, ...). ClamAV's MaxRecursion is 17; deeper members are `MaxRecursion`.
+pub const CONTAINER_DEPTH_MAX: u32 = 16;
+/// Members extracted per top-level object, at every depth (ClamAV's MaxFiles).
+pub const CONTAINER_MEMBERS_MAX: u32 = 10_000;
+/// Bytes extracted per member (ClamAV's MaxFileSize): past it the member is `MaxFileSize`.
+pub const MEMBER_BYTES_MAX: u64 = 100 * 1024 * 1024;
+/// Bytes extracted per top-level object, at every depth (ClamAV's MaxScanSize).
+pub const EXTRACTED_BYTES_MAX: u64 = 400 * 1024 * 1024;
+/// Extracted bytes per byte of the top-level object, once past `EXTRACT_RATIO_FLOOR_BYTES`:
+/// a zip bomb shows up as a ratio long before the size caps. Nested deflate reaches about
+/// 1000:1 per level, real archives rarely pass 20:1.
+pub const EXTRACT_RATIO_MAX: u64 = 200;
+/// Extracted bytes below which the ratio is not judged (a small archive of blanks is fine).
+pub const EXTRACT_RATIO_FLOOR_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes buffered, over a whole object's tree, for the formats that need random access (OLE2,
+/// CAB, 7z, PDF, ...): past it the object is `MaxBufferSize`.
+pub const CONTAINER_BUFFER_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Memory the LZMA decoders (`.xz`, `.lzma`, zip method 14) may use per stream; a stream
+/// whose dictionary needs more is refused as broken. `xz -9` needs 65 MiB.
+pub const LZMA_MEMORY_BYTES_MAX: u64 = 80 * 1024 * 1024;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);
 /// Distinct threat names a shard counts by name in its metrics; further names are counted as
@@ -133,6 +154,23 @@ pub const TRANSFER_RATE_GRACE: Duration = Duration::from_secs(30);
 /// else: big objects are scanned in turns of this size (in the shard's bulk task queue), so a
 /// small transaction, a timer or the control task never waits behind a whole object.
 pub const SCAN_TURN_BYTES: usize = 64 * 1024;
+/// A shard keeps a connection it accepted while it holds no more connections than the shard
+/// with the fewest plus this many; otherwise it hands the connection to that shard (see
+/// [`crate::balance`]). 0 spreads every connection evenly; `connections_per_shard_max` or more
+/// turns the hand-off off (the kernel's SO_REUSEPORT hash alone decides).
+pub const BALANCE_ACCEPT_SLACK_CONNECTIONS: usize = 0;
+
+/// Most bytes scanned per object under the `strict` policy (see [`crate::access`]): a tenth of
+/// `SCAN_BYTES_MAX`, for clients whose downloads should be small and fully judged.
+pub const STRICT_SCAN_BYTES_MAX: u64 = 10 * 1024 * 1024;
+
+/// Longest identity value (`X-Client-Username`, `X-Authenticated-User` once decoded, or the
+/// whole `X-Authenticated-Groups` list) that is used; a longer one counts as absent. It sizes
+/// a fixed buffer in every transaction outcome, so it is fixed at build time, not configured.
+pub const IDENTITY_VALUE_BYTES_MAX: usize = 256;
+/// Longest requested service name kept for the access log (a longer one is cut there).
+/// Fixed at build time for the same reason.
+pub const REQUESTED_SERVICE_LOG_BYTES: usize = 64;
 /// Largest signature bundle `icapd-update` downloads (the compressed `.tar.gz`); a larger or
 /// longer answer is refused before anything is unpacked. The bundled sets are kilobytes and a
 /// full ClamAV main database is about 200 MB, so this leaves room without inviting a disk fill.
@@ -143,6 +181,10 @@ pub const UPDATE_UNPACKED_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 pub const UPDATE_FILES_MAX: usize = 1024;
 /// How long `icapd-update` waits for the bundle server: connecting, and between bytes.
 pub const UPDATE_FETCH_DEADLINE: Duration = Duration::from_secs(60);
+/// A TLS connection must finish its handshake within this, whatever the peer trickles: until
+/// then it holds a connection slot without having sent a request. Squid and c-icap-client
+/// handshake in milliseconds on a LAN; 10 s leaves room for a loaded client.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// The bounds in force for one server. Built from the defaults above, overridden by config,
 /// and checked by [`Limits::validate`] before any shard starts.
@@ -176,6 +218,7 @@ pub struct Limits {
     pub scrape_request_bytes_max: usize,
     pub scrape_deadline: Duration,
     pub idle_evict_after: Duration,
+    pub balance_accept_slack_connections: usize,
     pub decoded_bytes_max: u64,
     pub decode_ratio_max: u64,
     pub decode_ratio_floor_bytes: u64,
@@ -187,10 +230,20 @@ pub struct Limits {
     pub transfer_rate_min_bytes_per_sec: u64,
     pub transfer_rate_grace: Duration,
     pub scan_turn_bytes: usize,
+    pub container_depth_max: u32,
+    pub container_members_max: u32,
+    pub member_bytes_max: u64,
+    pub extracted_bytes_max: u64,
+    pub extract_ratio_max: u64,
+    pub extract_ratio_floor_bytes: u64,
+    pub container_buffer_bytes_max: u64,
+    pub lzma_memory_bytes_max: u64,
+    pub strict_scan_bytes_max: u64,
     pub update_bundle_bytes_max: u64,
     pub update_unpacked_bytes_max: u64,
     pub update_files_max: usize,
     pub update_fetch_deadline: Duration,
+    pub tls_handshake: Duration,
 }
 
 impl Default for Limits {
@@ -224,6 +277,7 @@ impl Default for Limits {
             scrape_request_bytes_max: SCRAPE_REQUEST_BYTES_MAX,
             scrape_deadline: SCRAPE_DEADLINE,
             idle_evict_after: IDLE_EVICT_AFTER,
+            balance_accept_slack_connections: BALANCE_ACCEPT_SLACK_CONNECTIONS,
             decoded_bytes_max: DECODED_BYTES_MAX,
             decode_ratio_max: DECODE_RATIO_MAX,
             decode_ratio_floor_bytes: DECODE_RATIO_FLOOR_BYTES,
@@ -235,10 +289,20 @@ impl Default for Limits {
             transfer_rate_min_bytes_per_sec: TRANSFER_RATE_MIN_BYTES_PER_SEC,
             transfer_rate_grace: TRANSFER_RATE_GRACE,
             scan_turn_bytes: SCAN_TURN_BYTES,
+            container_depth_max: CONTAINER_DEPTH_MAX,
+            container_members_max: CONTAINER_MEMBERS_MAX,
+            member_bytes_max: MEMBER_BYTES_MAX,
+            extracted_bytes_max: EXTRACTED_BYTES_MAX,
+            extract_ratio_max: EXTRACT_RATIO_MAX,
+            extract_ratio_floor_bytes: EXTRACT_RATIO_FLOOR_BYTES,
+            container_buffer_bytes_max: CONTAINER_BUFFER_BYTES_MAX,
+            lzma_memory_bytes_max: LZMA_MEMORY_BYTES_MAX,
+            strict_scan_bytes_max: STRICT_SCAN_BYTES_MAX,
             update_bundle_bytes_max: UPDATE_BUNDLE_BYTES_MAX,
             update_unpacked_bytes_max: UPDATE_UNPACKED_BYTES_MAX,
             update_files_max: UPDATE_FILES_MAX,
             update_fetch_deadline: UPDATE_FETCH_DEADLINE,
+            tls_handshake: TLS_HANDSHAKE,
         }
     }
 }
@@ -262,6 +326,7 @@ impl Limits {
             body_partials_max: self.body_partials_max,
             body_partial_ends_max: self.body_partial_ends_max,
             preview_bytes: self.preview_bytes_max,
+            strict_scan_bytes_max: self.strict_scan_bytes_max,
             decode: crate::scan::decode::DecodeLimits {
                 decoded_bytes_max: self.decoded_bytes_max,
                 decode_ratio_max: self.decode_ratio_max,
@@ -269,6 +334,16 @@ impl Limits {
                 encodings_max: self.encodings_max,
                 zstd_window_bytes_max: self.zstd_window_bytes_max,
                 decode_buffer_bytes: self.decode_buffer_bytes,
+            },
+            unpack: crate::scan::unpack::UnpackLimits {
+                recursion_max: self.container_depth_max,
+                files_max: self.container_members_max,
+                file_bytes_max: self.member_bytes_max,
+                scan_bytes_max: self.extracted_bytes_max,
+                ratio_max: self.extract_ratio_max,
+                ratio_floor_bytes: self.extract_ratio_floor_bytes,
+                buffer_bytes_max: self.container_buffer_bytes_max,
+                lzma_memory_bytes_max: self.lzma_memory_bytes_max,
             },
         }
     }
@@ -345,11 +420,20 @@ impl Limits {
         if !(1024..=1 << 20).contains(&self.decode_buffer_bytes) {
             return Err("decode_buffer_bytes must be between 1024 and 1048576".into());
         }
+        if !(1..=64).contains(&self.container_depth_max) {
+            return Err("container_depth_max must be between 1 and 64".into());
+        }
+        if self.extract_ratio_max == 0 {
+            return Err("extract_ratio_max must be greater than 0".into());
+        }
         if self.update_bundle_bytes_max == 0 || self.update_unpacked_bytes_max == 0 {
             return Err("update_bundle_bytes_max and update_unpacked_bytes_max must be greater than 0".into());
         }
         if self.update_fetch_deadline.is_zero() {
             return Err("update_fetch_deadline must be greater than 0".into());
+        }
+        if self.tls_handshake.is_zero() {
+            return Err("tls_handshake_ms must be greater than 0".into());
         }
         Ok(())
     }

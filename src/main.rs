@@ -50,6 +50,12 @@ fn main() {
                 }
             }
         }
+        if !config.tls.listen.is_empty() {
+            if let Err(e) = icapd::server::tls::TlsServer::load(&config.tls) {
+                eprintln!("icapd: {e}");
+                std::process::exit(2);
+            }
+        }
         println!(
             "icapd: configuration ok: listen {}, {} shard(s) on CPUs {:?}, inspector {:?}",
             config.listen,

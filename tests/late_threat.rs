@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use md5::{Digest, Md5};
 use std::io::{BufReader, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const OPTIONS: &[u8] = b"OPTIONS icap://127.0.0.1/respmod ICAP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
 
@@ -43,7 +43,6 @@ fn check(server: &Server, input: &[u8], cuts: &[usize], body_len: usize) {
             }
         }
     });
-    let started = Instant::now();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     match read_response(&mut reader) {
         Err(ReadError::Truncated(what)) => assert!(what.starts_with("body after"), "{what} (cuts {cuts:?})"),
@@ -54,8 +53,9 @@ fn check(server: &Server, input: &[u8], cuts: &[usize], body_len: usize) {
         Ok(_) => true,
         Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
     };
+    // The 20 s read timeout set above, far below the 120 s idle timeout, is what proves the
+    // close came at once: a connection left open fails this read instead of ending it.
     assert!(closed, "the connection must close at once (cuts {cuts:?})");
-    assert!(started.elapsed() < Duration::from_secs(15));
     assert!(rest.is_empty(), "nothing after the cut-off echo: {:?}", String::from_utf8_lossy(&rest));
     let _ = stream.shutdown(std::net::Shutdown::Both);
     sender.join().unwrap();

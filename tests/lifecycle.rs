@@ -60,11 +60,14 @@ fn a_panicking_transaction_closes_only_its_own_connection() {
 
 #[test]
 fn a_shard_that_cannot_start_is_reported_and_the_process_exits_1() {
-    // A plain listener (no SO_REUSEPORT) on the port makes every shard's bind fail.
+    // A plain listener (no SO_REUSEPORT) on the port makes every shard's bind fail. The
+    // start-up port check would refuse that port first (exit 2, tests/startup.rs), so it is
+    // turned off here to reach the shards' own bind.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icapd"))
         .args(["--shards", "2", "--inspector", "null", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--allow-shared-port")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

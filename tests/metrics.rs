@@ -175,7 +175,8 @@ fn metrics_count_exactly_what_happened_and_the_json_log_has_every_line() {
     seen.sort();
     let mut want: Vec<(String, u64, String, Option<String>)> = vec![
         ("-".into(), 400, "error".into(), None),
-        ("-".into(), 404, "error".into(), None),
+        // An unknown service: the request line named the method, so the log does too.
+        ("OPTIONS".into(), 404, "error".into(), None),
         ("OPTIONS".into(), 200, "passed".into(), None),
         ("OPTIONS".into(), 200, "passed".into(), None),
         ("REQMOD".into(), 200, "passed".into(), None),
@@ -243,18 +244,22 @@ fn text_log_is_c_icap_shaped_and_limits_and_reloads_are_counted() {
     }
     let lines = wait_lines(&log_path, 3);
     for line in &lines {
-        // %tl (two fields), %la %a %im %iu %is, virus, action, bytes in, bytes out, time, limit.
+        // %tl (two fields), %la %a %im %iu %is, virus, action, bytes in, bytes out, time, busy
+        // time, limit, X-Client-IP, user, policy, member path.
         let fields: Vec<&str> = line.split(' ').collect();
-        assert_eq!(fields.len(), 13, "{line}");
+        assert_eq!(fields.len(), 18, "{line}");
+        let (total, busy): (u64, u64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+        assert!(busy <= total, "busy time is part of the total: {line}");
+        assert_eq!(&fields[14..], ["-", "-", "default", "-"], "{line}");
         assert!(fields[0].contains('/') && fields[1] == "+0000,", "{line}");
         assert_eq!((fields[2], fields[3], fields[4]), ("127.0.0.1", "127.0.0.1", "RESPMOD"), "{line}");
         assert_eq!(fields[5], format!("icap://127.0.0.1:{}/respmod", server.port), "{line}");
-        assert!(fields[9..12].iter().all(|f| f.parse::<u64>().is_ok()), "{line}");
+        assert!(fields[9..13].iter().all(|f| f.parse::<u64>().is_ok()), "{line}");
     }
     assert!(lines[0].contains(" 204 - passed "), "{}", lines[0]);
     assert!(lines[1].contains(" 200 Eicar") && lines[1].contains(" blocked "), "{}", lines[1]);
     assert!(lines[2].contains(" 200 Heuristics.Limits.Exceeded.MaxScanSize blocked "), "{}", lines[2]);
-    assert!(lines[2].ends_with(" MaxScanSize") && lines[1].ends_with(" -"), "{lines:?}");
+    assert!(lines[2].ends_with(" MaxScanSize - - default -") && lines[1].ends_with(" - - - default -"), "{lines:?}");
 
     let m = parse_metrics(&http_get(metrics_port, "/metrics").1);
     assert_eq!(metric(&m, "icapd_limit_events_total{limit=\"MaxScanSize\"}"), 1.0);

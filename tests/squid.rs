@@ -94,6 +94,25 @@ fn serve_origin(stream: TcpStream, objects: &HashMap<String, Vec<u8>>, uploads: 
     }
 }
 
+/// The Squid snippet of README.md, exactly as documented (between its marker comments),
+/// with the log folder and the ICAP port changed for this run.
+fn readme_snippet(log_dir: &Path, icap_port: u16) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let begin = "<!-- squid-snippet:begin -->";
+    let end = "<!-- squid-snippet:end -->";
+    let start = readme.find(begin).expect("README.md has the Squid snippet's begin marker") + begin.len();
+    let stop = readme[start..].find(end).expect("and its end marker") + start;
+    let block = readme[start..stop].trim();
+    let body = block
+        .strip_prefix("```text")
+        .and_then(|b| b.strip_suffix("```"))
+        .expect("the snippet is one ```text block")
+        .trim();
+    assert!(body.contains("/var/log/squid/") && body.contains("127.0.0.1:1344"), "{body}");
+    body.replace("/var/log/squid/", &format!("{}/", log_dir.display()))
+        .replace("127.0.0.1:1344", &format!("127.0.0.1:{icap_port}"))
+}
+
 /// Squid with a private configuration, killed when dropped.
 struct Squid {
     child: Child,
@@ -103,34 +122,29 @@ struct Squid {
 
 impl Squid {
     fn start(icap_port: u16) -> Squid {
+        Squid::start_with(icap_port, "http_access allow localhost\n")
+    }
+
+    /// Like [`Squid::start`] with `access` as the test's http_access lines (before a final
+    /// `http_access deny all`), e.g. to require proxy authentication.
+    fn start_with(icap_port: u16, access: &str) -> Squid {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("icapd-squid-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("logs")).unwrap();
+        // The test's own lines (ports, pid file, no cache), then README's snippet as it is.
         let conf = format!(
             "http_port 127.0.0.1:{port}
 pid_filename {d}/squid.pid
-logformat verdict %ts.%03tu %ru %adapt::<last_h
-access_log {d}/logs/access.log verdict
-cache_log {d}/logs/cache.log
+cache_log stdio:{d}/logs/cache.log
 cache_store_log none
-logformat icapd %ts.%03tu %icap::<h
-icap_log {d}/logs/icap.log icapd
 coredump_dir {d}
 cache deny all
-http_access allow localhost
-http_access deny all
-icap_enable on
-icap_preview_enable on
-icap_preview_size 1024
-icap_persistent_connections on
-icap_service_failure_limit -1
-icap_service svc_resp respmod_precache bypass=off icap://127.0.0.1:{icap_port}/respmod
-icap_service svc_req reqmod_precache bypass=off icap://127.0.0.1:{icap_port}/reqmod
-adaptation_access svc_resp allow all
-adaptation_access svc_req allow all
+{access}http_access deny all
 shutdown_lifetime 1 seconds
+{snippet}
 ",
-            d = dir.display()
+            d = dir.display(),
+            snippet = readme_snippet(&dir.join("logs"), icap_port),
         );
         std::fs::write(dir.join("squid.conf"), conf).unwrap();
         // Squid drops to the proxy user when started as root; it must be able to write its logs.
@@ -242,19 +256,30 @@ fn squid_in_front_of_icapd() {
     assert_eq!((status, body.as_slice()), (200, &b"stored\n"[..]));
     assert!(origin.uploads.lock().unwrap().iter().any(|u| u.windows(19).any(|w| w == b"just a clean upload")));
 
-    // Squid logs the threat name from X-Infection-Found: in the access log through
-    // %adapt::<last_h, and in the ICAP log through %icap::<h.
-    for log in ["access.log", "icap.log"] {
-        let mut logged = false;
+    // README's snippet logs just the threat name in threats.log ("-" for a clean object)
+    // and keeps Squid's standard access log, in its default format, beside it.
+    let threat_line = |path: &str| {
+        let url = origin.url(path);
         for _ in 0..50 {
-            if squid.log(log).contains("Threat=Eicar-Test-Signature;") {
-                logged = true;
-                break;
+            if let Some(line) = squid.log("threats.log").lines().find(|l| l.ends_with(&format!(" {url}"))) {
+                return line.to_string();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(logged, "{log}:\n{}", squid.log(log));
-    }
+        panic!("no threats.log line for {url}:\n{}", squid.log("threats.log"));
+    };
+    let eicar_line = threat_line("/eicar.com");
+    let fields: Vec<&str> = eicar_line.split(' ').collect();
+    assert_eq!(fields.len(), 4, "time, client, threat, URL: {eicar_line}");
+    assert_eq!((fields[1], fields[2]), ("127.0.0.1", "Eicar-Test-Signature"), "{eicar_line}");
+    let clean_line = threat_line("/clean.html");
+    assert_eq!(clean_line.split(' ').nth(2), Some("-"), "{clean_line}");
+    let access = squid.log("access.log");
+    let standard = access.lines().find(|l| l.contains("/eicar.com")).unwrap_or_else(|| panic!("{access}"));
+    // Squid's native format: time elapsed client code/status bytes method URL ...
+    let f: Vec<&str> = standard.split_whitespace().collect();
+    assert!(f.len() >= 10 && f[3].ends_with("/403") && f[5] == "GET", "{standard}");
+    assert!(!access.contains("Threat="), "the standard log is not the place for ICAP headers: {access}");
 
     // 200 clean fetches, 8 at a time, all succeed.
     let squid_port = squid.port;
@@ -290,4 +315,55 @@ fn squid_in_front_of_icapd() {
     let (status, body, _) = curl(&squid, &origin.url("/clean.html"), &[]);
     assert_eq!((status, body), (200, clean_page));
     drop(icapd);
+}
+
+/// Squid's own identity headers reach icapd's policy table: with proxy authentication
+/// (Squid's basic_fake_auth helper accepts any password) and README's snippet, Squid sends
+/// the user base64-encoded in X-Client-Username and the client address in X-Client-IP. A user
+/// mapped to `skip` gets the EICAR page unscanned, logged as skipped; anyone else is blocked.
+#[test]
+fn squid_sends_who_is_asking_and_the_policy_table_uses_it() {
+    let origin = Origin::start([("/eicar.com".to_string(), EICAR.to_vec())].into_iter().collect());
+    let log = std::env::temp_dir().join(format!("icapd-squid-identity-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let sigs = signatures();
+    let args = ["--shards", "1", "--signatures", sigs.to_str().unwrap(), "--access-log", log.to_str().unwrap()];
+    let config = "[[policy.rules]]\nusers = [\"trusted\"]\npolicy = \"skip\"\n";
+    let icapd = Server::start(&[&args[..], &["--access-log-format", "json"]].concat(), Some(config));
+    let squid = Squid::start_with(
+        icapd.port,
+        "auth_param basic program /usr/lib/squid/basic_fake_auth
+auth_param basic realm icapd-test
+acl authed proxy_auth REQUIRED
+http_access allow localhost authed
+",
+    );
+    let (status, body, _) = curl(&squid, &origin.url("/eicar.com"), &["-U", "trusted:any"]);
+    assert_eq!((status, body.as_slice()), (200, EICAR), "skipped for the trusted user");
+    let (status, _, _) = curl(&squid, &origin.url("/eicar.com"), &["-U", "mallory:any"]);
+    assert_eq!(status, 403, "scanned for everyone else");
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        if lines.iter().filter(|l| l.contains("\"method\":\"RESPMOD\"")).count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let respmods: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains("\"method\":\"RESPMOD\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(respmods.len(), 2, "{lines:#?}");
+    for (v, user, policy, action) in
+        [(&respmods[0], "trusted", "skip", "passed"), (&respmods[1], "mallory", "default", "blocked")]
+    {
+        assert_eq!(v["user"].as_str(), Some(user), "decoded from Squid's base64: {v}");
+        assert_eq!(v["x_client_ip"].as_str(), Some("127.0.0.1"), "{v}");
+        assert_eq!((v["policy"].as_str(), v["action"].as_str()), (Some(policy), Some(action)), "{v}");
+    }
+    drop(squid);
+    drop(icapd);
+    let _ = std::fs::remove_file(&log);
 }

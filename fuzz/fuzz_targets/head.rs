@@ -7,8 +7,9 @@
 //! request or error) whole, at the fuzzer's split points and byte by byte; a complete head is
 //! well-formed by construction (CRLF only, ends with a blank line, within its bounds, names are
 //! tokens, values free of control bytes and trimmed); parsing only the complete head, without
-//! what follows it, gives the same answer; and an interpreted request is consistent with the
-//! limits it was checked against.
+//! what follows it, gives the same answer; an interpreted request is consistent with the
+//! limits it was checked against; and the identity headers and the requested service name
+//! resolve to bounded, printable values.
 #![no_main]
 
 use icapd::limits::Limits;
@@ -102,7 +103,31 @@ fn check_complete(payload: &[u8], len: usize, out: &Outcome, limits: &Limits) {
         if req.method == Method::Options {
             assert!(!e.has_body() && e.req_hdr.is_none() && e.res_hdr.is_none());
         }
+        // Identity headers never fail a request, and what they resolve to is bounded,
+        // printable, and (for groups) free of separators.
+        let id = req.identity.resolve(head);
+        if let Some(user) = id.user() {
+            assert!(user.len() <= icapd::limits::IDENTITY_VALUE_BYTES_MAX && !user.chars().any(char::is_control));
+        }
+        req.identity.any_group(head, &mut |g| {
+            assert!(!g.is_empty() && g.len() <= icapd::limits::IDENTITY_VALUE_BYTES_MAX && !g.contains(&b','));
+            false
+        });
     }
+    // The service name kept for the log is bounded and safe in both log formats.
+    if let Some(name) = request::requested_service(head, &parser_of(head, limits)) {
+        let kept = icapd::proto::identity::RequestedService::new(name);
+        let text = kept.as_str().unwrap_or("");
+        assert!(text.len() <= icapd::limits::REQUESTED_SERVICE_LOG_BYTES);
+        assert!(text.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+    }
+}
+
+/// A parser that has seen the complete head `head`.
+fn parser_of(head: &[u8], limits: &Limits) -> HeadParser {
+    let mut parser = HeadParser::new(limits);
+    assert!(matches!(parser.parse(head), Ok(HeadStatus::Complete(_))));
+    parser
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -125,7 +125,11 @@ fn run(o: &Options) -> Result<(), String> {
     let gen = load(dir, LoadOptions::default())?;
     let sigs = gen.summary.body + gen.summary.hashes + gen.summary.yara_stream + gen.summary.yara_whole;
     let limits = Limits::default();
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy = ScanPolicy {
+        over_limit: OverLimit::Block,
+        early_204: Early204::default(),
+        encrypted: icapd::scan::unpack::EncryptedPolicy::Block,
+    };
     let ctx = ScanCtx::new(Arc::new(gen), limits.scan(), policy);
     let mut inspector = EngineInspector::new(ctx);
 
@@ -139,8 +143,13 @@ fn run(o: &Options) -> Result<(), String> {
         object.len()
     );
     let req_hdr = b"GET http://bench.test/object HTTP/1.1\r\nHost: bench.test\r\n\r\n";
-    let txn =
-        Txn { method: Method::Respmod, service: "respmod", req_hdr: Some(req_hdr), res_hdr: Some(res_hdr.as_bytes()) };
+    let txn = Txn {
+        method: Method::Respmod,
+        service: "respmod",
+        req_hdr: Some(req_hdr),
+        res_hdr: Some(res_hdr.as_bytes()),
+        policy: Default::default(),
+    };
 
     let mut passes = 0u64;
     let mut best = Duration::MAX;

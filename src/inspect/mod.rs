@@ -17,6 +17,7 @@ mod test_marker;
 pub use null::NullInspector;
 pub use test_marker::{TestInspector, TEST_MARKER, TEST_PANIC_MARKER};
 
+pub use crate::access::PolicyKind;
 use crate::proto::Method;
 
 /// What the inspector decided about an object.
@@ -47,6 +48,9 @@ pub struct Txn<'a> {
     pub req_hdr: Option<&'a [u8]>,
     /// The encapsulated HTTP response head, if any (RESPMOD).
     pub res_hdr: Option<&'a [u8]>,
+    /// The scanning policy the operator's policy table chose for this transaction (who asks,
+    /// see [`crate::access`]); inspectors that do not scan may ignore it.
+    pub policy: PolicyKind,
 }
 
 /// The hook the signature engine implements. Implementations must not block: the connection
@@ -81,13 +85,20 @@ pub trait Inspector {
     fn limit_hit(&self) -> Option<&'static str> {
         None
     }
+    /// Where inside the object the threat was found, when it was in a member of a container:
+    /// the member path, names joined by `/` (`archive.zip/dir/file.exe`). `None` for a find in
+    /// the object itself, and when nothing was found.
+    fn found_in(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Test helper: runs one RESPMOD object through `inspector`, fed in the pieces `cuts` gives,
 /// and returns the verdict (early or at the end), the way the connection drives it.
 #[cfg(test)]
 pub fn verdict_of(inspector: &mut dyn Inspector, body: &[u8], cuts: &[usize]) -> Verdict {
-    let txn = Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None };
+    let txn =
+        Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: None, policy: PolicyKind::Default };
     verdict_of_txn(inspector, &txn, body, cuts)
 }
 

@@ -9,24 +9,32 @@
 //! The first six fields are c-icap's default access-log format (`%tl, %la %a %im %iu %is`),
 //! the next two are what c-icap's virus_scan module adds (`%{virus_scan:virus}Sa
 //! %{virus_scan:action}Sa`), so parsers written for c-icap keep working; icapd then appends
-//! the bytes received, the bytes sent, the time taken in microseconds, and the scan limit
-//! that decided the object (so that an object passed over a limit under `over_limit = pass`
-//! is still visible):
+//! the bytes received, the bytes sent, the total time in microseconds (first byte of the head
+//! to the answer, waits on the client included), the busy time in microseconds (parsing,
+//! decoding and scanning only), the scan limit that decided the object (so that an object
+//! passed over a limit under `over_limit = pass` is still visible), the end user's address
+//! from `X-Client-IP` (c-icap's `%a` stays the connecting proxy), the user from
+//! `X-Authenticated-User` or `X-Client-Username` (decoded from base64 when Squid encodes it),
+//! the policy the transaction ran under, and the member path of a threat found inside a
+//! container (`archive.zip/dir/file.exe`):
 //!
 //! ```text
-//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 -
+//! 01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar-Test-Signature blocked 1460 988 412 37 - 192.0.2.10 alice default -
 //! ```
+//!
+//! The URL field names the service the request asked for even when it is not one of ours
+//! (answered 404), so a typo in the proxy's configuration shows in the log.
 //!
 //! Times are UTC (the server carries no time-zone database; journald and log shippers add
 //! their own local timestamps). A field that does not apply is `-`.
 //!
 //! ## JSON lines
 //!
-//! One object per line with the same facts, named, plus the shard, the de-chunked body bytes,
-//! the processing time and the protocol error when there was one:
+//! One object per line with the same facts, named, plus the shard, the de-chunked body bytes
+//! and the protocol error when there was one:
 //!
 //! ```text
-//! {"time":"2026-12-01T19:13:41.123Z","client":"10.0.0.7:40122","local":"127.0.0.1:1344","shard":0,"method":"RESPMOD","service":"respmod","status":200,"action":"blocked","threat":"Eicar-Test-Signature","limit":null,"bytes_in":1460,"body_bytes":1024,"bytes_out":988,"time_us":412,"busy_us":37,"error":null}
+//! {"time":"2026-12-01T19:13:41.123Z","client":"10.0.0.7:40122","local":"127.0.0.1:1344","shard":0,"method":"RESPMOD","service":"respmod","status":200,"action":"blocked","threat":"Eicar-Test-Signature","limit":null,"found_in":null,"bytes_in":1460,"body_bytes":1024,"bytes_out":988,"time_us":412,"busy_us":37,"error":null,"x_client_ip":"192.0.2.10","user":"alice","policy":"default"}
 //! ```
 
 use super::record::TxnRecord;
@@ -117,7 +125,7 @@ fn write_icap(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     out.push(b' ');
     write_ip(out, rec.client);
     let _ = write!(out, " {} ", rec.method_name());
-    match (o.service, rec.local) {
+    match (rec.service(), rec.local) {
         (Some(service), Some(local)) => {
             let _ = write!(out, "icap://{local}/{service}");
         }
@@ -133,14 +141,32 @@ fn write_icap(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     }
     let _ = write!(
         out,
-        " {} {} {} {} ",
+        " {} {} {} {} {} ",
         rec.action().name(),
         rec.bytes_in(),
         o.out_bytes,
-        u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX)
+        u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX),
+        u64::try_from(rec.busy.as_micros()).unwrap_or(u64::MAX),
     );
     match rec.limit() {
         Some(l) => write_token(out, l),
+        None => out.push(b'-'),
+    }
+    out.push(b' ');
+    match o.who.identity.client_ip {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push(b'-'),
+    }
+    out.push(b' ');
+    match o.who.identity.user() {
+        Some(u) => write_token(out, u),
+        None => out.push(b'-'),
+    }
+    let _ = write!(out, " {} ", o.who.policy.name());
+    match o.found_in.as_deref() {
+        Some(path) => write_token(out, path),
         None => out.push(b'-'),
     }
     out.push(b'\n');
@@ -177,13 +203,15 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
     out.extend_from_slice(b",\"local\":");
     json_addr(out, rec.local);
     let _ = write!(out, ",\"shard\":{},\"method\":", rec.shard);
-    json_opt(out, o.method.map(|m| m.as_str()));
+    json_opt(out, o.method.or(o.who.method).map(|m| m.as_str()));
     out.extend_from_slice(b",\"service\":");
-    json_opt(out, o.service);
+    json_opt(out, rec.service());
     let _ = write!(out, ",\"status\":{},\"action\":\"{}\",\"threat\":", o.status, rec.action().name());
     json_opt(out, rec.threat());
     out.extend_from_slice(b",\"limit\":");
     json_opt(out, rec.limit());
+    out.extend_from_slice(b",\"found_in\":");
+    json_opt(out, o.found_in.as_deref());
     let _ = write!(
         out,
         ",\"bytes_in\":{},\"body_bytes\":{},\"bytes_out\":{},\"time_us\":{},\"busy_us\":{},\"error\":",
@@ -194,6 +222,16 @@ fn write_json(out: &mut Vec<u8>, rec: &TxnRecord<'_>) {
         u64::try_from(rec.busy.as_micros()).unwrap_or(u64::MAX),
     );
     json_opt(out, o.error.map(|e| format!("{e:?}")).as_deref());
+    out.extend_from_slice(b",\"x_client_ip\":");
+    match o.who.identity.client_ip {
+        Some(ip) => {
+            let _ = write!(out, "\"{ip}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"user\":");
+    json_opt(out, o.who.identity.user());
+    let _ = write!(out, ",\"policy\":\"{}\"", o.who.policy.name());
     out.extend_from_slice(b"}\n");
 }
 
@@ -258,6 +296,8 @@ mod tests {
             aborted: false,
             error,
             limit: None,
+            found_in: None,
+            who: Default::default(),
         }
     }
 
@@ -284,10 +324,52 @@ mod tests {
         let got = line(LogFormat::Icap, &outcome(200, Some("Eicar Test"), None));
         assert_eq!(
             got,
-            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 -\n"
+            "01/Dec/2026:19:13:41 +0000, 127.0.0.1 10.0.0.7 RESPMOD icap://127.0.0.1:1344/respmod 200 Eicar_Test blocked 1460 988 412 37 - - - default -\n"
         );
         let got = line(LogFormat::Icap, &outcome(204, None, None));
         assert!(got.contains(" 204 - passed 1460 "), "{got}");
+    }
+
+    /// A transaction with an identity, a policy, and a service that is not ours.
+    fn identified(headers: &str, service: &[u8]) -> TxnOutcome {
+        use crate::proto::head::{slice, HeadParser, HeadStatus};
+        use crate::proto::identity::{IdentityHeaders, RequestedService};
+        let head = format!("RESPMOD icap://h/x ICAP/1.0\r\n{headers}\r\n");
+        let limits = crate::limits::Limits::default();
+        let mut parser = HeadParser::new(&limits);
+        assert!(matches!(parser.parse(head.as_bytes()), Ok(HeadStatus::Complete(_))));
+        let mut noted = IdentityHeaders::default();
+        for h in parser.headers() {
+            noted.note(slice(head.as_bytes(), h.name), h.value);
+        }
+        let mut o = outcome(404, None, Some(ProtoError::UnknownService));
+        o.service = None;
+        o.who.service = RequestedService::new(service);
+        o.who.identity = noted.resolve(head.as_bytes());
+        o.who.policy = crate::access::PolicyKind::Skip;
+        o
+    }
+
+    #[test]
+    fn unknown_service_identity_and_policy_are_logged() {
+        let o = identified("X-Client-IP: 2001:db8::5\r\nX-Client-Username: Y2Fyb2wgeA==\r\n", b"avscn");
+        let text = line(LogFormat::Icap, &o);
+        let fields: Vec<&str> = text.trim_end().split(' ').collect();
+        assert_eq!(fields.len(), 18, "{text}");
+        assert_eq!(fields[5], "icap://127.0.0.1:1344/avscn", "{text}");
+        assert_eq!((fields[11], fields[12]), ("412", "37"), "total time, then busy time: {text}");
+        assert_eq!(&fields[13..], ["-", "2001:db8::5", "carol_x", "skip", "-"], "{text}");
+        let json: String = line(LogFormat::Json, &o);
+        assert!(json.contains("\"service\":\"avscn\""), "{json}");
+        assert!(
+            json.ends_with(",\"x_client_ip\":\"2001:db8::5\",\"user\":\"carol x\",\"policy\":\"skip\"}\n"),
+            "{json}"
+        );
+        // A name with quotes and spaces stays one field and valid JSON.
+        let o = identified("X-Client-Username: a\"b\\c\r\n", b"we ird\"");
+        let text = line(LogFormat::Icap, &o);
+        assert!(text.contains("/we_ird_ 404 ") && text.contains(" a\"b\\c skip"), "{text}");
+        assert!(line(LogFormat::Json, &o).contains("\"user\":\"a\\\"b\\\\c\""));
     }
 
     #[test]
@@ -295,7 +377,7 @@ mod tests {
         let got = line(LogFormat::Json, &outcome(200, Some("Heuristics.Limits.Exceeded.MaxScanSize"), None));
         assert_eq!(
             got,
-            "{\"time\":\"2026-12-01T19:13:41.123Z\",\"client\":\"10.0.0.7:40122\",\"local\":\"127.0.0.1:1344\",\"shard\":1,\"method\":\"RESPMOD\",\"service\":\"respmod\",\"status\":200,\"action\":\"blocked\",\"threat\":\"Heuristics.Limits.Exceeded.MaxScanSize\",\"limit\":\"MaxScanSize\",\"bytes_in\":1460,\"body_bytes\":1024,\"bytes_out\":988,\"time_us\":412,\"busy_us\":37,\"error\":null}\n"
+            "{\"time\":\"2026-12-01T19:13:41.123Z\",\"client\":\"10.0.0.7:40122\",\"local\":\"127.0.0.1:1344\",\"shard\":1,\"method\":\"RESPMOD\",\"service\":\"respmod\",\"status\":200,\"action\":\"blocked\",\"threat\":\"Heuristics.Limits.Exceeded.MaxScanSize\",\"limit\":\"MaxScanSize\",\"found_in\":null,\"bytes_in\":1460,\"body_bytes\":1024,\"bytes_out\":988,\"time_us\":412,\"busy_us\":37,\"error\":null,\"x_client_ip\":null,\"user\":null,\"policy\":\"default\"}\n"
         );
         let got = line(LogFormat::Json, &outcome(400, None, Some(ProtoError::BareLf)));
         assert!(got.contains("\"action\":\"error\"") && got.contains("\"error\":\"BareLf\""), "{got}");

@@ -9,6 +9,7 @@
 
 use super::histogram::Histogram;
 use super::record::{Action, TxnRecord};
+use crate::access::POLICIES;
 use crate::proto::error::ProtoError;
 use crate::proto::service::SERVICES;
 use crate::proto::Method;
@@ -45,6 +46,9 @@ pub struct ShardMetrics {
     /// Objects decided by a scan limit, by limit name (the part after
     /// [`super::record::LIMIT_THREAT_PREFIX`]), bounded like `threats`.
     pub limits: BTreeMap<Box<str>, u64>,
+    /// Blocked objects whose threat was in a member of a container, by member path
+    /// (`archive.zip/dir/file.exe`), bounded like `threats`.
+    pub found_in: BTreeMap<Box<str>, u64>,
     /// Protocol errors by kind (a closed enum: bounded by construction).
     pub errors: Vec<(ProtoError, u64)>,
     /// From the first byte of the head to the answer being queued.
@@ -62,8 +66,28 @@ pub struct ShardMetrics {
     pub log_lines_dropped: u64,
     /// The shard's memory budget and receive-block pool, filled in at each scrape.
     pub memory: crate::budget::BudgetStats,
+    /// Transactions by the policy they ran under, by [`crate::access::POLICIES`] index.
+    pub by_policy: [u64; POLICIES.len()],
+    /// Connections closed at accept because their address is not in `allow_clients`.
+    pub connections_denied: u64,
+    /// Connections this shard accepted and handed to a shard with fewer connections, and
+    /// connections other shards handed to this one (src/server/handoff.rs).
+    pub connections_handed_off: u64,
+    pub connections_received: u64,
+    /// TLS handshakes completed, and their duration (from accept to the first application byte
+    /// being readable: the client's pace included, since that is what a slow handshake costs).
+    pub tls_handshakes: u64,
+    pub tls_handshake: Histogram,
+    /// TLS handshakes that failed, by [`TLS_FAILURES`] index.
+    pub tls_handshake_failures: [u64; TLS_FAILURES.len()],
     labels_max: usize,
 }
+
+/// Why a TLS handshake failed, as the `reason` label: `timeout` (not finished within
+/// `tls_handshake_ms`), `protocol` (rustls refused the peer's records: no common version or
+/// suite, a bad or missing client certificate, garbage such as plain ICAP on the TLS port) and
+/// `closed` (the peer went away or the socket failed before the handshake finished).
+pub const TLS_FAILURES: [&str; 3] = ["timeout", "protocol", "closed"];
 
 impl ShardMetrics {
     /// Empty counters; `labels_max` bounds the threat and limit label sets.
@@ -76,6 +100,7 @@ impl ShardMetrics {
             bytes_out: 0,
             threats: BTreeMap::new(),
             limits: BTreeMap::new(),
+            found_in: BTreeMap::new(),
             errors: Vec::new(),
             latency: Histogram::default(),
             busy: Histogram::default(),
@@ -85,6 +110,13 @@ impl ShardMetrics {
             connection_panics: 0,
             log_lines_dropped: 0,
             memory: Default::default(),
+            by_policy: [0; POLICIES.len()],
+            connections_denied: 0,
+            connections_handed_off: 0,
+            connections_received: 0,
+            tls_handshakes: 0,
+            tls_handshake: Histogram::default(),
+            tls_handshake_failures: [0; TLS_FAILURES.len()],
             labels_max,
         }
     }
@@ -107,11 +139,15 @@ impl ShardMetrics {
         if let Some(limit) = rec.limit() {
             bump_bounded(&mut self.limits, limit, 1, self.labels_max);
         }
+        if let (Some(path), Some(_)) = (o.found_in.as_deref(), rec.threat()) {
+            bump_bounded(&mut self.found_in, path, 1, self.labels_max);
+        }
         if let Some(e) = o.error {
             self.count_error(e, 1);
         }
         self.latency.record(rec.latency);
         self.busy.record(rec.busy);
+        self.by_policy[o.who.policy.slot()] += 1;
     }
 
     fn count_error(&mut self, e: ProtoError, n: u64) {
@@ -138,6 +174,9 @@ impl ShardMetrics {
         for (name, &n) in &other.limits {
             bump_bounded(&mut self.limits, name, n, self.labels_max);
         }
+        for (path, &n) in &other.found_in {
+            bump_bounded(&mut self.found_in, path, n, self.labels_max);
+        }
         for &(e, n) in &other.errors {
             self.count_error(e, n);
         }
@@ -149,6 +188,17 @@ impl ShardMetrics {
         self.connection_panics += other.connection_panics;
         self.log_lines_dropped += other.log_lines_dropped;
         self.memory.merge(&other.memory);
+        for (a, b) in self.by_policy.iter_mut().zip(other.by_policy.iter()) {
+            *a += b;
+        }
+        self.connections_denied += other.connections_denied;
+        self.connections_handed_off += other.connections_handed_off;
+        self.connections_received += other.connections_received;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_handshake.merge(&other.tls_handshake);
+        for (a, b) in self.tls_handshake_failures.iter_mut().zip(other.tls_handshake_failures.iter()) {
+            *a += b;
+        }
     }
 
     /// Transactions counted, over every label.
@@ -221,6 +271,8 @@ mod tests {
             aborted: false,
             error: None,
             limit: None,
+            found_in: None,
+            who: Default::default(),
         }
     }
 
@@ -260,6 +312,12 @@ mod tests {
         assert_eq!(a.limits.get("MaxScanSize"), Some(&1));
         assert_eq!(a.body_bytes_in, 500);
         assert_eq!(a.latency.count, 5);
+        assert_eq!(a.by_policy, [5, 0, 0], "every one under the default policy");
+        let mut skipped = outcome(Some(Method::Respmod), Some("respmod"), 204, None);
+        skipped.who.policy = crate::access::PolicyKind::Skip;
+        record(&mut b, &skipped);
+        a.merge(&b);
+        assert_eq!(a.by_policy, [5 + 3, 1, 0]);
     }
 
     #[test]
@@ -283,5 +341,23 @@ mod tests {
         record(&mut m, &outcome(Some(Method::Respmod), Some("respmod"), 299, None));
         let series: Vec<_> = m.request_series().collect();
         assert_eq!(series, [("RESPMOD", "respmod", "other".to_string(), 1)]);
+    }
+
+    #[test]
+    fn finds_inside_containers_are_counted_by_member_path() {
+        let mut m = ShardMetrics::new(2);
+        let mut o = outcome(Some(Method::Respmod), Some("respmod"), 200, Some("Eicar-Test-Signature"));
+        o.found_in = Some("a.zip/dir/e.com".into());
+        record(&mut m, &o);
+        record(&mut m, &o);
+        // A clean object with a stale path is not a find.
+        let mut clean = outcome(Some(Method::Respmod), Some("respmod"), 204, None);
+        clean.found_in = Some("b.zip/x".into());
+        record(&mut m, &clean);
+        assert_eq!(m.found_in.get("a.zip/dir/e.com"), Some(&2));
+        assert_eq!(m.found_in.len(), 1);
+        let mut merged = ShardMetrics::new(2);
+        merged.merge(&m);
+        assert_eq!(merged.found_in, m.found_in);
     }
 }

@@ -39,6 +39,32 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     for s in shards {
         let _ = writeln!(o, "icapd_active_connections{{shard=\"{}\"}} {}", s.shard, s.active);
     }
+    header(o, "icapd_shard_transactions_total", "counter", "Transactions finished per shard.");
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_transactions_total{{shard=\"{}\"}} {}", s.shard, s.metrics.transactions());
+    }
+    header(
+        o,
+        "icapd_shard_busy_seconds_total",
+        "counter",
+        "Processing time per shard (parsing, decoding, scanning); its rate is the shard's busy fraction.",
+    );
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_busy_seconds_total{{shard=\"{}\"}} {}", s.shard, s.metrics.busy.sum_us as f64 / 1e6);
+    }
+    header(
+        o,
+        "icapd_shard_connections_handed_off_total",
+        "counter",
+        "Connections a shard accepted and handed to a shard with fewer connections.",
+    );
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_connections_handed_off_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_handed_off);
+    }
+    header(o, "icapd_shard_connections_received_total", "counter", "Connections a shard was handed by another shard.");
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_connections_received_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_received);
+    }
 
     header(o, "icapd_requests_total", "counter", "ICAP transactions by method, service and answer status.");
     for (method, service, status, n) in total.request_series() {
@@ -61,6 +87,15 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     header(o, "icapd_threats_total", "counter", "Blocked objects by threat name (bounded; the rest under \"other\").");
     for (name, n) in &total.threats {
         let _ = writeln!(o, "icapd_threats_total{{threat=\"{}\"}} {n}", escape(name));
+    }
+    header(
+        o,
+        "icapd_threats_in_members_total",
+        "counter",
+        "Blocked objects whose threat was inside a container, by member path (bounded; the rest under \"other\").",
+    );
+    for (path, n) in &total.found_in {
+        let _ = writeln!(o, "icapd_threats_in_members_total{{path=\"{}\"}} {n}", escape(path));
     }
     header(
         o,
@@ -95,6 +130,38 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
         "Connections answered 503 at the per-shard cap.",
         total.connections_refused,
     );
+    single(
+        o,
+        "icapd_connections_denied_total",
+        "counter",
+        "Connections closed at accept because their address is not in allow_clients.",
+        total.connections_denied,
+    );
+    header(
+        o,
+        "icapd_transactions_by_policy_total",
+        "counter",
+        "Transactions by the policy the policy table chose (skip: not scanned).",
+    );
+    for (policy, n) in crate::access::POLICIES.iter().zip(total.by_policy.iter()) {
+        let _ = writeln!(o, "icapd_transactions_by_policy_total{{policy=\"{}\"}} {n}", policy.name());
+    }
+    single(o, "icapd_tls_handshakes_total", "counter", "TLS handshakes completed.", total.tls_handshakes);
+    histogram(
+        o,
+        "icapd_tls_handshake_duration_seconds",
+        "From accepting a TLS connection to its handshake being complete (the client's pace included).",
+        &total.tls_handshake,
+    );
+    header(
+        o,
+        "icapd_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed: timeout (past tls_handshake_ms), protocol (refused by TLS: no common parameters, bad client certificate, not TLS), closed (the peer left).",
+    );
+    for (reason, n) in super::metrics::TLS_FAILURES.iter().zip(total.tls_handshake_failures.iter()) {
+        let _ = writeln!(o, "icapd_tls_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+    }
     single(
         o,
         "icapd_connections_evicted_total",
@@ -137,6 +204,7 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
             ("logical", s.logical),
             ("allowlist", s.allow),
             ("pe_section_hash", s.sections),
+            ("pe_import_hash", s.imports),
         ] {
             let _ = writeln!(o, "icapd_signatures{{kind=\"{kind}\"}} {n}");
         }

@@ -52,12 +52,18 @@ pub struct TxnRecord<'a> {
 
 impl TxnRecord<'_> {
     pub fn method_name(&self) -> &'static str {
-        match self.outcome.method {
+        match self.outcome.method.or(self.outcome.who.method) {
             Some(Method::Options) => "OPTIONS",
             Some(Method::Reqmod) => "REQMOD",
             Some(Method::Respmod) => "RESPMOD",
             None => "-",
         }
+    }
+
+    /// The service for the log: ours, or the name the request asked for when it is not one
+    /// of ours (sanitised and bounded), so that a typo in a proxy's configuration shows.
+    pub fn service(&self) -> Option<&str> {
+        self.outcome.service.or_else(|| self.outcome.who.service.as_str())
     }
 
     pub fn threat(&self) -> Option<&str> {

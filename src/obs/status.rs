@@ -8,6 +8,7 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
     let mut out = String::with_capacity(1024);
     let _ = writeln!(out, "icapd {}", p.version);
     let _ = writeln!(out, "listening:  {}", p.listen);
+    let _ = writeln!(out, "started:    {}", iso8601(p.started_unix));
     let _ = writeln!(out, "uptime:     {}", human_duration(p.uptime_secs));
     let _ = writeln!(out, "inspector:  {}", p.inspector);
     let _ = writeln!(out, "shards:     {} on CPUs {}", p.cpus.len(), cpu_list(&p.cpus));
@@ -17,8 +18,8 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
             let _ = writeln!(out, "ISTag:      \"{}\"", sig.istag);
             let _ = writeln!(
                 out,
-                "signatures: generation {}: {} body, {} hash, {} YARA streaming + {} whole-object, {} URL rules from {} files; {} lines skipped; loaded in {:.0?}, {}s since the epoch",
-                sig.generation, s.body, s.hashes, s.yara_stream, s.yara_whole, s.urls, s.files, s.skipped_lines, s.load_time, sig.loaded_unix
+                "signatures: generation {}: {} body, {} hash, {} YARA streaming + {} whole-object, {} URL rules from {} files; {} lines skipped; loaded in {:.0?} at {}",
+                sig.generation, s.body, s.hashes, s.yara_stream, s.yara_whole, s.urls, s.files, s.skipped_lines, s.load_time, iso8601(sig.loaded_unix)
             );
             let _ = writeln!(out, "reloads:    {} ok, {} failed", p.reloads_ok, p.reloads_failed);
         }
@@ -29,19 +30,22 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "shard  cpu  connections  transactions  generation");
+    let _ = writeln!(out, "shard  cpu  connections  transactions  generation  busy_s  handed_off  received");
     for (shard, &cpu) in p.cpus.iter().enumerate() {
         match shards.iter().find(|s| s.shard == shard) {
             Some(s) => {
                 let generation = s.generation.map_or_else(|| "-".to_string(), |g| g.to_string());
                 let _ = writeln!(
                     out,
-                    "{:>5}  {:>3}  {:>11}  {:>12}  {:>10}",
+                    "{:>5}  {:>3}  {:>11}  {:>12}  {:>10}  {:>6.1}  {:>10}  {:>8}",
                     shard,
                     cpu,
                     s.active,
                     s.metrics.transactions(),
-                    generation
+                    generation,
+                    s.metrics.busy.sum_us as f64 / 1e6,
+                    s.metrics.connections_handed_off,
+                    s.metrics.connections_received
                 );
             }
             None => {
@@ -72,6 +76,14 @@ pub fn cpu_list(cpus: &[usize]) -> String {
     parts.join(",")
 }
 
+/// ISO 8601 in UTC to the second (`2026-12-04T01:23:45Z`): what people and log tools read
+/// without converting, unlike seconds since the epoch.
+pub fn iso8601(unix_secs: u64) -> String {
+    let (y, mo, d) = crate::proto::date::civil_from_days((unix_secs / 86_400) as i64);
+    let rem = unix_secs % 86_400;
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
     if d > 0 {
@@ -96,6 +108,9 @@ mod tests {
         assert_eq!(cpu_list(&[5]), "5");
         assert_eq!(human_duration(59), "59s");
         assert_eq!(human_duration(3 * 86_400 + 3661), "3d 1h 1m 1s");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_796_152_421), "2026-12-01T19:13:41Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
     }
 
     #[test]
@@ -104,7 +119,7 @@ mod tests {
             version: "0.1.0",
             listen: "127.0.0.1:1344".parse().unwrap(),
             inspector: "null",
-            started_unix: 0,
+            started_unix: 1_796_152_421,
             uptime_secs: 61,
             cpus: vec![2, 3],
             signatures: None,
@@ -126,5 +141,6 @@ mod tests {
         assert!(page.contains("    0    2            7"), "{page}");
         assert!(page.contains("    1    3  (did not answer in time)"), "{page}");
         assert!(page.contains("uptime:     1m 1s"), "{page}");
+        assert!(page.contains("started:    2026-12-01T19:13:41Z"), "{page}");
     }
 }

@@ -2,6 +2,8 @@
 //! encoding. Nothing here touches a socket, a clock or the executor; bytes and time come in as
 //! arguments and bytes to send come out.
 
+#[cfg(test)]
+mod allow206_tests;
 pub mod blocks;
 pub mod chunked;
 pub mod conn;
@@ -12,6 +14,7 @@ pub mod encapsulated;
 pub mod error;
 pub mod head;
 pub mod httphead;
+pub mod identity;
 pub mod request;
 pub mod response;
 pub mod service;

@@ -30,13 +30,14 @@ fn common(out: &mut Vec<u8>, istag: &str, unix_secs: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The OPTIONS answer for `service`.
+/// The OPTIONS answer for `service`. `Allow: 204, 206` offers both extensions, so Squid
+/// (`icap_206_enable`, on by default) and c-icap clients add `Allow: 206` to their requests.
 pub fn options(out: &mut Vec<u8>, service: &Service, info: &ServerInfo, istag: &str, unix_secs: u64) {
     status_line(out, 200);
     common(out, istag, unix_secs);
     let _ = write!(
         out,
-        "Methods: {}\r\nService: icapd {} {}\r\nMax-Connections: {}\r\nOptions-TTL: {}\r\nPreview: {}\r\nTransfer-Preview: *\r\nAllow: 204\r\nEncapsulated: null-body=0\r\n\r\n",
+        "Methods: {}\r\nService: icapd {} {}\r\nMax-Connections: {}\r\nOptions-TTL: {}\r\nPreview: {}\r\nTransfer-Preview: *\r\nAllow: 204, 206\r\nEncapsulated: null-body=0\r\n\r\n",
         service.methods_header(),
         env!("CARGO_PKG_VERSION"),
         service.name,
@@ -143,7 +144,7 @@ mod tests {
             "Options-TTL: 3600\r\n",
             "Preview: 1024\r\n",
             "Transfer-Preview: *\r\n",
-            "Allow: 204\r\n",
+            "Allow: 204, 206\r\n",
             "Encapsulated: null-body=0\r\n",
             "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n",
         ] {

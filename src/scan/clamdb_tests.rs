@@ -3,6 +3,7 @@
 
 use super::engine::{EngineInspector, ScanCtx};
 use super::policy::{Early204, OverLimit};
+use super::unpack::EncryptedPolicy;
 use super::ScanPolicy;
 use crate::inspect::Verdict;
 use crate::limits::Limits;
@@ -42,7 +43,8 @@ impl Drop for Folder {
 }
 
 fn inspector(gen: Generation) -> EngineInspector {
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() };
+    let policy =
+        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block };
     EngineInspector::new(ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy))
 }
 
@@ -135,7 +137,7 @@ fn ign2_disables_a_signature_by_name_or_by_line() {
 fn a_big_file_of_unsupported_lines_reports_a_handful_of_lines() {
     let mut ndb = String::new();
     for i in 0..20_000 {
-        ndb.push_str(&format!("Neg.Sig-{i}:0:*:3c7363726970743e!({:02x}|41)42\n", i % 256));
+        ndb.push_str(&format!("Neg.Sig-{i}:0:*:3c7363726970743e{:02x}(B)(L)42\n", i % 256));
     }
     ndb.push_str("Good:0:*:676f6f642d7369676e6174757265\nBroken\n");
     let folder = Folder::new(
@@ -153,10 +155,8 @@ fn a_big_file_of_unsupported_lines_reports_a_handful_of_lines() {
     let lines = gen.report_lines();
     assert_eq!(lines.len(), 5, "{lines:#?}");
     assert!(
-        lines
-            .iter()
-            .any(|l| l
-                .contains("big.ndb: 20000 lines skipped: negated alternatives `…` at character N are not supported")),
+        lines.iter().any(|l| l
+            .contains("big.ndb: 20000 lines skipped: the anchor `…` at character N is not supported inside a pattern")),
         "{lines:#?}"
     );
     assert!(lines.iter().any(|l| l.contains("daily.cbc: not loaded: bytecode")), "{lines:#?}");
@@ -228,4 +228,22 @@ fn clam_exe_section_hash_from_an_mdb() {
     assert_eq!(all_ways(&mut insp, &exe).as_deref(), Some("Clamav.Test.Section-1"));
     // Cut inside its section table, it is no PE at all.
     assert_eq!(threat(&mut insp, &exe[..520], &[]), None);
+}
+
+#[test]
+fn clam_exe_import_hash_from_an_imp() {
+    let exe = std::fs::read(CLAM_EXE).expect("clamav-testfiles installed");
+    let info = crate::scan::pe::parse(&exe).expect("clam.exe is a PE");
+    let text = info.import_string(&exe, true).expect("its imports read");
+    assert_eq!(text, "kernel32.exitprocess,user32.messageboxa");
+    let imp = format!("{}:{}:Clamav.Test.Imports-1\n", md5_hex(text.as_bytes()), text.len());
+    let folder = Folder::new("imp", &[("t.imp", imp.into_bytes())]);
+    let gen = folder.load();
+    assert_eq!(gen.summary.imports, 1, "{:?}", gen.problems);
+    let mut insp = inspector(gen);
+    assert_eq!(all_ways(&mut insp, &exe).as_deref(), Some("Clamav.Test.Imports-1"));
+    let mut other = exe.clone();
+    let at = other.windows(11).position(|w| w == b"ExitProcess").unwrap();
+    other[at] = b'Q';
+    assert_eq!(threat(&mut insp, &other, &[]), None);
 }

@@ -14,18 +14,14 @@
 //! bytes as received, and the decoder's own caps bound what decoding may produce. A decoding
 //! fault goes through the over-limit policy like every other limit.
 
-use super::body::BodyStream;
 use super::decode::{self, Coding, DecodeChain, Fault};
-use super::hash::HashStream;
-use super::ldb::LdbStream;
+use super::object::Hit;
 use super::policy::{self, OverLimit};
-use super::sections::SectionStream;
-use super::shard_gen::{LentBlock, ShardGen};
-use super::yara_stream::YaraFeeder;
+use super::shard_gen::ShardGen;
+use super::unpack::{self, Unpacker, WholeStore};
 use super::ScanLimits;
-use super::spool::{Spool, SpoolError};
 use crate::budget::{Charge, ShardBudget, Use};
-use crate::inspect::{Inspector, Progress, Txn, Verdict};
+use crate::inspect::{Inspector, PolicyKind, Progress, Txn, Verdict};
 use crate::proto::Method;
 use crate::signatures::{urls, Generation};
 use std::cell::RefCell;
@@ -74,23 +70,16 @@ impl ScanCtx {
     }
 }
 
-
 pub struct EngineInspector {
     ctx: Rc<ScanCtx>,
     sg: Rc<ShardGen>,
-    body: BodyStream,
-    hash: HashStream,
-    // clamdb (issue 16): logical signatures and the .fp/.sfp allowlist, per object.
-    ldb: LdbStream,
-    allow_hash: HashStream,
-    sections: SectionStream,
-    yara: Option<LentBlock>,
-    feeder: YaraFeeder,
+    /// Every signature on the object and on every member inside it ([`super::unpack`]).
+    unpack: Unpacker,
+    /// The object's file name, from the last segment of the request URL's path (may be
+    /// empty): the first name in a member path (`archive.zip/dir/file.exe`).
+    name: String,
     /// The first bytes of the object, for YARA at preview time and the file-magic policy.
     preview: Vec<u8>,
-    /// A copy of the object for whole-object YARA rules (in memory, or spooled to a file).
-    whole: Spool,
-    whole_fits: bool,
     /// Bytes scanned (decoded, for an encoded body).
     bytes: u64,
     /// Bytes received, checked against `scan_bytes_max`.
@@ -102,9 +91,6 @@ pub struct EngineInspector {
     done: Option<Verdict>,
     /// The limit that decided the current object, whatever the policy made of it.
     limit: Option<&'static str>,
-    /// A limit that made one scanner stop under `over_limit = pass` while the others go on;
-    /// it decides the object at the end unless one of them finds a threat.
-    skipped: Option<&'static str>,
     /// The codings to undo for this object, outermost first (empty: scanned as received).
     codings: Vec<Coding>,
     /// A decoding fault found in the head (too many codings), answered at begin.
@@ -114,23 +100,27 @@ pub struct EngineInspector {
     decode: DecodeChain,
     /// What the current object's decoders cost (released when the object ends).
     decode_charge: Option<Charge>,
+    /// The operator's policy for this transaction (`skip`, `default`, `strict`).
+    policy: PolicyKind,
 }
 
 impl EngineInspector {
     pub fn new(ctx: Rc<ScanCtx>) -> Self {
         let sg = ctx.current();
-        let overlap = sg.gen.yara.overlap;
+        let l = &ctx.limits;
+        let unpack_policy = unpack::Policy { over_limit: ctx.policy.over_limit, encrypted: ctx.policy.encrypted };
         EngineInspector {
-            body: body_stream(&sg, &ctx.limits),
-            hash: HashStream::new(),
-            ldb: LdbStream::new(&sg.gen.ldb, ctx.limits.yara_whole_bytes_max),
-            allow_hash: HashStream::new(),
-            sections: SectionStream::new(),
-            yara: None,
-            feeder: YaraFeeder::new(overlap),
+            unpack: Unpacker::new(
+                &sg,
+                l.unpack,
+                unpack_policy,
+                (l.body_partials_max, l.body_partial_ends_max),
+                l.yara_block_scanners_max,
+                l.yara_whole_bytes_max,
+                WholeStore { budget: ctx.budget.clone(), spool_dir: ctx.spool_dir.clone() },
+            ),
+            name: String::with_capacity(64),
             preview: Vec::with_capacity(ctx.limits.preview_bytes),
-            whole: Spool::new(ctx.budget.clone(), ctx.limits.yara_whole_bytes_max, ctx.spool_dir.clone()),
-            whole_fits: false,
             bytes: 0,
             received: 0,
             spent: Duration::ZERO,
@@ -139,12 +129,12 @@ impl EngineInspector {
             url: Vec::with_capacity(256),
             done: None,
             limit: None,
-            skipped: None,
             codings: Vec::with_capacity(ctx.limits.decode.encodings_max),
             coding_fault: None,
             partial: false,
             decode: DecodeChain::new(ctx.limits.decode),
             decode_charge: None,
+            policy: PolicyKind::Default,
             ctx,
             sg,
         }
@@ -156,29 +146,23 @@ impl EngineInspector {
 
     fn over_limit(&mut self, threat: &'static str) -> Verdict {
         self.limit = Some(threat);
-        match self.ctx.policy.over_limit {
+        match self.over_limit_policy() {
             OverLimit::Block => Verdict::Infected { threat: threat.into() },
             OverLimit::Pass => Verdict::Clean,
         }
     }
 
-    /// One scanner cannot see the whole object. Under `block` that decides the object now;
-    /// under `pass` the other scanners go on and the limit is reported at the end.
-    fn skip(&mut self, threat: &'static str) -> Option<Progress> {
-        match self.ctx.policy.over_limit {
-            OverLimit::Block => {
-                let v = self.over_limit(threat);
-                Some(self.conclude(v))
-            }
-            OverLimit::Pass => {
-                self.skipped.get_or_insert(threat);
-                None
-            }
+    /// The over-limit policy for this transaction: `strict` blocks whatever the setting,
+    /// inside containers too.
+    fn over_limit_policy(&self) -> OverLimit {
+        match self.policy {
+            PolicyKind::Strict => OverLimit::Block,
+            _ => self.ctx.policy.over_limit,
         }
     }
 
     fn conclude(&mut self, v: Verdict) -> Progress {
-        self.yara = None;
+        self.unpack.end();
         self.decode.end();
         self.decode_charge = None;
         self.done = Some(v.clone());
@@ -192,6 +176,7 @@ impl EngineInspector {
         self.codings.clear();
         self.coding_fault = None;
         self.partial = false;
+        self.name.clear();
         let body_head = if txn.method == Method::Reqmod { txn.req_hdr } else { txn.res_hdr };
         if let Some(head) = body_head {
             if let Err(fault) = decode::plan(head, self.ctx.limits.decode.encodings_max, &mut self.codings) {
@@ -217,6 +202,7 @@ impl EngineInspector {
             let mut parts = req[..line_end].split(|&b| b == b' ');
             if let (Some(_method), Some(target)) = (parts.next(), parts.next()) {
                 urls::subject(target, header_value(req, b"host"), &mut self.url);
+                self.name.push_str(&String::from_utf8_lossy(url_file_name(target)));
             }
         }
     }
@@ -238,8 +224,13 @@ fn decoder_cost(codings: &[Coding], limits: &decode::DecodeLimits) -> usize {
         .sum()
 }
 
-fn body_stream(sg: &ShardGen, limits: &ScanLimits) -> BodyStream {
-    BodyStream::with_limits(&sg.gen.body, limits.body_partials_max, limits.body_partial_ends_max)
+/// The last segment of a request target's path (`/dl/a.zip?x=1` gives `a.zip`), at most
+/// [`unpack::tree::NAME_BYTES_MAX`] bytes.
+fn url_file_name(target: &[u8]) -> &[u8] {
+    let end = target.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(target.len());
+    let path = &target[..end];
+    let name = &path[path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
+    &name[..name.len().min(unpack::tree::NAME_BYTES_MAX)]
 }
 
 /// The status code of an HTTP response head.
@@ -274,29 +265,30 @@ impl Inspector for EngineInspector {
     fn begin(&mut self, txn: &Txn<'_>) -> Progress {
         let current = self.ctx.current();
         if !Rc::ptr_eq(&current, &self.sg) {
-            self.body = body_stream(&current, &self.ctx.limits);
-            if self.feeder.span() != current.gen.yara.overlap {
-                self.feeder = YaraFeeder::new(current.gen.yara.overlap);
-            }
-            self.ldb = LdbStream::new(&current.gen.ldb, self.ctx.limits.yara_whole_bytes_max);
             self.sg = current;
         }
-        self.yara = None;
+        self.unpack.end();
         self.done = None;
         self.limit = None;
-        self.skipped = None;
-        self.body.reset();
-        self.ldb.reset(&self.sg.gen.ldb);
-        self.sections.reset();
-        self.feeder.reset();
         self.preview.clear();
-        self.whole.clear();
-        self.decode_charge = None;
         self.bytes = 0;
         self.received = 0;
         self.spent = Duration::ZERO;
         self.decode.end();
+        self.decode_charge = None;
+        self.policy = txn.policy;
+        let over_limit = self.over_limit_policy();
+        if self.policy == PolicyKind::Skip {
+            // Not scanned by the operator's choice; the outcome carries the policy, so the
+            // transaction is logged and counted as skipped, never as scanned and clean. The
+            // container layer is begun so that no member path of the last object is reported.
+            self.unpack.begin(&self.sg, "", over_limit);
+            return self.conclude(Verdict::Clean);
+        }
         self.read_http_fields(txn);
+        // Begun first, so that a transaction answered here reports no member path or
+        // container limit left over from the previous one.
+        self.unpack.begin(&self.sg, &self.name, over_limit);
         if !self.url.is_empty() {
             if let Some(name) = self.gen().urls.first_match(&self.url) {
                 return self.conclude(Verdict::Infected { threat: name.into() });
@@ -317,16 +309,6 @@ impl Inspector for EngineInspector {
             }
         }
         self.decode.begin(&self.codings, self.partial);
-        // Not `needed(content_length)`: a Content-Length header can lie, and a body longer than
-        // it must not escape the hash signatures. Hashing stops past the largest signed size.
-        let needed = self.gen().hashes.needed(None);
-        self.hash.begin(needed);
-        let allow_needed = self.gen().allow.needed(None);
-        self.allow_hash.begin(allow_needed);
-        self.yara = self.sg.lend_block(self.ctx.limits.yara_block_scanners_max);
-        // Without a block scanner the streaming rules run with the whole-object ones at the end.
-        let need_whole = self.gen().yara.whole.is_some() || (self.yara.is_none() && self.gen().yara.stream.is_some());
-        self.whole_fits = need_whole;
         Progress::More
     }
 
@@ -335,7 +317,11 @@ impl Inspector for EngineInspector {
             return Progress::Done(v.clone());
         }
         self.received += data.len() as u64;
-        if self.received > self.ctx.limits.scan_bytes_max {
+        let max = match self.policy {
+            PolicyKind::Strict => self.ctx.limits.scan_bytes_max.min(self.ctx.limits.strict_scan_bytes_max),
+            _ => self.ctx.limits.scan_bytes_max,
+        };
+        if self.received > max {
             let v = self.over_limit(policy::THREAT_SIZE);
             return self.conclude(v);
         }
@@ -420,7 +406,11 @@ impl Inspector for EngineInspector {
     }
 
     fn limit_hit(&self) -> Option<&'static str> {
-        self.limit
+        self.limit.or(self.unpack.limit())
+    }
+
+    fn found_in(&self) -> Option<&str> {
+        self.unpack.found_in()
     }
 }
 
@@ -434,89 +424,14 @@ impl EngineInspector {
         self.bytes += data.len() as u64;
         let room = self.ctx.limits.preview_bytes.saturating_sub(self.preview.len());
         self.preview.extend_from_slice(&data[..room.min(data.len())]);
-        let sg = self.sg.clone();
-        if self.yara.is_none() && self.whole_fits && sg.gen.yara.stream.is_some() {
-            // No block scanner was free at `begin`: another object may have given one back
-            // since, and what came before is in the whole-object copy.
-            if let Some(mut lent) = sg.lend_block(self.ctx.limits.yara_block_scanners_max) {
-                let fed = match self.whole.contents() {
-                    Ok(whole) => self.feeder.feed(lent.scanner(), whole),
-                    Err(_) => Ok(()),
-                };
-                if self.feeder.scanned_any() {
-                    lent.mark_used();
-                }
-                self.yara = Some(lent);
-                if sg.gen.yara.whole.is_none() {
-                    // The copy was kept only for the streaming rules.
-                    self.whole_fits = false;
-                    self.whole.clear();
-                }
-                if fed.is_err() {
-                    let v = self.over_limit(policy::THREAT_TIME);
-                    return self.conclude(v);
-                }
+        let left = self.time_left();
+        match self.unpack.feed(&self.sg, data, left) {
+            Some(hit) => {
+                let v = self.hit_verdict(hit);
+                self.conclude(v)
             }
+            None => Progress::More,
         }
-        if self.whole_fits {
-            if let Err(e) = self.whole.push(data) {
-                self.whole_fits = false;
-                self.whole.clear();
-                let lost = match e {
-                    SpoolError::Memory => policy::THREAT_MEMORY,
-                    SpoolError::TooBig => policy::THREAT_YARA_WHOLE,
-                };
-                if self.yara.is_none() && sg.gen.yara.stream.is_some() {
-                    if let Some(done) = self.skip(policy::THREAT_YARA_SCANNERS) {
-                        return done;
-                    }
-                }
-                if sg.gen.yara.whole.is_some() {
-                    if let Some(done) = self.skip(lost) {
-                        return done;
-                    }
-                }
-            }
-        }
-        // clamdb (issue 16): while an allowlist hash could still match, a found body
-        // signature waits for the end of the object (BodyStream keeps it found).
-        let allow_open = allow_could_match(&sg.gen.allow, self.bytes);
-        if let Some(sig) = self.body.feed(&sg.gen.body, data) {
-            if !allow_open {
-                return self.conclude(Verdict::Infected { threat: sg.gen.body.name(sig).into() });
-            }
-        }
-        self.ldb.feed(&sg.gen.ldb, data);
-        self.sections.feed(&sg.gen.sections, data);
-        if allow_open {
-            feed_bounded(&mut self.allow_hash, sg.gen.allow.size_max(), self.bytes - data.len() as u64, data);
-        }
-        if self.body.overflowed() && self.skipped != Some(policy::THREAT_PARTIALS) {
-            if let Some(done) = self.skip(policy::THREAT_PARTIALS) {
-                return done;
-            }
-        }
-        let hashed_before = self.bytes - data.len() as u64;
-        match sg.gen.hashes.size_max() {
-            // One byte past the largest signed size is enough to rule every signature out.
-            Some(max) if hashed_before > max => {}
-            Some(max) => {
-                let room = max.saturating_add(1) - hashed_before;
-                self.hash.feed(&data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
-            }
-            None => self.hash.feed(data),
-        }
-        if let Some(lent) = self.yara.as_mut() {
-            let fed = self.feeder.feed(lent.scanner(), data);
-            if self.feeder.scanned_any() {
-                lent.mark_used();
-            }
-            if fed.is_err() {
-                let v = self.over_limit(policy::THREAT_TIME);
-                return self.conclude(v);
-            }
-        }
-        Progress::More
     }
 
     /// What remains of the object's scan time (`scan_time_max` less the CPU time charged).
@@ -524,121 +439,46 @@ impl EngineInspector {
         self.ctx.limits.scan_time_max.saturating_sub(self.spent)
     }
 
+    /// The verdict a scanner's hit gives: a signature's name, or a limit through the policy.
+    fn hit_verdict(&mut self, hit: Hit) -> Verdict {
+        match hit {
+            Hit::Threat(threat) => Verdict::Infected { threat },
+            Hit::Limit(name) => self.over_limit(name),
+        }
+    }
+
     fn preview_verdict_of_scanned(&mut self) -> Option<Verdict> {
         // Bytes the literal matcher still holds back (it stages tiny chunks) are matched now:
         // an early 204 must not leave the end of the preview unseen.
-        let sg = self.sg.clone();
-        if let Some(sig) = self.body.flush(&sg.gen.body) {
-            let v = Verdict::Infected { threat: sg.gen.body.name(sig).into() };
+        if let Some(hit) = self.unpack.flush() {
+            let v = self.hit_verdict(hit);
             self.conclude(v.clone());
             return Some(v);
         }
         // Streaming YARA rules that hold on the preview and cannot stop holding with more data
         // (monotone ones) answer now; the others wait for the body.
         // An allowlist hash may still clear the object: then the end decides.
-        let allow_open = allow_could_match(&self.sg.gen.allow, self.bytes);
+        let allow_open = self.unpack.allow_open();
         match self.sg.scan_preview_rules(&self.preview, self.time_left()) {
             Ok(Some(_)) if allow_open => return None,
             Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
             Ok(None) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
         }
-        self.ctx
-            .policy
-            .early_204
-            .allows(&self.content_type, self.content_length, &self.preview)
-            .then_some(Verdict::Clean)
+        // `strict` never answers a clean preview early: the whole object is judged.
+        (self.policy != PolicyKind::Strict
+            && self.ctx.policy.early_204.allows(&self.content_type, self.content_length, &self.preview))
+        .then_some(Verdict::Clean)
     }
 
-    /// The verdict of the scanners that conclude at the end of the object; a signature
-    /// match on an object whose hash is on the `.fp`/`.sfp` allowlist is clean (clamdb).
+    /// The verdict of the scanners that conclude at the end of the object, on the object and
+    /// every member (the `.fp`/`.sfp` allowlist is applied per object in [`super::object`]).
     fn finish_scanned(&mut self) -> Verdict {
         let sg = self.sg.clone();
-        let allowed = !sg.gen.allow.is_empty() && self.allow_hash.finish(&sg.gen.allow).is_some();
-        let verdict = self.finish_signatures();
-        if allowed && self.limit.is_none() {
-            return Verdict::Clean;
+        let left = self.time_left();
+        match self.unpack.finish(&sg, left) {
+            Some(hit) => self.hit_verdict(hit),
+            None => Verdict::Clean,
         }
-        verdict
-    }
-
-    fn finish_signatures(&mut self) -> Verdict {
-        let sg = self.sg.clone();
-        let ldb = self.ldb.finish(&sg.gen.ldb);
-        if let Some(sig) = self.body.finish(&sg.gen.body) {
-            return Verdict::Infected { threat: sg.gen.body.name(sig).into() };
-        }
-
-        if let Some(name) = self.hash.finish(&sg.gen.hashes) {
-            return Verdict::Infected { threat: name.into() };
-        }
-        if let Some(name) = self.sections.finish(&sg.gen.sections) {
-            return Verdict::Infected { threat: name.into() };
-        }
-        if let Some(sig) = ldb {
-            return Verdict::Infected { threat: sg.gen.ldb.name(sig).into() };
-        }
-        if let Some(mut lent) = self.yara.take() {
-            let flushed = self.feeder.finish(lent.scanner());
-            if self.feeder.scanned_any() {
-                lent.mark_used();
-            }
-            let result = flushed.and_then(|()| lent.finish());
-            match result {
-                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
-                Ok(None) => {}
-                Err(_) => return self.over_limit(policy::THREAT_TIME),
-            }
-        } else if self.whole_fits && sg.gen.yara.stream.is_some() {
-            let left = self.time_left();
-            let result = match self.whole.contents() {
-                Ok(whole) => sg.scan_stream_rules(whole, left),
-                Err(_) => return self.over_limit(policy::THREAT_YARA_WHOLE),
-            };
-            match result {
-                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
-                Ok(None) => {}
-                Err(_) => return self.over_limit(policy::THREAT_TIME),
-            }
-        }
-        if self.whole_fits {
-            let left = self.time_left();
-            let result = match self.whole.contents() {
-                Ok(whole) => sg.scan_whole_rules(whole, left),
-                Err(_) => return self.over_limit(policy::THREAT_YARA_WHOLE),
-            };
-            match result {
-                Ok(Some(name)) => return Verdict::Infected { threat: name.into() },
-                Ok(None) => {}
-                Err(_) => return self.over_limit(policy::THREAT_TIME),
-            }
-        }
-        if self.body.overflowed() {
-            self.skipped.get_or_insert(policy::THREAT_PARTIALS);
-        }
-        if let Some(threat) = self.ldb.limit_hit() {
-            self.skipped.get_or_insert(threat);
-        }
-        if let Some(threat) = self.skipped {
-            return self.over_limit(threat);
-        }
-        Verdict::Clean
-    }
-}
-
-/// Whether an allowlist hash could still match an object of which `bytes` have been seen.
-fn allow_could_match(allow: &super::hash::HashSet, bytes: u64) -> bool {
-    !allow.is_empty() && allow.size_max().is_none_or(|max| bytes <= max)
-}
-
-/// Feeds `data` (which starts at `before`) to `hash`, stopping one byte past `max`.
-fn feed_bounded(hash: &mut HashStream, max: Option<u64>, before: u64, data: &[u8]) {
-    match max {
-        Some(max) if before > max => {}
-        Some(max) => {
-            let room = max.saturating_add(1) - before;
-            hash.feed(&data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
-        }
-        None => hash.feed(data),
     }
 }

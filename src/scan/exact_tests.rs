@@ -3,6 +3,7 @@
 
 use super::engine::{EngineInspector, ScanCtx};
 use super::policy::{Early204, OverLimit};
+use super::unpack::EncryptedPolicy;
 use super::ScanPolicy;
 use crate::inspect::{verdict_of_txn, Inspector, Progress, Txn, Verdict};
 use crate::limits::Limits;
@@ -47,12 +48,12 @@ fn ctx_with(dir: &Path, limits: Limits, policy: ScanPolicy) -> Rc<ScanCtx> {
 }
 
 fn block() -> ScanPolicy {
-    ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default() }
+    ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block }
 }
 
 #[allow(dead_code)]
 fn pass() -> ScanPolicy {
-    ScanPolicy { over_limit: OverLimit::Pass, early_204: Early204::default() }
+    ScanPolicy { over_limit: OverLimit::Pass, early_204: Early204::default(), encrypted: EncryptedPolicy::Block }
 }
 
 fn infected(threat: &str) -> Verdict {
@@ -72,7 +73,7 @@ fn every_way(inspector: &mut EngineInspector, txn: &Txn<'_>, body: &[u8]) -> (Ve
 }
 
 fn respmod(head: &[u8]) -> Txn<'_> {
-    Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head) }
+    Txn { method: Method::Respmod, service: "respmod", req_hdr: None, res_hdr: Some(head), policy: Default::default() }
 }
 
 // Item 5: a 206 range from byte 0 is decoded whatever the unit's case or the leading zeros.
@@ -155,7 +156,7 @@ fn preview_verdict(inspector: &mut EngineInspector, txn: &Txn<'_>, preview: &[u8
 fn the_whole_preview_reaches_the_body_matcher_before_an_early_204() {
     let folder = Folder::new("preview-ndb", &[("eicar.ndb", &bundled("eicar.ndb"))]);
     let early = Early204 { content_types: vec!["image/".into()], magic: vec![], size_max_bytes: None };
-    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: early };
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: early, encrypted: EncryptedPolicy::Block };
     let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), policy));
     let head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n";
     let txn = respmod(head);
@@ -190,11 +191,22 @@ fn an_exhausted_scanner_pool_never_disables_yara_silently() {
     let folder = Folder::new("pool", &[("m.yar", MARKER_RULE)]);
     let limits = Limits { yara_block_scanners_max: 1, yara_whole_bytes_max: 8 * 1024, ..Limits::default() };
     for policy in [block(), pass()] {
-        let ctx = ctx_with(&folder.0, limits, policy.clone());
+        // The in-memory copy spools past `yara_whole_bytes_max` (issue 12): the streaming
+        // rules then run on the spooled object at the end, and nothing is skipped.
+        let spooling = ctx_with(&folder.0, limits, policy.clone());
+        let mut holder = EngineInspector::new(spooling.clone());
+        let mut inspector = EngineInspector::new(spooling.clone());
+        let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(holder.begin(&txn), Progress::More));
+        assert!(matches!(holder.feed(b"in flight"), Progress::More));
+        assert_eq!(every_way(&mut inspector, &txn, &marked(9000, 100)), (infected("YARA.Marker"), None));
+        let _ = holder.finish();
+        // Without a spool directory the copy ends at `yara_whole_bytes_max`.
+        let gen = spooling.current().gen.clone();
+        let ctx = ScanCtx::with_budget(gen, limits.scan(), policy.clone(), crate::budget::ShardBudget::new(usize::MAX), None);
         let mut holder = EngineInspector::new(ctx.clone());
         let mut inspector = EngineInspector::new(ctx.clone());
-        let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
-        // `holder` keeps the only block scanner for the whole test.
+        // `holder` keeps the only block scanner for the rest of the test.
         assert!(matches!(holder.begin(&txn), Progress::More));
         assert!(matches!(holder.feed(b"in flight"), Progress::More));
         // Within the whole-object copy the streaming rules run at the end.

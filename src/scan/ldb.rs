@@ -25,6 +25,7 @@ use super::literal::{LiteralSet, LiteralStream, Pattern};
 use super::pe::{self, PeInfo};
 use super::textnorm::TextNorm;
 use crate::signatures::clamav::expr::Expr;
+use crate::signatures::clamav::hex::Edge;
 use crate::signatures::clamav::ldb::{LdbSignature, Subsig, Tdb};
 use crate::signatures::clamav::offset::{ObjectFacts, SigOffset};
 use crate::signatures::ndb::Gap;
@@ -46,14 +47,20 @@ struct PatRef {
     chain: u32,
     seg: u16,
     len: u32,
+    /// Index into [`LdbSet::nots`] of the negated alternatives to check, or `u32::MAX`.
+    nots: u32,
 }
 
 struct Chain {
     slot: u32,
+    /// Matched on the lower-cased view.
+    lower: bool,
     offset: SigOffset,
     gaps: Vec<Gap>,
     segs: u16,
-    fullword: bool,
+    /// What must border the match (`(B)`/`(L)` anchors, `::f` = a word boundary on both sides).
+    left: Edge,
+    right: Edge,
 }
 
 struct PcreProg {
@@ -101,19 +108,30 @@ pub struct LdbSet {
     slot_offset: Vec<SigOffset>,
     sigs: Vec<Sig>,
     has_pcre: bool,
+    /// Whether the stream keeps a ring of recent bytes (for `::f` and `!(..)` checks).
     has_fullword: bool,
+    nots: Vec<Nots>,
 }
+
+type Nots = Vec<(usize, Vec<Vec<u8>>)>;
 
 fn patterns_of(
     p: &crate::signatures::clamav::hex::HexPattern,
     chain: u32,
     out: &mut Vec<Pattern>,
     refs: &mut Vec<PatRef>,
+    nots: &mut Vec<Nots>,
 ) {
     for (seg, variants) in p.parts.iter().enumerate() {
         for v in variants {
             let exact = v.mask.iter().all(|&m| m == 0xFF);
-            refs.push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32 });
+            let n = if v.nots.is_empty() {
+                u32::MAX
+            } else {
+                nots.push(v.nots.clone());
+                (nots.len() - 1) as u32
+            };
+            refs.push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32, nots: n });
             out.push(Pattern { bytes: v.bytes.clone(), mask: if exact { None } else { Some(v.mask.clone()) } });
         }
     }
@@ -150,6 +168,7 @@ impl LdbSet {
         let mut slot_offset = Vec::new();
         let mut out = Vec::with_capacity(sigs.len());
         let (mut has_pcre, mut has_fullword) = (false, false);
+        let mut nots = Vec::new();
         'sig: for sig in sigs {
             let si = out.len() as u32;
             let first_slot = slot_sig.len() as u32;
@@ -160,7 +179,7 @@ impl LdbSet {
                 match sub {
                     Subsig::Body { offset, pattern, ascii, wide, nocase: ci, fullword } => {
                         needs_pe |= offset.needs_pe();
-                        has_fullword |= *fullword;
+                        has_fullword |= *fullword || pattern.left != Edge::None || pattern.right != Edge::None;
                         let mut forms = Vec::new();
                         if *ascii {
                             forms.push(pattern.clone());
@@ -205,8 +224,17 @@ impl LdbSet {
             }
             for (slot, offset, form, view, fullword) in new_chains {
                 let chain = chains.len() as u32;
-                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize]);
-                chains.push(Chain { slot, offset, segs: form.parts.len() as u16, gaps: form.gaps, fullword });
+                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize], &mut nots);
+                let (left, right) = if fullword { (Edge::Word, Edge::Word) } else { (form.left, form.right) };
+                chains.push(Chain {
+                    slot,
+                    lower: view == View::Lower,
+                    offset,
+                    segs: form.parts.len() as u16,
+                    gaps: form.gaps,
+                    left,
+                    right,
+                });
             }
             out.push(Sig {
                 name: sig.name,
@@ -228,7 +256,8 @@ impl LdbSet {
             slot_offset,
             sigs: out,
             has_pcre,
-            has_fullword,
+            has_fullword: has_fullword || !nots.is_empty(),
+            nots,
         })
     }
 
@@ -277,6 +306,7 @@ struct Pending {
     deferred: bool,
     start: u64,
     end: u64,
+    edge: Edge,
 }
 
 /// Per-connection state for one [`LdbSet`]; reused across objects.
@@ -580,6 +610,9 @@ impl LdbStream {
     fn on_segment(&mut self, set: &LdbSet, r: PatRef, end: u64) {
         let chain = &set.chains[r.chain as usize];
         let Some(seg_start) = end.checked_sub(u64::from(r.len)) else { return };
+        if r.nots != u32::MAX && !self.nots_hold(&set.nots[r.nots as usize], seg_start, r.chain, set) {
+            return;
+        }
         let k = usize::from(r.seg);
         let chain_start = if k == 0 {
             if chain.offset.streamable() && !chain.offset.accepts(seg_start, end, &ObjectFacts::default()) {
@@ -607,15 +640,16 @@ impl LdbStream {
         };
         if k + 1 == usize::from(chain.segs) {
             let deferred = !chain.offset.streamable();
-            if chain.fullword {
-                if !self.word_before_ok(chain_start) {
-                    return;
-                }
+            if chain.left != Edge::None && !self.edge_before_ok(chain.left, chain_start) {
+                return;
+            }
+            if chain.right != Edge::None {
                 if end >= self.size {
-                    self.pending.push(Pending { slot: chain.slot, deferred, start: chain_start, end });
+                    let edge = chain.right;
+                    self.pending.push(Pending { slot: chain.slot, deferred, start: chain_start, end, edge });
                     return;
                 }
-                if is_word(self.ring[end as usize & (RING_BYTES - 1)]) {
+                if !edge_ok(chain.right, self.ring[end as usize & (RING_BYTES - 1)]) {
                     return;
                 }
             }
@@ -637,12 +671,31 @@ impl LdbStream {
         p.recent_len = (p.recent_len + 1).min(RECENT_ENDS as u8);
     }
 
-    fn word_before_ok(&self, start: u64) -> bool {
+    /// Whether the bytes at each negated position of a variant starting at `start` differ
+    /// from every listed alternative (compared lower-cased for a `::i` subsignature).
+    fn nots_hold(&self, nots: &Nots, start: u64, chain: u32, set: &LdbSet) -> bool {
+        if start + (RING_BYTES as u64) < self.size {
+            // Further back than the bytes kept (segments are far shorter than the ring).
+            return false;
+        }
+        let lower = set.chains[chain as usize].lower;
+        nots.iter().all(|(pos, alts)| {
+            !alts.iter().any(|alt| {
+                alt.iter().enumerate().all(|(k, &want)| {
+                    let p = start + (*pos + k) as u64;
+                    let got = self.ring[p as usize & (RING_BYTES - 1)];
+                    (if lower { got.to_ascii_lowercase() } else { got }) == want
+                })
+            })
+        })
+    }
+
+    fn edge_before_ok(&self, edge: Edge, start: u64) -> bool {
         if start == 0 || start + (RING_BYTES as u64) <= self.size {
             // The start of the object, or further back than the bytes kept: a boundary.
             return true;
         }
-        !is_word(self.ring[(start - 1) as usize & (RING_BYTES - 1)])
+        edge_ok(edge, self.ring[(start - 1) as usize & (RING_BYTES - 1)])
     }
 
     fn resolve_pending(&mut self, set: &LdbSet, at_end: bool) {
@@ -657,7 +710,7 @@ impl LdbStream {
                 } else {
                     self.pending.push(*p);
                 }
-            } else if !is_word(self.ring[p.end as usize & (RING_BYTES - 1)]) {
+            } else if edge_ok(p.edge, self.ring[p.end as usize & (RING_BYTES - 1)]) {
                 self.record(set, p.slot, p.deferred, p.start, p.end);
             }
         }
@@ -682,6 +735,15 @@ fn set_offset(offsets: &[SigOffset], slot: u32) -> SigOffset {
 
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Whether the byte `b` next to a match satisfies the anchor `edge`.
+fn edge_ok(edge: Edge, b: u8) -> bool {
+    match edge {
+        Edge::None => true,
+        Edge::Word => !is_word(b),
+        Edge::Line => b == b'\n' || b == b'\r',
+    }
 }
 
 #[cfg(test)]
@@ -741,7 +803,19 @@ mod tests {
             "Nocase;Target:0;0;68656c6c6f::i",
             "Wide;Target:0;0;777a::w",
             "Full;Target:0;0;776f7264::f",
+            "Not;Target:0;0;6e6f!(41|42)74",
+            "NotCi;Target:0;0;786b!(6c)79::i",
+            "Anchored;Target:0;0;(L)70717273(B)",
         ]);
+        assert_eq!(all_ways(&s, b"pqrs").as_deref(), Some("Anchored"));
+        assert_eq!(all_ways(&s, b"ab\npqrs, cd").as_deref(), Some("Anchored"));
+        assert_eq!(all_ways(&s, b"ab pqrs cd"), None, "(L) needs a line start");
+        assert_eq!(all_ways(&s, b"\npqrst"), None, "(B) needs a word end");
+        assert_eq!(all_ways(&s, b"-noCt-").as_deref(), Some("Not"));
+        assert_eq!(all_ways(&s, b"-noAt-"), None);
+        assert_eq!(all_ways(&s, b"-noBt-"), None);
+        assert_eq!(all_ways(&s, b"XKmY").as_deref(), Some("NotCi"));
+        assert_eq!(all_ways(&s, b"XKLY"), None, "negation compared case-insensitively");
         assert_eq!(all_ways(&s, b"AA..BB").as_deref(), Some("Gap"));
         assert_eq!(all_ways(&s, b"AA....BB"), None);
         assert_eq!(all_ways(&s, b"-mnq-").as_deref(), Some("Alt"));

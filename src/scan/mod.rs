@@ -8,18 +8,23 @@ mod clamdb_tests;
 pub mod decode;
 pub mod engine;
 #[cfg(test)]
+mod engine_policy_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod exact_tests;
 pub mod filetype;
 pub mod hash;
+pub mod imports;
 pub mod ldb;
 pub mod literal;
+pub mod object;
 pub mod pe;
 pub mod policy;
 pub mod sections;
 pub mod shard_gen;
 pub mod spool;
+pub mod unpack;
 pub mod whole;
 pub mod textnorm;
 pub mod yara_stream;
@@ -39,8 +44,12 @@ pub struct ScanLimits {
     /// The preview size the server advertises: how many leading bytes the engine keeps for
     /// preview-time YARA and file-magic checks.
     pub preview_bytes: usize,
+    /// `scan_bytes_max` under the `strict` policy.
+    pub strict_scan_bytes_max: u64,
     /// Content-Encoding caps.
     pub decode: decode::DecodeLimits,
+    /// Container caps (members, depth, extracted and buffered bytes).
+    pub unpack: unpack::UnpackLimits,
 }
 
 /// Operator choices for the engine.
@@ -48,4 +57,6 @@ pub struct ScanLimits {
 pub struct ScanPolicy {
     pub over_limit: policy::OverLimit,
     pub early_204: policy::Early204,
+    /// What an encrypted member (zip, 7z, PDF) makes of its object.
+    pub encrypted: unpack::EncryptedPolicy,
 }

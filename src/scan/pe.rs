@@ -5,11 +5,13 @@
 //! early in the stream. Anything that does not parse is simply "not a PE": a signature that
 //! needs these facts does not match an object that lacks them, as in ClamAV.
 
-/// A section's place in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A section's place in the file (and in memory, for mapping addresses to file offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Section {
     pub raw_offset: u64,
     pub raw_size: u64,
+    pub va: u64,
+    pub vsize: u64,
 }
 
 /// What the headers say.
@@ -20,6 +22,10 @@ pub struct PeInfo {
     /// Its file offset, when a section (or the headers) holds it.
     pub ep_offset: Option<u64>,
     pub sections: Vec<Section>,
+    /// PE32+ (64-bit) rather than PE32.
+    pub pe_plus: bool,
+    /// The import directory (address, size), when the headers name one.
+    pub imports: Option<(u64, u64)>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -52,6 +58,17 @@ pub fn parse(head: &[u8]) -> Option<PeInfo> {
         return None;
     }
     let ep_rva = u64::from(u32_at(head, opt + 16)?);
+    let pe_plus = magic == 0x20b;
+    let dirs = if pe_plus { opt + 112 } else { opt + 96 };
+    let ndirs = u32_at(head, if pe_plus { opt + 108 } else { opt + 92 }).unwrap_or(0);
+    let imports = if ndirs >= 2 {
+        match (u32_at(head, dirs + 8), u32_at(head, dirs + 12)) {
+            (Some(rva), Some(size)) if rva != 0 && size != 0 => Some((u64::from(rva), u64::from(size))),
+            _ => None,
+        }
+    } else {
+        None
+    };
     // Like the Windows loader (and ClamAV), raw data pointers are rounded down to the file
     // alignment when it is a sane one (a multiple of 512 up to 64 KiB).
     let file_align = u64::from(u32_at(head, opt + 36).unwrap_or(0));
@@ -75,13 +92,108 @@ pub fn parse(head: &[u8]) -> Option<PeInfo> {
         if ep_offset.is_none() && ep_rva >= va && ep_rva < va + span && ep_rva - va < raw_size {
             ep_offset = Some(raw_offset + (ep_rva - va));
         }
-        sections.push(Section { raw_offset, raw_size });
+        sections.push(Section { raw_offset, raw_size, va, vsize });
     }
     if ep_offset.is_none() && sections.first().is_none_or(|s| ep_rva < s.raw_offset) {
         // An entry point inside the headers maps to the same file offset.
         ep_offset = Some(ep_rva);
     }
-    Some(PeInfo { ep_rva, ep_offset, sections })
+    Some(PeInfo { ep_rva, ep_offset, sections, pe_plus, imports })
+}
+
+/// Why an import table could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportError {
+    /// The table or its names lie past the bytes that were kept.
+    Beyond,
+    /// The table is malformed (or there is none).
+    Invalid,
+}
+
+/// Most import descriptors and functions per descriptor read.
+const IMPORTS_MAX: usize = 4096;
+
+impl PeInfo {
+    /// The file offset of a relative virtual address.
+    pub fn rva_to_offset(&self, rva: u64) -> Option<u64> {
+        for s in &self.sections {
+            if rva >= s.va && rva < s.va + s.vsize.max(s.raw_size) {
+                return (rva - s.va < s.raw_size).then_some(s.raw_offset + (rva - s.va));
+            }
+        }
+        self.sections.first().is_none_or(|s| rva < s.raw_offset).then_some(rva)
+    }
+
+    /// ClamAV's import-table string, `dll.function` for every import, lower-cased, the
+    /// `.dll`/`.ocx`/`.sys` extension dropped, separated by commas (ordinals as `ordN`).
+    /// `data` is the object's first bytes, `complete` whether it is all of it.
+    pub fn import_string(&self, data: &[u8], complete: bool) -> Result<String, ImportError> {
+        let (rva, size) = self.imports.ok_or(ImportError::Invalid)?;
+        let at = |off: u64, len: u64| -> Result<&[u8], ImportError> {
+            let end = off.checked_add(len).ok_or(ImportError::Invalid)?;
+            match data.get(off as usize..end as usize) {
+                Some(b) => Ok(b),
+                None if !complete => Err(ImportError::Beyond),
+                None => Err(ImportError::Invalid),
+            }
+        };
+        let name_at = |off: u64| -> Result<String, ImportError> {
+            let mut out = String::new();
+            for i in 0..256u64 {
+                let b = at(off + i, 1)?[0];
+                if b == 0 {
+                    return Ok(out);
+                }
+                if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'@' || b == b'?' || b == b'$') {
+                    return Err(ImportError::Invalid);
+                }
+                out.push(char::from(b.to_ascii_lowercase()));
+            }
+            Ok(out)
+        };
+        let table = self.rva_to_offset(rva).ok_or(ImportError::Invalid)?;
+        let mut out = String::new();
+        for d in 0..(size / 20).min(IMPORTS_MAX as u64) {
+            let desc = at(table + 20 * d, 20)?;
+            let field = |k: usize| u64::from(u32::from_le_bytes([desc[k], desc[k + 1], desc[k + 2], desc[k + 3]]));
+            let (original, name, first) = (field(0), field(12), field(16));
+            if name == 0 {
+                break;
+            }
+            let dll = name_at(self.rva_to_offset(name).ok_or(ImportError::Invalid)?)?;
+            let stem = match dll.find('.') {
+                Some(i) if [".dll", ".ocx", ".sys"].iter().any(|e| dll[i..].starts_with(e)) => &dll[..i],
+                _ => dll.as_str(),
+            };
+            let thunks =
+                self.rva_to_offset(if original != 0 { original } else { first }).ok_or(ImportError::Invalid)?;
+            let width = if self.pe_plus { 8 } else { 4 };
+            for t in 0..IMPORTS_MAX as u64 {
+                let raw = at(thunks + width * t, width)?;
+                let value = if self.pe_plus {
+                    u64::from_le_bytes(raw.try_into().map_err(|_| ImportError::Invalid)?)
+                } else {
+                    u64::from(u32::from_le_bytes(raw.try_into().map_err(|_| ImportError::Invalid)?))
+                };
+                if value == 0 {
+                    break;
+                }
+                let ordinal_flag = if self.pe_plus { 1u64 << 63 } else { 1u64 << 31 };
+                let function = if value & ordinal_flag != 0 {
+                    format!("ord{}", value & 0xFFFF)
+                } else {
+                    name_at(self.rva_to_offset(value & 0x7FFF_FFFF).ok_or(ImportError::Invalid)? + 2)?
+                };
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(stem);
+                out.push('.');
+                out.push_str(&function);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Builds a minimal PE image with the given sections' raw data and an entry point inside the
@@ -126,7 +238,10 @@ mod tests {
         let info = parse(&pe).unwrap();
         assert_eq!(
             info.sections,
-            vec![Section { raw_offset: 0x400, raw_size: 13 }, Section { raw_offset: 0x40d, raw_size: 6 }]
+            vec![
+                Section { raw_offset: 0x400, raw_size: 13, va: 0x1000, vsize: 13 },
+                Section { raw_offset: 0x40d, raw_size: 6, va: 0x2000, vsize: 6 }
+            ]
         );
         assert_eq!(info.ep_offset, Some(0x406));
         assert_eq!(&pe[0x406..0x40d], b"section");

@@ -11,9 +11,11 @@
 //!   virtual memory the instances reserve. When all are lent, the object keeps its
 //!   whole-object copy, asks again at every chunk (another object may have given one back; the
 //!   copy then catches the scanner up), and is scanned from the copy at the end if it never
-//!   gets one. Only an object that outgrows the copy (`yara_whole_bytes_max`) while every
-//!   scanner is still lent is not seen by the streaming rules: that is the named limit
-//!   `Heuristics.Limits.Exceeded.MaxYaraScanners`, through `policy.over_limit`. Building
+//!   gets one. The copy is kept in memory up to `yara_whole_bytes_max` and spooled beyond
+//!   ([`super::spool`]), so only an object whose copy cannot be kept (no spool directory, a
+//!   spool failure, a refused budget) while every scanner is still lent is not seen by the
+//!   streaming rules: that is the named limit `Heuristics.Limits.Exceeded.MaxYaraScanners`,
+//!   through `policy.over_limit`. Building
 //!   scanners past the cap instead would make the cap meaningless, and blocking the object at
 //!   `begin` would refuse objects that a moment later could be scanned.
 //!

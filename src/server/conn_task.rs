@@ -6,14 +6,15 @@
 //! stops being read too (TCP back-pressure instead of unbounded buffering).
 
 use super::scan_queue;
-use super::sendmsg::{send_vectored, IOV_MAX};
+use super::sendmsg::IOV_MAX;
 use super::shard::ShardCtx;
+use super::transport::{Plain, Transport};
 use crate::budget::{Charge, Use};
 use crate::proto::conn::{Conn, State};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::FutureExt;
 use glommio::net::TcpStream;
+use std::future::Future;
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,21 +23,38 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Decrements the shard's connection count however the task ends.
+/// Decrements the shard's connection count (its own and the one on the shared balance board)
+/// however the task ends.
 struct Active(Rc<ShardCtx>);
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get() - 1);
+        self.0.handoff.board().left(self.0.handoff.me());
     }
 }
 
 pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
+    serve_over(ctx, async move { Some(Plain::new(stream)) }).await
+}
+
+// --- transport seam (TLS, src/server/tls.rs) ---
+/// Serves one connection over the transport `open` yields (a TLS connection after its
+/// handshake; `None` when the handshake failed). The connection counts against the shard's cap
+/// from the start, handshake included.
+pub async fn serve_over<T: Transport>(ctx: Rc<ShardCtx>, open: impl Future<Output = Option<T>>) {
     ctx.active.set(ctx.active.get() + 1);
+    ctx.handoff.board().arrived(ctx.handoff.me());
     let active = Active(ctx.clone());
     let id = ctx.next_id();
     // A panic in one transaction must not take the shard down: it ends this connection only.
-    let result = AssertUnwindSafe(drive(stream, &ctx, id)).catch_unwind().await;
+    let result = AssertUnwindSafe(async {
+        if let Some(transport) = open.await {
+            drive(transport, &ctx, id).await;
+        }
+    })
+    .catch_unwind()
+    .await;
     ctx.idle.borrow_mut().remove(&id);
     if result.is_err() {
         ctx.metrics.borrow_mut().connection_panics += 1;
@@ -45,17 +63,19 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
     drop(active);
 }
 
-async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
-    let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let peer = stream.peer_addr().ok();
-    let local = stream.local_addr().ok();
+async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
+    let fd = stream.fd();
+    let peer = stream.peer_addr();
+    let local = stream.local_addr();
     // Processing time since the last finished transaction, charged to the next one.
     let mut busy = Duration::ZERO;
     let limits = ctx.limits;
     let mut conn = Conn::new(limits, ctx.info, ctx.build_inspector(), Instant::now());
     if let Some(page) = &ctx.block_page {
         conn.set_block_page(page.clone());
+    }
+    if !ctx.policies.is_empty() {
+        conn.set_policies(ctx.policies.clone(), peer.map(|p| p.ip()));
     }
     // This connection's share of the shard's memory budget while it is inside a transaction.
     let mut reservation: Option<Charge> = None;
@@ -94,12 +114,11 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
             record_outcomes(&mut conn, ctx, peer, local, &mut busy);
             continue;
         }
-        let _ = stream.set_read_timeout(Some(deadline - now));
         if idle {
             ctx.idle.borrow_mut().insert(id, fd);
         }
         let buf = conn.recv_buf(&mut ctx.pool.borrow_mut());
-        let read = stream.read(buf).await;
+        let read = stream.read(buf, deadline).await;
         if idle {
             ctx.idle.borrow_mut().remove(&id);
         }
@@ -132,7 +151,7 @@ async fn drive(mut stream: TcpStream, ctx: &Rc<ShardCtx>, id: u64) {
     }
     record_outcomes(&mut conn, ctx, peer, local, &mut busy);
     conn.release(&mut ctx.pool.borrow_mut());
-    let _ = stream.close().await;
+    stream.close().await;
 }
 
 /// How often a connection waiting for memory looks again.
@@ -173,20 +192,9 @@ fn record_outcomes(
     }
 }
 
-/// Writes some of the pending output: one vectored `sendmsg` when the socket has room,
-/// otherwise glommio's readiness wait (bounded by `stall`) for the first slice.
-async fn write_some(stream: &mut TcpStream, conn: &Conn, stall: std::time::Duration) -> io::Result<usize> {
+/// Writes some of the pending output in one vectored write (see [`Transport::write_vectored`]).
+async fn write_some<T: Transport>(stream: &mut T, conn: &Conn, stall: std::time::Duration) -> io::Result<usize> {
     let mut iov = [IoSlice::new(&[]); IOV_MAX];
     let n = conn.poll_transmit(&mut iov);
-    match send_vectored(stream.as_raw_fd(), &iov[..n]) {
-        Ok(written) => Ok(written),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            stream.set_write_timeout(Some(stall))?;
-            match stream.write(&iov[0]).await {
-                Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-                other => other,
-            }
-        }
-        Err(e) => Err(e),
-    }
+    stream.write_vectored(&iov[..n], stall).await
 }

@@ -9,13 +9,17 @@
 
 mod agent;
 mod conn_task;
+mod handoff;
 pub mod cpus;
 mod log_writer;
 mod metrics_listener;
+pub mod port_check;
 mod reload;
 mod scan_queue;
 mod sendmsg;
 mod shard;
+pub mod tls;
+mod transport;
 
 use crate::config::Config;
 use crate::inspect::InspectorKind;
@@ -72,6 +76,20 @@ pub fn run(config: Config) -> i32 {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    // Before anything else: a second server on a busy port would run silently beside the first.
+    if !config.allow_shared_port {
+        if let Err(e) = port_check::ensure_free(config.listen) {
+            eprintln!("icapd: {e}");
+            return 2;
+        }
+    }
+    if !config.allow_clients.is_open() {
+        let n = config.allow_clients.nets().ranges();
+        eprintln!("icapd: allow_clients: {n} address range(s) may connect; others are closed at accept");
+    }
+    if !config.policies.is_empty() {
+        eprintln!("icapd: policy table: {} rule(s), first match wins", config.policies.rules.len());
+    }
     // The first generation is loaded before any shard starts: a server that cannot scan must
     // not accept traffic.
     let generation = if config.inspector == InspectorKind::Engine {
@@ -87,6 +105,18 @@ pub fn run(config: Config) -> i32 {
         }
     } else {
         None
+    };
+    // TLS certificate and key are checked before any shard starts, like the signatures.
+    let tls = if config.tls.listen.is_empty() {
+        None
+    } else {
+        match tls::TlsServer::load(&config.tls) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("icapd: {e}");
+                return 2;
+            }
+        }
     };
     let started = Instant::now();
     let state: SharedControl = Arc::new(std::sync::Mutex::new(ControlState {
@@ -104,13 +134,31 @@ pub fn run(config: Config) -> i32 {
     let (event_tx, event_rx) = unbounded::<ShardEvent>();
     let mut controls: Vec<Sender<Control>> = Vec::new();
     let shards = config.cpus.len();
+    let balance = match handoff::Balance::new(
+        shards,
+        crate::balance::policy::Tuning {
+            accept_slack: u32::try_from(config.limits.balance_accept_slack_connections).unwrap_or(u32::MAX),
+            // Moves at transaction boundaries are not wired yet (see src/balance/).
+            move_margin_permille: 0,
+            move_cooldown_ns: 0,
+            connections_per_shard_max: u32::try_from(config.limits.connections_per_shard_max).unwrap_or(u32::MAX),
+        },
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("icapd: cannot create the shards' connection hand-off: {e}");
+            return 1;
+        }
+    };
     for (shard, &cpu) in config.cpus.iter().enumerate() {
+        let balance = balance.clone();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);
         controls.push(ctl_tx);
         let events = event_tx.clone();
         let cfg = config.clone();
         let gen = generation.clone();
         let log_tx = log.as_ref().map(|l| l.tx.clone());
+        let shard_tls = tls.clone();
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("icapd-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
@@ -126,6 +174,8 @@ pub fn run(config: Config) -> i32 {
                     control: ctl_rx,
                     events,
                     log: log_tx,
+                    tls: shard_tls,
+                    balance,
                 })
                 .await;
             });
@@ -176,7 +226,7 @@ pub fn run(config: Config) -> i32 {
         },
         None => None,
     };
-    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()));
+    let code = wait(config, controls, event_rx, signals, reloads, log.as_ref().map(|l| l.tx.clone()), tls);
     if let Some(log) = log {
         log.finish();
     }
@@ -214,6 +264,7 @@ fn wait(
     signals: Receiver<i32>,
     reloads: Option<Sender<()>>,
     log: Option<Sender<LogMsg>>,
+    tls: Option<Arc<tls::TlsServer>>,
 ) -> i32 {
     let shards = controls.len();
     let mut listening = 0;
@@ -236,6 +287,9 @@ fn wait(
                     eprintln!("icapd: shard {shard} pinned to CPU {cpu}, listening on {}", config.listen);
                     listening += 1;
                     if listening == shards {
+                        for addr in &config.tls.listen {
+                            eprintln!("icapd: TLS (icaps) on {addr}, certificate {}", config.tls.cert.as_deref().unwrap_or(std::path::Path::new("-")).display());
+                        }
                         eprintln!("icapd: ready: {shards} shard(s), inspector {:?}", config.inspector);
                     }
                 }
@@ -257,12 +311,25 @@ fn wait(
                 Err(_) => return 1,
             },
             recv(signals) -> sig => match sig {
-                Ok(signal_hook::consts::SIGHUP) => match &reloads {
-                    Some(tx) => {
-                        let _ = tx.send(());
+                Ok(signal_hook::consts::SIGHUP) => {
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(()) => eprintln!(
+                                "icapd: TLS: reloaded the certificate and key ({}){}",
+                                tls.cert_path().display(),
+                                if tls.verifies_clients() { " and the client CA" } else { "" }
+                            ),
+                            Err(e) => eprintln!("icapd: TLS: reload failed, keeping the current certificate: {e}"),
+                        }
                     }
-                    None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
-                },
+                    match &reloads {
+                        Some(tx) => {
+                            let _ = tx.send(());
+                        }
+                        None if tls.is_some() => {}
+                        None => eprintln!("icapd: SIGHUP: nothing to reload with the built-in inspector"),
+                    }
+                }
                 Ok(signal_hook::consts::SIGUSR1) => match &log {
                     Some(tx) => {
                         let _ = tx.send(LogMsg::Reopen);
@@ -332,7 +399,7 @@ mod tests {
         for e in events {
             event_tx.send(e).unwrap();
         }
-        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None)
+        wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None, None)
     }
 
     #[test]
@@ -365,7 +432,7 @@ mod tests {
                 event_tx.send(e).unwrap();
             }
         });
-        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None);
+        let code = wait(config(), vec![control_tx.clone(), control_tx], event_rx, signal_rx, None, None, None);
         feeder.join().unwrap();
         assert_eq!(code, 0);
     }
@@ -386,7 +453,7 @@ mod tests {
             assert!(agent::is_draining());
             event_tx.send(ShardEvent::Exited { shard: 0, panicked: false }).unwrap();
         });
-        assert_eq!(wait(cfg, vec![control_tx], event_rx, signal_rx, None, None), 0);
+        assert_eq!(wait(cfg, vec![control_tx], event_rx, signal_rx, None, None, None), 0);
         feeder.join().unwrap();
     }
 }

@@ -1,7 +1,9 @@
 //! One shard: its listener, its accept loop, its connections and its block pool.
 
 use super::conn_task;
+use super::handoff::{Balance, Handoff, InboxEnd, Moved};
 use super::log_writer::LogMsg;
+use super::tls::{self, TlsServer};
 use super::{Control, ShardEvent};
 use crate::budget::ShardBudget;
 use crate::config::Config;
@@ -50,11 +52,17 @@ pub struct ShardCtx {
     /// The scanning context when the inspector is the signature engine.
     pub scan: Option<Rc<ScanCtx>>,
     pub block_page: Option<Rc<str>>,
+    /// Who may connect (checked at accept), and the policy table every connection judges
+    /// its transactions with.
+    pub allow: crate::access::AllowList,
+    pub policies: Rc<crate::access::PolicyTable>,
     pub pool: RefCell<BlockPool>,
     /// The memory budget every big buffer of this shard is charged to.
     pub budget: Rc<ShardBudget>,
     /// The interactive and bulk task queues (see [`super::scan_queue`]).
     pub queues: super::scan_queue::Queues,
+    /// This shard's end of the connection hand-off mesh and the shared load board.
+    pub handoff: Handoff,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
     /// Connections waiting between requests: closed at once when the shard drains, and the
@@ -162,6 +170,10 @@ pub struct ShardArgs {
     pub control: Receiver<Control>,
     pub events: Sender<ShardEvent>,
     pub log: Option<Sender<LogMsg>>,
+    /// The TLS configuration when `cfg.tls.listen` is not empty.
+    pub tls: Option<Arc<TlsServer>>,
+    /// The hand-off mesh and load board every shard shares (src/server/handoff.rs).
+    pub balance: Balance,
 }
 
 /// The connections of a shard that are blocked reading between requests (or before their
@@ -215,7 +227,7 @@ impl IdleSet {
 /// At the cap: closes the connection idle longest, if there is one idle long enough, to make
 /// room. Its task sees end of input at once and exits, so the shard exceeds the cap only by
 /// connections evicted within the same scheduler turn.
-fn evict_idle(ctx: &ShardCtx) -> bool {
+pub(super) fn evict_idle(ctx: &ShardCtx) -> bool {
     let oldest = ctx.idle.borrow_mut().take_oldest(Instant::now(), ctx.limits.idle_evict_after);
     let Some(fd) = oldest else { return false };
     ctx.metrics.borrow_mut().connections_evicted += 1;
@@ -227,7 +239,7 @@ fn evict_idle(ctx: &ShardCtx) -> bool {
     true
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -239,11 +251,20 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn run(args: ShardArgs) {
-    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log } = args;
+    let ShardArgs { shard, cpu, shards, cfg, generation, control, events, log, tls, balance } = args;
+    let (handoff, inbox) = Handoff::new(&balance, shard);
     let listener = match bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
             let _ = events.send(ShardEvent::Failed { shard, error: format!("cannot listen on {}: {e}", cfg.listen) });
+            return;
+        }
+    };
+    // TLS listeners (src/server/tls.rs), bound beside the plain one.
+    let tls_listeners = match tls::bind_listeners(&cfg.tls.listen) {
+        Ok(l) => l,
+        Err(error) => {
+            let _ = events.send(ShardEvent::Failed { shard, error });
             return;
         }
     };
@@ -261,6 +282,8 @@ pub async fn run(args: ShardArgs) {
         inspector: cfg.inspector,
         scan: generation.map(|g| ScanCtx::with_budget(g, limits.scan(), cfg.policy.clone(), budget.clone(), cfg.spool_dir.clone())),
         block_page: cfg.block_page.as_deref().map(Rc::from),
+        allow: cfg.allow_clients.clone(),
+        policies: Rc::new(cfg.policies.clone()),
         pool: RefCell::new(BlockPool::new(
             limits.recv_block_bytes,
             limits.idle_block_bytes,
@@ -269,6 +292,7 @@ pub async fn run(args: ShardArgs) {
         )),
         budget,
         queues: super::scan_queue::Queues::create(),
+        handoff,
         active: Cell::new(0),
         draining: Cell::new(false),
         idle: RefCell::new(IdleSet::default()),
@@ -316,9 +340,16 @@ pub async fn run(args: ShardArgs) {
     }, interactive)
     .expect("the interactive queue belongs to this executor")
     .detach();
+    // Connections other shards hand over: served here like our own accepts.
+    let receiving = spawn_local(receive(inbox, tls.clone(), ctx.clone()));
+    // Dropping these tasks (below, when the shard stops accepting) closes the TLS listeners.
+    let tls_accepting = match tls {
+        Some(tls) => tls::spawn_accept_loops(tls_listeners, tls, &ctx),
+        None => Vec::new(),
+    };
 
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
             stop_rx.recv().await;
             None
         })
@@ -326,14 +357,18 @@ pub async fn run(args: ShardArgs) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                if ctx.active.get() >= limits.connections_per_shard_max && !evict_idle(&ctx) {
-                    ctx.metrics.borrow_mut().connections_refused += 1;
-                    spawn_local(refuse(stream, ctx.clone())).detach();
-                } else {
-                    ctx.metrics.borrow_mut().connections_accepted += 1;
-                    glommio::spawn_local_into(conn_task::serve(stream, ctx.clone()), ctx.queues.interactive)
-                        .expect("the interactive queue belongs to this executor")
-                        .detach();
+                // Before any work: an address outside allow_clients is closed unanswered, as
+                // c-icap does (an ICAP status would tell a scanner it found a server).
+                if !stream.peer_addr().is_ok_and(|peer| ctx.allow.allows(peer.ip())) {
+                    ctx.metrics.borrow_mut().connections_denied += 1;
+                    drop(stream.bind_to_executor());
+                    continue;
+                }
+                // A shard with fewer connections serves it, if there is one.
+                match ctx.handoff.route(Moved::Plain(stream)) {
+                    Some(Moved::Plain(stream)) => admit(stream.bind_to_executor(), &ctx),
+                    Some(Moved::Tls(_)) => unreachable!("route gives back what it was given"),
+                    None => ctx.metrics.borrow_mut().connections_handed_off += 1,
                 }
             }
             Some(Err(e)) => {
@@ -344,8 +379,52 @@ pub async fn run(args: ShardArgs) {
         }
     }
     drop(listener);
+    drop(tls_accepting);
+    drop(receiving);
     drain(&ctx, cfg.shutdown_grace).await;
     ctx.flush_log();
+}
+
+/// Serves a plain connection accepted here or handed over: at the cap the connection idle
+/// longest makes room, else it is answered 503.
+fn admit(stream: TcpStream, ctx: &Rc<ShardCtx>) {
+    if ctx.active.get() >= ctx.limits.connections_per_shard_max && !evict_idle(ctx) {
+        ctx.metrics.borrow_mut().connections_refused += 1;
+        spawn_local(refuse(stream, ctx.clone())).detach();
+    } else {
+        ctx.metrics.borrow_mut().connections_accepted += 1;
+        glommio::spawn_local_into(conn_task::serve(stream, ctx.clone()), ctx.queues.interactive)
+            .expect("the interactive queue belongs to this executor")
+            .detach();
+    }
+}
+
+/// Serves the connections other shards hand over (src/server/handoff.rs): each wake byte is
+/// read first, then the queue drained, so a connection pushed before its byte is never left
+/// waiting. The sender counted each one on our board slot already; `serve` counts it again, so
+/// the pre-count is taken back first.
+async fn receive(inbox: InboxEnd, tls: Option<Arc<TlsServer>>, ctx: Rc<ShardCtx>) {
+    use futures_lite::AsyncReadExt;
+    // SAFETY: the descriptor is the read end of a socketpair this shard owns from now on.
+    let mut wake = unsafe { glommio::net::UnixStream::from_raw_fd(inbox.wake.into_raw_fd()) };
+    let mut bytes = [0u8; 64];
+    loop {
+        match wake.read(&mut bytes).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while let Ok(moved) = inbox.rx.try_recv() {
+            ctx.handoff.board().left(ctx.handoff.me());
+            ctx.metrics.borrow_mut().connections_received += 1;
+            match moved {
+                Moved::Plain(stream) => admit(stream.bind_to_executor(), &ctx),
+                Moved::Tls(stream) => match &tls {
+                    Some(tls) => tls::admit(stream.bind_to_executor(), tls, &ctx),
+                    None => drop(stream.bind_to_executor()),
+                },
+            }
+        }
+    }
 }
 
 /// Stops idle connections at once and waits for busy ones, up to `grace`.

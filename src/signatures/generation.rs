@@ -92,6 +92,8 @@ pub struct Summary {
     pub allow: usize,
     /// PE section hashes (`.mdb`, `.msb`).
     pub sections: usize,
+    /// PE import-table hashes (`.imp`).
+    pub imports: usize,
     /// Per format, in [`formats::LOADED`] order, then the formats not loaded.
     pub formats: Vec<FormatCount>,
 }
@@ -110,6 +112,8 @@ pub struct Generation {
     pub allow: HashSet,
     /// `.mdb`/`.msb`: PE section hashes.
     pub sections: HashSet,
+    /// `.imp`: PE import-table hashes.
+    pub imports: HashSet,
     pub ldb: LdbSet,
     pub yara: YaraSet,
     pub urls: UrlSet,
@@ -183,6 +187,7 @@ struct Loaded {
     hashes: Vec<HashSignature>,
     allow: Vec<HashSignature>,
     sections: Vec<HashSignature>,
+    imports: Vec<HashSignature>,
     yar: Vec<(PathBuf, String)>,
     url_rules: Vec<super::urls::UrlRule>,
 }
@@ -266,6 +271,11 @@ impl Loaded {
                 let (sigs, p) = parse_section_db(&text, &path, kind);
                 self.took(format, sigs.len(), p);
                 self.sections.extend(sigs);
+            }
+            "imp" => {
+                let (sigs, p) = parse_hash_db(&text, &path, HashDbKind::Hsb);
+                self.took(format, sigs.len(), p);
+                self.imports.extend(sigs);
             }
             "urls" => {
                 let (rules, p) = parse_urls(&text, &path);
@@ -406,7 +416,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
     for f in db_files.into_iter().filter(|f| !matches!(f.format, "ign2" | "ign")) {
         loaded.parse(f, &ignores);
     }
-    let Loaded { mut problems, notes, counts, ndb, ldb, hashes, allow, sections, yar, url_rules } = loaded;
+    let Loaded { mut problems, notes, counts, ndb, ldb, hashes, allow, sections, imports, yar, url_rules } = loaded;
     let yara = yara::compile_with(&yar, opts.yara_overlap_max, &mut problems)?;
     let summary_counts = (ndb.len(), hashes.len(), url_rules.len(), ldb.len(), allow.len(), sections.len());
     let body = BodySet::new(ndb)?;
@@ -414,6 +424,8 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
     let hashes = HashSet::new(hashes);
     let allow = HashSet::new(allow);
     let sections = HashSet::new(sections);
+    let imports_count = imports.len();
+    let imports = HashSet::new(imports);
     let names = url_rules.iter().map(|r| r.name.clone()).collect();
     let patterns = url_rules.into_iter().map(|r| Pattern { bytes: r.pattern, mask: None }).collect();
     let urls =
@@ -439,6 +451,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
         logical: summary_counts.3,
         allow: summary_counts.4,
         sections: summary_counts.5,
+        imports: imports_count,
         formats: formats_out,
     };
     Ok(Generation {
@@ -449,6 +462,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<Generation, String> {
         hashes,
         allow,
         sections,
+        imports,
         ldb,
         yara,
         urls,

@@ -400,3 +400,78 @@ pub fn send_generated_body(w: &mut impl Write, first: &[u8], total: u64) -> std:
     w.write_all(b"0\r\n\r\n")?;
     Ok(sent)
 }
+
+/// Certificates for TLS tests, made with `openssl` (the test command installs it).
+pub struct TestCerts {
+    /// The CA that signed both certificates below.
+    pub ca: std::path::PathBuf,
+    /// Server certificate for 127.0.0.1 and localhost, and its key.
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Client certificate (extendedKeyUsage clientAuth), and its key.
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+}
+
+/// Makes a throwaway CA and a server and a client certificate signed by it in `dir`, with file
+/// names starting with `name`.
+pub fn make_certs(dir: &std::path::Path, name: &str) -> TestCerts {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl must be installed (apt-get install openssl); the test command installs it");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let certs = TestCerts {
+        ca: p("ca.pem"),
+        cert: p("cert.pem"),
+        key: p("key.pem"),
+        client_cert: p("client.pem"),
+        client_key: p("client-key.pem"),
+    };
+    let (ca_key, ext) = (p("ca-key.pem"), p("ext.cnf"));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", &s(&ca_key), "-out", &s(&certs.ca), "-subj", "/CN=icapd test CA", "-days", "2"],
+        ]
+        .concat(),
+    );
+    for (cert, key, cn, ext_text) in [
+        (
+            &certs.cert,
+            &certs.key,
+            "localhost",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        ),
+        (&certs.client_cert, &certs.client_key, "squid", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"),
+    ] {
+        let csr = p("req.csr");
+        std::fs::write(&ext, ext_text).unwrap();
+        openssl(&[&["req"][..], &ec, &["-keyout", &s(key), "-out", &s(&csr), "-subj", &format!("/CN={cn}")]].concat());
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &s(&csr),
+            "-CA",
+            &s(&certs.ca),
+            "-CAkey",
+            &s(&ca_key),
+            "-CAcreateserial",
+            "-out",
+            &s(cert),
+            "-days",
+            "2",
+            "-extfile",
+            &s(&ext),
+        ]);
+    }
+    certs
+}

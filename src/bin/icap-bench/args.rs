@@ -31,6 +31,9 @@ OPTIONS:
                            be blocked and all others must pass [default: 0, never]
     --eicar-at OFFSET|middle   where in the body EICAR goes [default: middle]
     --expect-blocked       the bodies (--body-file) carry a signature: every answer must be a block
+    --tls                  connect with TLS (icaps), e.g. to icapd's --tls-listen port
+    --tls-ca FILE          with --tls: trust the CA certificates in this PEM file
+    --tls-no-verify        with --tls: accept any server certificate (self-signed test setups)
     --timeout SECS         a request without a complete answer after this is an error [default: 30]
     --label TEXT           name of the run in the report [default: the server address]
     --json FILE|-          also write the report as JSON to FILE (- for stdout)
@@ -60,6 +63,9 @@ pub struct Options {
     pub eicar_at: EicarAt,
     pub expect_blocked: bool,
     pub timeout: Duration,
+    pub tls: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_no_verify: bool,
     pub label: Option<String>,
     pub json: Option<String>,
     pub quiet: bool,
@@ -85,6 +91,9 @@ impl Default for Options {
             eicar_at: EicarAt::Middle,
             expect_blocked: false,
             timeout: Duration::from_secs(30),
+            tls: false,
+            tls_ca: None,
+            tls_no_verify: false,
             label: None,
             json: None,
             quiet: false,
@@ -177,12 +186,18 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                 let v = value()?;
                 o.timeout = positive_secs(v).ok_or_else(|| bad(v))?
             }
+            "--tls" => o.tls = true,
+            "--tls-ca" => o.tls_ca = Some(PathBuf::from(value()?)),
+            "--tls-no-verify" => o.tls_no_verify = true,
             "--label" => o.label = Some(value()?.to_string()),
             "--json" => o.json = Some(value()?.to_string()),
             "--quiet" => o.quiet = true,
             "--help" | "-h" => return Ok(Parsed::Help),
             _ => return Err(format!("unknown argument {a} (see --help)")),
         }
+    }
+    if !o.tls && (o.tls_ca.is_some() || o.tls_no_verify) {
+        return Err("--tls-ca and --tls-no-verify need --tls".into());
     }
     Ok(Parsed::Run(Box::new(o)))
 }
@@ -239,6 +254,10 @@ mod tests {
         assert_eq!((o.eicar_every, o.eicar_at, o.expect_blocked), (10, EicarAt::Offset(4096), true));
         assert_eq!(o.duration, Duration::from_millis(500));
         assert_eq!(o.body_files.len(), 2);
+        let t = run(&["--tls", "--tls-ca", "ca.pem"]).unwrap();
+        assert!(t.tls && !t.tls_no_verify && t.tls_ca == Some(PathBuf::from("ca.pem")));
+        assert!(run(&["--tls", "--tls-no-verify"]).unwrap().tls_no_verify);
+        assert!(run(&["--tls-no-verify"]).is_err(), "TLS options without --tls");
         let d = run(&[]).unwrap();
         assert_eq!((d.preview, d.allow_204, d.connections, d.rate), (Some(1024), true, 8, None));
     }

@@ -13,6 +13,7 @@
 use crate::request::Object;
 use crate::response::{Response, ResponseReader};
 use crate::stats::{ErrorKind, Tally};
+use crate::tls::{Stream, TlsClient};
 use crate::verdict::{self, Outcome};
 use std::io::{ErrorKind as IoKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -47,14 +48,16 @@ struct Job<'w> {
 pub struct Conn<'w> {
     addr: SocketAddr,
     allow_204: bool,
-    stream: Option<TcpStream>,
+    /// Connect with TLS (`--tls`).
+    tls: Option<TlsClient>,
+    stream: Option<Stream>,
     reader: ResponseReader,
     job: Option<Job<'w>>,
 }
 
 impl<'w> Conn<'w> {
-    pub fn new(addr: SocketAddr, allow_204: bool) -> Self {
-        Conn { addr, allow_204, stream: None, reader: ResponseReader::new(), job: None }
+    pub fn new(addr: SocketAddr, allow_204: bool, tls: Option<TlsClient>) -> Self {
+        Conn { addr, allow_204, tls, stream: None, reader: ResponseReader::new(), job: None }
     }
 
     pub fn busy(&self) -> bool {
@@ -62,11 +65,20 @@ impl<'w> Conn<'w> {
     }
 
     pub fn fd(&self) -> Option<RawFd> {
-        self.stream.as_ref().map(|s| s.as_raw_fd())
+        self.stream.as_ref().map(|s| s.tcp.as_raw_fd())
     }
 
+    /// Something to write: the request (unless a TLS handshake waits for the server), or TLS
+    /// records rustls could not write yet.
     pub fn wants_write(&self) -> bool {
-        self.job.as_ref().is_some_and(|j| j.part != Part::None)
+        let stream = self.stream.as_ref();
+        (self.job.as_ref().is_some_and(|j| j.part != Part::None) && !stream.is_some_and(Stream::handshaking))
+            || stream.is_some_and(Stream::pending_output)
+    }
+
+    /// Decrypted bytes wait in rustls: read them without waiting for the socket.
+    pub fn buffered_input(&mut self) -> bool {
+        self.stream.as_mut().is_some_and(Stream::buffered_input)
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -80,7 +92,7 @@ impl<'w> Conn<'w> {
             match TcpStream::connect(self.addr).and_then(|s| {
                 s.set_nodelay(true)?;
                 s.set_nonblocking(true)?;
-                Ok(s)
+                Stream::new(s, self.tls.as_ref())
             }) {
                 Ok(s) => {
                     self.stream = Some(s);
@@ -111,7 +123,19 @@ impl<'w> Conn<'w> {
 
     /// Writes as much of the current part as the socket takes.
     pub fn on_writable(&mut self) {
-        let (Some(job), Some(stream)) = (self.job.as_mut(), self.stream.as_mut()) else { return };
+        let Some(stream) = self.stream.as_mut() else { return };
+        match stream.flush_tls() {
+            Ok(()) => {}
+            Err(e) if e.kind() == IoKind::WouldBlock => return,
+            Err(_) => {
+                if let Some(job) = self.job.as_mut() {
+                    job.part = Part::None;
+                    job.write_failed = true;
+                }
+                return;
+            }
+        }
+        let Some(job) = self.job.as_mut() else { return };
         loop {
             let buf: &[u8] = match job.part {
                 Part::First => &job.obj.first,

@@ -29,6 +29,7 @@ mod request;
 mod response;
 mod schedule;
 mod stats;
+mod tls;
 mod verdict;
 mod worker;
 
@@ -90,6 +91,7 @@ fn run(o: &Options) -> Result<bool, String> {
         preview: o.preview,
         chunk_bytes: o.chunk_size,
     };
+    let tls = if o.tls { Some(tls::TlsClient::new(&o.server, o.tls_ca.as_deref(), o.tls_no_verify)?) } else { None };
     let workload = Arc::new(Workload::new(&framing, &bodies, o.expect_blocked, o.eicar_every, o.eicar_at));
     drop(bodies);
 
@@ -105,6 +107,7 @@ fn run(o: &Options) -> Result<bool, String> {
                 connections: o.connections / threads + usize::from(w < o.connections % threads),
                 allow_204: o.allow_204,
                 timeout: o.timeout,
+                tls: tls.clone(),
             };
             let quota = o.requests.map(|n| n / threads as u64 + u64::from((w as u64) < n % threads as u64));
             let rate = o.rate;

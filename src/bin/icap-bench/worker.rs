@@ -10,6 +10,7 @@ use crate::conn::Conn;
 use crate::request::Workload;
 use crate::schedule::Schedule;
 use crate::stats::{Progress, Tally};
+use crate::tls::TlsClient;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -25,11 +26,13 @@ pub struct WorkerConfig {
     pub connections: usize,
     pub allow_204: bool,
     pub timeout: Duration,
+    pub tls: Option<TlsClient>,
 }
 
 pub fn run(cfg: &WorkerConfig, workload: &Workload, schedule: &mut dyn Schedule, progress: &Progress) -> Tally {
     let mut tally = Tally::default();
-    let mut conns: Vec<Conn> = (0..cfg.connections).map(|_| Conn::new(cfg.addr, cfg.allow_204)).collect();
+    let mut conns: Vec<Conn> =
+        (0..cfg.connections).map(|_| Conn::new(cfg.addr, cfg.allow_204, cfg.tls.clone())).collect();
     let mut buf = vec![0u8; READ_BUF_BYTES];
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(cfg.connections);
     let mut polled: Vec<usize> = Vec::with_capacity(cfg.connections);
@@ -67,7 +70,9 @@ pub fn run(cfg: &WorkerConfig, workload: &Workload, schedule: &mut dyn Schedule,
         for d in conns.iter().filter_map(|c| c.deadline()) {
             wake = wake.min(d);
         }
-        let wait = wake.saturating_duration_since(Instant::now());
+        // TLS: decrypted bytes already in rustls announce no readiness, so do not sleep on them.
+        let buffered = conns.iter_mut().any(|c| c.buffered_input());
+        let wait = if buffered { Duration::ZERO } else { wake.saturating_duration_since(Instant::now()) };
         let ts =
             libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as libc::c_long };
         // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd entries that lives
@@ -80,6 +85,13 @@ pub fn run(cfg: &WorkerConfig, workload: &Workload, schedule: &mut dyn Schedule,
                 }
                 if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                     conns[i].on_readable(&mut buf, &mut tally);
+                }
+            }
+        }
+        if buffered {
+            for conn in conns.iter_mut() {
+                if conn.buffered_input() {
+                    conn.on_readable(&mut buf, &mut tally);
                 }
             }
         }
@@ -119,7 +131,7 @@ mod tests {
     }
 
     fn closed(addr: SocketAddr, w: &Workload, allow_204: bool, requests: u64) -> Tally {
-        let cfg = WorkerConfig { addr, connections: 3, allow_204, timeout: Duration::from_secs(20) };
+        let cfg = WorkerConfig { addr, connections: 3, allow_204, timeout: Duration::from_secs(20), tls: None };
         let mut schedule = ClosedLoop::new(0, 1, Some(requests), Instant::now() + Duration::from_secs(60));
         run(&cfg, w, &mut schedule, &Progress::default())
     }
@@ -169,7 +181,7 @@ mod tests {
     fn open_loop_sends_what_falls_due() {
         let addr = fake_server::start(false);
         let w = workload(1024, Some(1024), true, 0);
-        let cfg = WorkerConfig { addr, connections: 4, allow_204: true, timeout: Duration::from_secs(20) };
+        let cfg = WorkerConfig { addr, connections: 4, allow_204: true, timeout: Duration::from_secs(20), tls: None };
         let start = Instant::now();
         let mut schedule = OpenLoop::new(0, 1, 500.0, None, start, start + Duration::from_millis(200));
         let t = run(&cfg, &w, &mut schedule, &Progress::default());

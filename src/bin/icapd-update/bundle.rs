@@ -14,9 +14,7 @@ use flate2::write::GzEncoder;
 use std::io::{Read, Write};
 use std::path::{Component, Path};
 
-/// File types the server loads (see `icapd::signatures::generation`). Other files in a
-/// publisher's folder are left out of a bundle, with a warning.
-pub const SIGNATURE_EXTENSIONS: [&str; 6] = ["yar", "yara", "ndb", "hdb", "hsb", "urls"];
+use icapd::signatures::clamav::formats::{format_of, Format};
 
 /// The time stamp every member gets when `SOURCE_DATE_EPOCH` is not set.
 const FIXED_MTIME: u64 = 0;
@@ -28,8 +26,11 @@ pub struct UnpackLimits {
     pub unpacked_bytes_max: u64,
 }
 
+/// Whether the server's loader looks at a file of this name (loads it, or reports it as a
+/// format it does not load). Other files in a publisher's folder are left out of a bundle,
+/// with a warning; the unpacking side accepts any plain name, since the loader decides.
 fn is_signature_file(name: &str) -> bool {
-    Path::new(name).extension().and_then(|e| e.to_str()).is_some_and(|e| SIGNATURE_EXTENSIONS.contains(&e))
+    format_of(name) != Format::Other
 }
 
 /// The bytes of a `.tar.gz` holding every signature file at the top of `dir`.
@@ -46,7 +47,7 @@ pub fn make(dir: &Path) -> Result<(Vec<u8>, usize), String> {
         }
     }
     if names.is_empty() {
-        return Err(format!("{} holds no signature files ({})", dir.display(), SIGNATURE_EXTENSIONS.join(", ")));
+        return Err(format!("{} holds no signature files", dir.display()));
     }
     names.sort();
     let mtime = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(FIXED_MTIME);

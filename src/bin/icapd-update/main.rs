@@ -218,10 +218,11 @@ fn run(a: &Args) -> Result<String, Failure> {
         None => "the previous folder kept as version 0 for --rollback".to_string(),
     };
     Ok(format!(
-        "installed version {version} ({files} files, {} body, {} hash, {} YARA, {} URL rules) into {}; ISTag \"{}\"; {kept}",
+        "installed version {version} ({files} files, {} body, {} logical, {} hash, {} YARA, {} URL rules) into {}; ISTag \"{}\"; {kept}",
         gen.summary.body,
-        gen.summary.hashes,
-        gen.summary.yara_stream + gen.summary.yara_whole,
+        gen.summary.logical,
+        gen.summary.hashes + gen.summary.sections,
+        gen.summary.yara_stream + gen.summary.yara_preview + gen.summary.yara_whole,
         gen.summary.urls,
         signatures.display(),
         gen.istag
@@ -242,11 +243,11 @@ fn check_staged(
     let gen = icapd::signatures::load(staged, icapd::signatures::LoadOptions::default())
         .map_err(|e| format!("it does not compile: {e}"))?;
     let s = &gen.summary;
-    if s.body + s.hashes + s.yara_stream + s.yara_whole + s.urls == 0 {
+    if s.body + s.hashes + s.yara_stream + s.yara_preview + s.yara_whole + s.urls + s.logical + s.sections == 0 {
         return Err("it holds no signatures (the server would scan with nothing)".into());
     }
-    for p in &gen.problems {
-        eprintln!("icapd-update: signatures: skipped {p}");
+    for line in gen.report_lines() {
+        eprintln!("icapd-update: signatures: {line}");
     }
     Ok((files, gen))
 }

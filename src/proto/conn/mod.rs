@@ -61,6 +61,7 @@ use super::chunked::{Chunk, ChunkDecoder};
 use super::error::ProtoError;
 use super::head::{HeadParser, HeadStatus};
 use super::httphead::{self, Section};
+use super::identity::{RequestedService, Who};
 use super::request::{self, Request};
 use super::response::{self, ServerInfo};
 use super::Method;
@@ -114,6 +115,10 @@ pub struct TxnOutcome {
     pub error: Option<ProtoError>,
     /// The scan limit that decided the object, if one did (see [`Inspector::limit_hit`]).
     pub limit: Option<&'static str>,
+    /// The member path of a find inside a container (see [`Inspector::found_in`]).
+    pub found_in: Option<Box<str>>,
+    /// The service asked for (even an unknown one), the identity and the policy.
+    pub who: Who,
 }
 
 /// Outcomes a connection keeps for the caller before it polls them. Pipelined requests that
@@ -205,6 +210,11 @@ pub struct Conn {
     block_page: Option<std::rc::Rc<str>>,
     /// The inspector has begun the current transaction (so what it reports is about it).
     began: bool,
+    /// Who asks in the current transaction; the policy table and connecting address it is
+    /// judged with.
+    who: Who,
+    policies: Option<std::rc::Rc<crate::access::PolicyTable>>,
+    peer_ip: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -234,7 +244,17 @@ impl Conn {
             last_error: None,
             block_page: None,
             began: false,
+            who: Who::default(),
+            policies: None,
+            peer_ip: None,
         }
+    }
+
+    /// Judges transactions with the operator's policy table; `peer` is the connecting address
+    /// (used for the table's networks when a request carries no `X-Client-IP`).
+    pub fn set_policies(&mut self, table: std::rc::Rc<crate::access::PolicyTable>, peer: Option<std::net::IpAddr>) {
+        self.policies = Some(table);
+        self.peer_ip = peer;
     }
 
     /// Uses an operator's block page template instead of the built-in one.
@@ -542,18 +562,24 @@ impl Conn {
                         self.txn_started = now;
                         self.txn_out_bytes = 0;
                         self.out.take_queued();
+                        self.who = Who::default();
                     }
                     let (buf, filled) = self.recv.newest_buf();
                     let region = &buf[self.msg_start..filled];
                     match self.head.parse(region) {
                         Ok(HeadStatus::Partial) => return,
-                        Ok(HeadStatus::Complete(len)) => match request::interpret(&region[..len], &self.head, &self.limits) {
-                            Ok(req) => {
-                                self.head_len = len;
-                                self.phase = Phase::Encap(req);
+                        Ok(HeadStatus::Complete(len)) => {
+                            let name = request::requested_service(&region[..len], &self.head);
+                            self.who.service = RequestedService::new(name.unwrap_or_default());
+                            self.who.method = request::requested_method(&region[..len], &self.head);
+                            match request::interpret(&region[..len], &self.head, &self.limits) {
+                                Ok(req) => {
+                                    self.head_len = len;
+                                    self.phase = Phase::Encap(req);
+                                }
+                                Err(e) => return self.fail(e, unix_secs),
                             }
-                            Err(e) => return self.fail(e, unix_secs),
-                        },
+                        }
                         Err(e) => return self.fail(e, unix_secs),
                     }
                 }
@@ -621,6 +647,10 @@ impl Conn {
 
     fn start_txn(&mut self, req: Request, now: Instant, unix_secs: u64) {
         self.body_bytes = 0;
+        {
+            let head = &self.recv.newest_buf().0[self.msg_start..self.msg_start + self.head_len];
+            self.who.identify(head, &req.identity, self.policies.as_deref(), self.peer_ip);
+        }
         if req.method == Method::Options {
             let (service, info) = (req.service, self.info);
             self.push_scratch(|out, istag| response::options(out, service, &info, istag, unix_secs));
@@ -638,6 +668,7 @@ impl Conn {
             service: req.service.name,
             req_hdr: req_hdr.map(|(a, b)| &buf[a..b]),
             res_hdr: res_hdr.map(|(a, b)| &buf[a..b]),
+            policy: self.who.policy,
         };
         let early = self.inspector.begin(&txn);
         self.began = true;
@@ -935,6 +966,8 @@ impl Conn {
             aborted,
             error: self.last_error,
             limit: if self.began { self.inspector.limit_hit() } else { None },
+            found_in: if self.began { self.inspector.found_in().map(Box::from) } else { None },
+            who: self.who,
         });
     }
 

@@ -34,10 +34,10 @@
 
 mod brotli;
 mod deflate;
-mod gzip;
+pub(crate) mod gzip;
 #[cfg(test)]
 pub(crate) mod tests;
-mod zstd;
+pub(crate) mod zstd;
 
 use std::ops::ControlFlow;
 
@@ -146,9 +146,9 @@ pub fn plan(head: &[u8], encodings_max: usize, plan: &mut Vec<Coding>) -> Result
 
 /// How much one decoder call used and made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Step {
-    consumed: usize,
-    produced: usize,
+pub(crate) struct Step {
+    pub(crate) consumed: usize,
+    pub(crate) produced: usize,
 }
 
 /// One streaming decoder. `decode` uses as much of `input` and fills as much of `out` as it

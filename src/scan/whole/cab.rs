@@ -79,7 +79,11 @@ fn table(data: &[u8]) -> Option<Table> {
     }
     let mut folders = Vec::with_capacity(n_folders as usize);
     for _ in 0..n_folders {
-        folders.push(Folder { data_at: le32(data, at)? as usize, blocks: le16(data, at + 4)?, ctype: le16(data, at + 6)? });
+        folders.push(Folder {
+            data_at: le32(data, at)? as usize,
+            blocks: le16(data, at + 4)?,
+            ctype: le16(data, at + 6)?,
+        });
         at += 8 + folder_reserve;
     }
     let mut files = Vec::with_capacity(n_files as usize);
@@ -121,8 +125,10 @@ fn walk(data: &[u8], out: &mut Out) -> R {
         if pending.iter().any(|f| f.folder >= 0xFFFD) {
             fault = Some(BROKEN);
         }
-        let spans: Vec<Span> =
-            pending.iter().map(|f| Span { name: f.name.clone(), offset: f.offset as u64, size: f.size as u64 }).collect();
+        let spans: Vec<Span> = pending
+            .iter()
+            .map(|f| Span { name: f.name.clone(), offset: f.offset as u64, size: f.size as u64 })
+            .collect();
         for pass in passes(spans) {
             match decode_folder(data, folder, t.data_reserve, &pass, out) {
                 Ok(()) => {}

@@ -3,7 +3,7 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use super::out::{broken, Put, R, PIECE_BYTES};
+use super::out::{broken, Put, PIECE_BYTES, R};
 
 /// Inflates `input` into `put`. Returns the input bytes consumed. A stream that ends before its
 /// final block is `Broken(name)`, unless `lenient` (PDF readers accept a missing end), in which

@@ -9,7 +9,7 @@
 
 use memchr::memmem;
 
-use super::out::{broken, Out, R, PIECE_BYTES};
+use super::out::{broken, Out, PIECE_BYTES, R};
 
 const BROKEN: &str = "Heuristics.Broken.HTML";
 /// The longest media type and parameters looked at between `data:` and the comma.
@@ -44,18 +44,23 @@ fn ends_payload(b: u8) -> bool {
 }
 
 pub fn extract(data: &[u8], out: &mut Out) -> R {
-    let finder = memmem::Finder::new(b"data:");
+    let lower = memmem::Finder::new(b"data:");
+    let upper = memmem::Finder::new(b"DATA:");
     let mut n = 0u32;
     let mut at = 0usize;
     let mut fault = false;
-    // Case-insensitive: look for "data:" in any case by lowering a window at a time would
-    // cost a copy; the scheme is almost always lower case, and "DATA:" is checked as well.
-    while let Some(p) = [finder.find(&data[at..]), memmem::find(&data[at..], b"DATA:")]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|p| p + at)
-    {
+    // The scheme in lower or upper case (mixed case is left to the page scan). Each pattern's
+    // next position is kept and only searched again once passed, so the scan stays linear.
+    let mut next = [None::<usize>; 2];
+    let mut searched = [0usize; 2];
+    loop {
+        for (i, f) in [&lower, &upper].into_iter().enumerate() {
+            if next[i].is_none_or(|p| p < at) && searched[i] <= at {
+                next[i] = f.find(&data[at..]).map(|p| p + at);
+                searched[i] = next[i].map_or(data.len() + 1, |p| p + 1);
+            }
+        }
+        let Some(p) = next.iter().flatten().copied().filter(|&p| p >= at).min() else { break };
         let header_at = p + 5;
         at = header_at;
         let window = &data[header_at..(header_at + HEADER_BYTES_MAX).min(data.len())];
@@ -134,7 +139,10 @@ fn percent(body: &[u8], out: &mut Out) -> R<bool> {
         let b = body[i];
         i += 1;
         let byte = if b == b'%' {
-            let hex = body.get(i..i + 2).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = body
+                .get(i..i + 2)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(v) => {
                     i += 2;

@@ -16,6 +16,7 @@ mod chm;
 mod deflate;
 mod demux;
 mod html;
+mod nrv;
 mod ole2;
 mod out;
 mod ovba;
@@ -25,32 +26,31 @@ mod rtf;
 mod sevenz;
 mod tnef;
 mod upx;
-mod nrv;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_7z;
+#[cfg(test)]
+mod tests_cab;
+#[cfg(test)]
+mod tests_chm;
+#[cfg(test)]
+mod tests_html;
 #[cfg(test)]
 mod tests_ole2;
 #[cfg(test)]
 mod tests_pdf;
 #[cfg(test)]
+mod tests_robust;
+#[cfg(test)]
 mod tests_rtf;
-#[cfg(test)]
-mod tests_cab;
-#[cfg(test)]
-mod tests_tnef;
-#[cfg(test)]
-mod tests_html;
-#[cfg(test)]
-mod tests_7z;
-#[cfg(test)]
-mod tests_chm;
-#[cfg(test)]
-mod tests_upx;
 #[cfg(test)]
 mod tests_seeds;
 #[cfg(test)]
-mod tests_robust;
+mod tests_tnef;
+#[cfg(test)]
+mod tests_upx;
 
 use std::ops::ControlFlow;
 
@@ -82,17 +82,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for callers (and the fuzz target) that try them all.
-    pub const ALL: [Kind; 9] = [
-        Kind::Ole2,
-        Kind::Cab,
-        Kind::SevenZip,
-        Kind::Pdf,
-        Kind::Rtf,
-        Kind::Tnef,
-        Kind::Chm,
-        Kind::Pe,
-        Kind::Html,
-    ];
+    pub const ALL: [Kind; 9] =
+        [Kind::Ole2, Kind::Cab, Kind::SevenZip, Kind::Pdf, Kind::Rtf, Kind::Tnef, Kind::Chm, Kind::Pe, Kind::Html];
 
     /// A short name for logs and fault names ("OLE2", "CAB", ...).
     pub fn name(self) -> &'static str {

@@ -15,7 +15,7 @@ use std::io::{Cursor, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::deflate::inflate;
-use super::out::{broken, le16, le32, Buf, Out, R, PIECE_BYTES};
+use super::out::{broken, le16, le32, Buf, Out, PIECE_BYTES, R};
 use super::ovba;
 
 const BROKEN: &str = "Heuristics.Broken.OLE2";
@@ -172,7 +172,10 @@ fn powerpoint_objects(s: &[u8], name: &str, out: &mut Out) -> R {
 fn is_vba_module(path: &std::path::Path) -> bool {
     let parent = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().eq_ignore_ascii_case("VBA"));
     let leaf = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    parent == Some(true) && !leaf.eq_ignore_ascii_case("dir") && !leaf.starts_with("_VBA_PROJECT") && !leaf.starts_with("__SRP_")
+    parent == Some(true)
+        && !leaf.eq_ignore_ascii_case("dir")
+        && !leaf.starts_with("_VBA_PROJECT")
+        && !leaf.starts_with("__SRP_")
 }
 
 /// Emits a VBA module's source: the `dir` stream next to it (itself compressed) gives the

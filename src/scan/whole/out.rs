@@ -44,6 +44,10 @@ pub struct Out<'a> {
     member_bytes: u64,
     total_bytes: u64,
     work_bytes: u64,
+    /// Set once the sink said `Break` or a limit stopped the extraction: a decoder that calls
+    /// again (some crates ignore a stop between blocks) gets the stop again, and the sink never
+    /// hears of another member.
+    stopped: bool,
 }
 
 fn flow(c: ControlFlow<()>) -> R {
@@ -55,7 +59,17 @@ fn flow(c: ControlFlow<()>) -> R {
 
 impl<'a> Out<'a> {
     pub fn new(sink: &'a mut dyn Sink, limits: &Limits, input_len: u64) -> Self {
-        Out { sink, limits: *limits, input_len, members: 0, open: false, member_bytes: 0, total_bytes: 0, work_bytes: 0 }
+        Out {
+            sink,
+            limits: *limits,
+            input_len,
+            members: 0,
+            open: false,
+            member_bytes: 0,
+            total_bytes: 0,
+            work_bytes: 0,
+            stopped: false,
+        }
     }
 
     /// The limits, for decoders that size their work by them.
@@ -65,32 +79,51 @@ impl<'a> Out<'a> {
 
     /// Opens a member (ending one still open).
     pub fn start(&mut self, name: &str) -> R {
+        self.not_stopped()?;
         if self.open {
             self.end()?;
         }
         if self.members >= self.limits.members_max {
-            return Err(Stop::Fault(Fault::Limit(LIMIT_FILES)));
+            return self.stop(Err(Stop::Fault(Fault::Limit(LIMIT_FILES))));
         }
         self.members += 1;
         self.open = true;
         self.member_bytes = 0;
-        flow(self.sink.member_start(name))
+        let r = flow(self.sink.member_start(name));
+        self.stop(r)
+    }
+
+    fn not_stopped(&self) -> R {
+        if self.stopped {
+            return Err(Stop::Break);
+        }
+        Ok(())
+    }
+
+    /// Passes `r` on, remembering a stop.
+    fn stop(&mut self, r: R) -> R {
+        if r.is_err() {
+            self.stopped = true;
+        }
+        r
     }
 
     /// Appends to the open member, in pieces, checking the size and ratio limits first.
     pub fn data(&mut self, data: &[u8]) -> R {
+        self.not_stopped()?;
         debug_assert!(self.open);
         for piece in data.chunks(PIECE_BYTES) {
             let n = piece.len() as u64;
             if self.member_bytes + n > self.limits.member_bytes_max {
-                return Err(Stop::Fault(Fault::Limit(LIMIT_FILE_SIZE)));
+                return self.stop(Err(Stop::Fault(Fault::Limit(LIMIT_FILE_SIZE))));
             }
             if self.total_bytes + n > self.limits.ratio_max.saturating_mul(self.input_len.max(1)) {
-                return Err(Stop::Fault(Fault::Limit(LIMIT_RATIO)));
+                return self.stop(Err(Stop::Fault(Fault::Limit(LIMIT_RATIO))));
             }
             self.member_bytes += n;
             self.total_bytes += n;
-            flow(self.sink.member_data(piece))?;
+            let r = flow(self.sink.member_data(piece));
+            self.stop(r)?;
         }
         Ok(())
     }
@@ -108,11 +141,13 @@ impl<'a> Out<'a> {
 
     /// Closes the open member.
     pub fn end(&mut self) -> R {
+        self.not_stopped()?;
         if !self.open {
             return Ok(());
         }
         self.open = false;
-        flow(self.sink.member_end())
+        let r = flow(self.sink.member_end());
+        self.stop(r)
     }
 
     /// A whole member from bytes already in memory.

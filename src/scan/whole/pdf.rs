@@ -260,9 +260,11 @@ fn find_streams(data: &[u8], max: usize) -> Vec<Found<'_>> {
         obj_cursor = obj_cursor.max(pos);
         let Some(start) = data_start(data, pos + 6) else { continue };
         let Some(obj) = last_obj.filter(|&o| Some(o) != used_obj && pos - o <= DICT_BACK_BYTES) else { continue };
+        // Spent even when it does not parse: each header is read once, so the reading stays
+        // linear in the file size whatever lies between the headers and the keywords.
+        used_obj = Some(obj);
         let mut lx = Lexer { s: &data[..pos], at: obj + 3 };
         let Some(dict @ Obj::Dict(_)) = lx.value(0) else { continue };
-        used_obj = Some(obj);
         let (end, cut) = data_end(data, start, &dict);
         found.push(Found { obj_at: obj, start, end, cut, dict });
         search = end.max(search);

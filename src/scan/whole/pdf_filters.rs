@@ -4,7 +4,7 @@
 //! stops at its end-of-data marker or at the end of the input. Written from the PDF 1.7
 //! reference (ISO 32000-1, 7.4).
 
-use super::out::{broken, Put, R, PIECE_BYTES};
+use super::out::{broken, Put, PIECE_BYTES, R};
 
 pub const BROKEN: &str = "Heuristics.Broken.PDF";
 
@@ -248,7 +248,10 @@ impl Predictor {
     /// Bytes per row (without the PNG tag byte) and bytes per pixel (at least 1), or `None`
     /// for settings out of range.
     fn geometry(&self) -> Option<(usize, usize)> {
-        if !(1..=32).contains(&self.colors) || ![1, 2, 4, 8, 16].contains(&self.bits) || !(1..=1 << 20).contains(&self.columns) {
+        if !(1..=32).contains(&self.colors)
+            || ![1, 2, 4, 8, 16].contains(&self.bits)
+            || !(1..=1 << 20).contains(&self.columns)
+        {
             return None;
         }
         let row = (self.colors * self.bits * self.columns + 7) / 8;

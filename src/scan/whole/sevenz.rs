@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sevenz_rust2::{ArchiveReader, Password};
 
-use super::out::{broken, le64, Buf, Out, Put, Stop, R, PIECE_BYTES};
+use super::out::{broken, le64, Buf, Out, Put, Stop, PIECE_BYTES, R};
 use super::{Fault, LIMIT_FILES};
 
 const BROKEN: &str = "Heuristics.Broken.7Zip";
@@ -62,6 +62,12 @@ fn read(data: &[u8], out: &mut Out) -> R {
     let mut stop: Option<Stop> = None;
     let mut buf = vec![0u8; PIECE_BYTES];
     let r = reader.for_each_entries(|entry, rd| {
+        // sevenz-rust2 0.20 drops the closure's `false` between blocks and before the empty
+        // entries, calling it again after we asked it to stop; a stop we already took must
+        // stay taken, so the sink never hears of another member after a `Break` or a limit.
+        if stop.is_some() {
+            return Ok(false);
+        }
         if entry.is_directory() {
             return Ok(true);
         }
@@ -225,7 +231,8 @@ fn decode_header(data: &[u8], seen: &Seen, cap: u64) -> R<Vec<u8>> {
     let at = seen.pack_pos.checked_add(32).filter(|&a| a <= data.len() as u64).ok_or_else(bad)? as usize;
     let end = (at as u64).checked_add(packed).filter(|&e| e <= data.len() as u64).ok_or_else(bad)? as usize;
     let dict = u32::from_le_bytes(props[1..5].try_into().map_err(|_| bad())?);
-    let mut lz = lzma_rust2::LzmaReader::new_with_props(&data[at..end], unpack, props[0], dict, None).map_err(|_| bad())?;
+    let mut lz =
+        lzma_rust2::LzmaReader::new_with_props(&data[at..end], unpack, props[0], dict, None).map_err(|_| bad())?;
     let mut b = Buf::new(cap);
     let mut piece = vec![0u8; PIECE_BYTES];
     loop {

@@ -51,7 +51,11 @@ fn clean_archive_and_compressed_header() {
 fn encrypted_is_reported() {
     for encrypt_header in [true, false] {
         let a = build(&[("eicar.com", EICAR)], Some(encrypt_header));
-        assert_eq!(run(Kind::SevenZip, &a, &LOOSE).0, Err(Fault::Encrypted("Heuristics.Encrypted.7Zip")), "{encrypt_header}");
+        assert_eq!(
+            run(Kind::SevenZip, &a, &LOOSE).0,
+            Err(Fault::Encrypted("Heuristics.Encrypted.7Zip")),
+            "{encrypt_header}"
+        );
     }
 }
 
@@ -89,7 +93,41 @@ fn hostile_counts_are_refused_without_allocating() {
 #[test]
 fn limits_are_faults() {
     let a = build(&[("zeros", &vec![0u8; 1 << 20]), ("b", b"b")], None);
-    assert_eq!(run(Kind::SevenZip, &a, &Limits { member_bytes_max: 100_000, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILE_SIZE)));
+    assert_eq!(
+        run(Kind::SevenZip, &a, &Limits { member_bytes_max: 100_000, ..LOOSE }).0,
+        Err(Fault::Limit(LIMIT_FILE_SIZE))
+    );
     assert_eq!(run(Kind::SevenZip, &a, &Limits { ratio_max: 10, ..LOOSE }).0, Err(Fault::Limit(LIMIT_RATIO)));
     assert_eq!(run(Kind::SevenZip, &a, &Limits { members_max: 1, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILES)));
+}
+
+/// sevenz-rust2 calls the closure again after it returned `false` (between blocks, and for the
+/// empty entries after the last block); a `Break` from the sink must still be the last call
+/// the sink gets. The second archive is the fuzz input that found it.
+#[test]
+fn break_is_final_across_blocks_and_empty_entries() {
+    let built = build(&[("a.com", EICAR), ("empty.txt", b""), ("b.txt", b"more")], None);
+    let found: &[u8] = &[
+        0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c, 0x00, 0x04, 0xf0, 0x64, 0x0d, 0xd8, 0x50, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x51, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa3, 0x8e, 0x21, 0x85,
+        0x01, 0x00, 0x43,
+    ];
+    let mut fuzzed = found.to_vec();
+    fuzzed.extend_from_slice(EICAR);
+    fuzzed.extend_from_slice(&[
+        0x00, 0x01, 0x00, 0x03, 0x62, 0x62, 0x62, 0x62, 0x00, 0x01, 0x04, 0x06, 0x00, 0x02, 0x09, 0x48,
+        0x08, 0x0a, 0x01, 0x17, 0xda, 0x52, 0xf8, 0x97, 0xa0, 0x59, 0x41, 0x00, 0x07, 0x0b, 0x02, 0x00,
+        0x01, 0x21, 0x21, 0x01, 0x16, 0x01, 0x21, 0x21, 0x01, 0x16, 0x0c, 0x44, 0x04, 0x00, 0x08, 0x0a,
+        0x01, 0x3c, 0xcf, 0x51, 0x68, 0x8b, 0xf6, 0x4f, 0x0f, 0x00, 0x00, 0x05, 0x02, 0x11, 0x19, 0x00,
+        0x65, 0x00, 0x2e, 0x00, 0x63, 0x00, 0x6f, 0x00, 0x6d, 0x00, 0x00, 0x00, 0x62, 0x00, 0x2e, 0x00,
+        0x74, 0x00, 0x78, 0x00, 0x74, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ]);
+    for a in [built, fuzzed] {
+        let mut whole = Collect::default();
+        assert_eq!(extract(Kind::SevenZip, &a, &LOOSE, &mut whole), Ok(()));
+        assert!(whole.members.len() >= 2, "fixture must hold two members");
+        let mut c = Collect { stop_at: Some(1), ..Default::default() };
+        assert_eq!(extract(Kind::SevenZip, &a, &LOOSE, &mut c), Ok(()));
+        assert_eq!(c.members.len(), 1, "the sink heard of a member after its Break");
+    }
 }

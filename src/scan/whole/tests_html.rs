@@ -70,6 +70,24 @@ fn truncated_is_broken() {
 #[test]
 fn limits_are_faults() {
     let page = format!("<a href=\"data:;base64,{}\"><a href=\"data:;base64,QUJD\">", b64(&[7u8; 3000]));
-    assert_eq!(run(Kind::Html, page.as_bytes(), &Limits { member_bytes_max: 1000, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILE_SIZE)));
+    assert_eq!(
+        run(Kind::Html, page.as_bytes(), &Limits { member_bytes_max: 1000, ..LOOSE }).0,
+        Err(Fault::Limit(LIMIT_FILE_SIZE))
+    );
     assert_eq!(run(Kind::Html, page.as_bytes(), &Limits { members_max: 1, ..LOOSE }).0, Err(Fault::Limit(LIMIT_FILES)));
+}
+
+#[test]
+fn both_cases_and_many_markers() {
+    let mut page = b"<html>".to_vec();
+    for _ in 0..50_000 {
+        page.extend_from_slice(b"data:x ");
+    }
+    page.extend_from_slice(format!("<a href=\"DATA:;base64,{}\">", b64(EICAR)).as_bytes());
+    page.extend_from_slice(format!("<a href=\"data:;base64,{}\">", b64(b"second")).as_bytes());
+    let (r, c) = run(Kind::Html, &page, &LOOSE);
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.members.len(), 2);
+    assert_eq!(c.members[0].1, EICAR);
+    assert_eq!(c.members[1].1, b"second");
 }

@@ -151,7 +151,8 @@ fn ovba_copy_tokens() {
 
 #[test]
 fn encrypted_documents_are_reported_after_their_streams() {
-    let doc = build(&[("/EncryptionInfo", b"\x04\x00\x04\x00"), ("/EncryptedPackage", b"ciphertext"), ("/Macros/M", EICAR)]);
+    let doc =
+        build(&[("/EncryptionInfo", b"\x04\x00\x04\x00"), ("/EncryptedPackage", b"ciphertext"), ("/Macros/M", EICAR)]);
     let (r, c) = run(Kind::Ole2, &doc, &LOOSE);
     assert_eq!(r, Err(Fault::Encrypted("Heuristics.Encrypted.OLE2")));
     assert!(has_member(&c, EICAR), "the streams still come out first");
@@ -159,7 +160,10 @@ fn encrypted_documents_are_reported_after_their_streams() {
     let mut fib = vec![0u8; 64];
     fib[0..2].copy_from_slice(&0xA5ECu16.to_le_bytes());
     fib[0x0A..0x0C].copy_from_slice(&0x0100u16.to_le_bytes());
-    assert_eq!(run(Kind::Ole2, &build(&[("/WordDocument", &fib)]), &LOOSE).0, Err(Fault::Encrypted("Heuristics.Encrypted.OLE2")));
+    assert_eq!(
+        run(Kind::Ole2, &build(&[("/WordDocument", &fib)]), &LOOSE).0,
+        Err(Fault::Encrypted("Heuristics.Encrypted.OLE2"))
+    );
     fib[0x0A..0x0C].copy_from_slice(&0u16.to_le_bytes());
     assert_eq!(run(Kind::Ole2, &build(&[("/WordDocument", &fib)]), &LOOSE).0, Ok(()));
 }

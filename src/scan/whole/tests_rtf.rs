@@ -22,7 +22,8 @@ pub(super) fn ole1(class: &str, native: &[u8]) -> Vec<u8> {
 }
 
 pub(super) fn rtf_with(objdata: &str) -> Vec<u8> {
-    format!("{{\\rtf1\\ansi {{\\object\\objemb{{\\*\\objclass Word.Document.8}}{{\\*\\objdata {objdata}}}}} text}}").into_bytes()
+    format!("{{\\rtf1\\ansi {{\\object\\objemb{{\\*\\objclass Word.Document.8}}{{\\*\\objdata {objdata}}}}} text}}")
+        .into_bytes()
 }
 
 #[test]
@@ -82,7 +83,7 @@ fn limits_are_faults() {
     let f = rtf_with(&hex(&ole1("Word.Document.8", &[b'a'; 5000])));
     let small = Limits { member_bytes_max: 1000, ..LOOSE };
     assert_eq!(run(Kind::Rtf, &f, &small).0, Err(Fault::Limit(LIMIT_FILE_SIZE)));
-    let two = format!("{{\\rtf1 {{\\*\\objdata 00}}{{\\*\\objdata 01}}}}");
+    let two = "{\\rtf1 {\\*\\objdata 00}{\\*\\objdata 01}}";
     let one = Limits { members_max: 1, ..LOOSE };
     assert_eq!(run(Kind::Rtf, two.as_bytes(), &one).0, Err(Fault::Limit(LIMIT_FILES)));
 }

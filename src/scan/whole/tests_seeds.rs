@@ -12,9 +12,24 @@ fn write_fuzz_seeds() {
     std::fs::create_dir_all(dir).unwrap();
     let seeds: Vec<(&str, Kind, Vec<u8>)> = vec![
         ("ole2", Kind::Ole2, super::tests_ole2::build(&[("/WordDocument", b"text"), ("/Macros/Mod", EICAR)])),
-        ("pdf", Kind::Pdf, super::tests_pdf::pdf(&[("/Filter /FlateDecode", &super::tests_pdf::zlib(EICAR)), ("/Filter /AHx", b"41 42>")], "")),
-        ("rtf", Kind::Rtf, super::tests_rtf::rtf_with(&super::tests_rtf::hex(&super::tests_rtf::ole1("Package", EICAR)))),
-        ("cab", Kind::Cab, super::tests_cab::build(::cab::CompressionType::MsZip, &[("a.txt", b"aaaaaaaaaaaa"), ("e.com", EICAR)])),
+        (
+            "pdf",
+            Kind::Pdf,
+            super::tests_pdf::pdf(
+                &[("/Filter /FlateDecode", &super::tests_pdf::zlib(EICAR)), ("/Filter /AHx", b"41 42>")],
+                "",
+            ),
+        ),
+        (
+            "rtf",
+            Kind::Rtf,
+            super::tests_rtf::rtf_with(&super::tests_rtf::hex(&super::tests_rtf::ole1("Package", EICAR))),
+        ),
+        (
+            "cab",
+            Kind::Cab,
+            super::tests_cab::build(::cab::CompressionType::MsZip, &[("a.txt", b"aaaaaaaaaaaa"), ("e.com", EICAR)]),
+        ),
         ("tnef", Kind::Tnef, super::tests_tnef::tnef(&[("e.com", EICAR)])),
         ("html", Kind::Html, format!("<a href=\"data:;base64,{}\">", super::tests_html::b64(EICAR)).into_bytes()),
         ("7z", Kind::SevenZip, super::tests_7z::build(&[("e.com", EICAR), ("b.txt", b"bbbb")], None)),

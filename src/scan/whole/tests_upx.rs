@@ -71,7 +71,10 @@ pub(super) fn pe(packed: &[u8], upx_header: Option<u8>) -> Vec<u8> {
     f[opt + 16..opt + 20].copy_from_slice(&0x2F00u32.to_le_bytes()); // entry in UPX1, no stub
     f[opt + 28..opt + 32].copy_from_slice(&0x40_0000u32.to_le_bytes());
     let sec = opt + 0xE0;
-    let sections = [(b"UPX0\0\0\0\0", 0x1000u32, 0x1000u32, 0u32, 0u32), (b"UPX1\0\0\0\0", 0x1000, 0x2000, packed.len() as u32, 0x200)];
+    let sections = [
+        (b"UPX0\0\0\0\0", 0x1000u32, 0x1000u32, 0u32, 0u32),
+        (b"UPX1\0\0\0\0", 0x1000, 0x2000, packed.len() as u32, 0x200),
+    ];
     for (i, (name, vsize, rva, raw_size, raw_at)) in sections.iter().enumerate() {
         let s = sec + 40 * i;
         f[s..s + 8].copy_from_slice(*name);

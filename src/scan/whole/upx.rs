@@ -69,7 +69,8 @@ pub fn is_upx(head: &[u8]) -> bool {
 fn offset_of(p: &Pe, rva: u32) -> Option<usize> {
     p.sections.iter().find_map(|s| {
         let span = s.vsize.max(s.raw_size);
-        (rva >= s.rva && rva - s.rva < span && rva - s.rva < s.raw_size).then(|| s.raw_at as usize + (rva - s.rva) as usize)
+        (rva >= s.rva && rva - s.rva < span && rva - s.rva < s.raw_size)
+            .then(|| s.raw_at as usize + (rva - s.rva) as usize)
     })
 }
 
@@ -91,7 +92,9 @@ pub fn extract(data: &[u8], out: &mut Out) -> R {
     let upx0 = p.sections.iter().find(|s| s.name.starts_with(b"UPX0"));
     let upx1 = p.sections.iter().find(|s| s.name.starts_with(b"UPX1"));
     // Source and destination from the stub, else from the sections.
-    let stub = offset_of(&p, p.entry).and_then(|o| data.get(o..o + 14)).filter(|s| s[0] == 0x60 && s[1] == 0xBE && s[6] == 0x8D && s[7] == 0xBE);
+    let stub = offset_of(&p, p.entry)
+        .and_then(|o| data.get(o..o + 14))
+        .filter(|s| s[0] == 0x60 && s[1] == 0xBE && s[6] == 0x8D && s[7] == 0xBE);
     let (src_rva, dst_rva) = match (stub, upx0, upx1) {
         (Some(s), _, _) => {
             let src = le32(s, 2).unwrap_or(0).wrapping_sub(p.image_base);

@@ -19,7 +19,7 @@ pub enum Format {
 
 /// The formats icapd parses, in the order the metrics list them.
 pub const LOADED: &[&str] =
-    &["cvd", "cld", "cud", "ndb", "ldb", "hdb", "hsb", "mdb", "msb", "fp", "sfp", "ign2", "ign", "yar", "urls"];
+    &["cvd", "cld", "cud", "ndb", "ldb", "hdb", "hsb", "mdb", "msb", "imp", "fp", "sfp", "ign2", "ign", "yar", "urls"];
 
 /// The format of a file called `name`.
 pub fn format_of(name: &str) -> Format {
@@ -37,6 +37,7 @@ pub fn format_of(name: &str) -> Format {
         "hsb" => Format::Loaded("hsb"),
         "mdb" => Format::Loaded("mdb"),
         "msb" => Format::Loaded("msb"),
+        "imp" => Format::Loaded("imp"),
         "fp" => Format::Loaded("fp"),
         "sfp" => Format::Loaded("sfp"),
         "ign2" => Format::Loaded("ign2"),
@@ -67,7 +68,6 @@ fn not_loaded(ext: &str) -> Option<&'static str> {
         }
         "info" => "the index of a database (its files and their hashes), not signatures",
         "cfg" => "ClamAV's engine configuration (DCONF): icapd has its own settings",
-        "imp" => "import-table hashes need the whole PE import directory, which icapd does not parse yet",
         "pwdb" => "passwords for encrypted archives: icapd does not decrypt archives",
         "db" => "the pre-0.80 `Name=hex` format, which no current ClamAV database ships",
         "sign" => "a detached digital signature of a .cvd: icapd checks the header MD5, not ClamAV's signatures",

@@ -6,8 +6,11 @@
 //! anchored ranges `aa[n-m]bb`. An alternative is expanded into one variant of its segment per
 //! choice, bounded by [`VARIANTS_MAX`], so the literal matcher sees only plain masked strings.
 //! `[n-m]` means the same as the gap `{n-m}` (ClamAV restricts where it may appear for speed);
-//! it is read as that gap. Negated alternatives `!(...)`, the anchors `(B)`/`(L)` and
-//! ClamAV's `(aa|bb)` forms with gaps inside are reported and the line is skipped.
+//! it is read as that gap. A negated alternative `!(aa|bb)` (fixed bytes, all of one length)
+//! becomes wildcards in the pattern plus a check the scanner makes after the literal matcher
+//! found the segment. The anchors `(B)` (word boundary) and `(L)` (line boundary) are read at
+//! the start or the end of a pattern and checked by the scanner against the neighbouring
+//! bytes; elsewhere, and alternatives with gaps inside, are reported and the line is skipped.
 
 use crate::signatures::ndb::{parse_gap, Gap, MAX_HEX_LEN, MAX_SEGMENT_LEN};
 
@@ -15,10 +18,14 @@ use crate::signatures::ndb::{parse_gap, Gap, MAX_HEX_LEN, MAX_SEGMENT_LEN};
 pub const VARIANTS_MAX: usize = 64;
 
 /// One way a segment can read: bytes with a mask (see [`crate::signatures::ndb::Segment`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Variant {
     pub bytes: Vec<u8>,
     pub mask: Vec<u8>,
+    /// Negated alternatives `!(aa|bb)`: at byte `pos` of the variant (where the pattern has
+    /// wildcards), the data must equal none of the listed strings. Checked by the scanner
+    /// after the literal matcher found the variant.
+    pub nots: Vec<(usize, Vec<Vec<u8>>)>,
 }
 
 /// A parsed hex signature: `parts[i]` and `parts[i + 1]` are separated by `gaps[i]`.
@@ -26,6 +33,29 @@ pub struct Variant {
 pub struct HexPattern {
     pub parts: Vec<Vec<Variant>>,
     pub gaps: Vec<Gap>,
+    /// An anchor `(B)`/`(L)` before the first byte.
+    pub left: Edge,
+    /// An anchor `(B)`/`(L)` after the last byte.
+    pub right: Edge,
+}
+
+/// What must border a match: nothing in particular, a word boundary `(B)` (the neighbouring
+/// byte is not a letter, digit or `_`, or there is none), or a line boundary `(L)` (the
+/// neighbouring byte is CR or LF, or there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Edge {
+    #[default]
+    None,
+    Word,
+    Line,
+}
+
+fn edge_of(anchor: &str) -> Option<Edge> {
+    match anchor {
+        "(B)" => Some(Edge::Word),
+        "(L)" => Some(Edge::Line),
+        _ => None,
+    }
 }
 
 fn nibble(c: u8) -> Option<(u8, u8)> {
@@ -60,10 +90,25 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
     if hex.len() > MAX_HEX_LEN {
         return Err(format!("the hex signature is {} characters long; the limit is {MAX_HEX_LEN}", hex.len()));
     }
+    // Anchors may open and close the pattern; anywhere else they are refused below.
+    let mut hex = hex;
+    let mut left = Edge::None;
+    let mut right = Edge::None;
+    if let Some(e) = hex.get(..3).and_then(edge_of) {
+        left = e;
+        hex = &hex[3..];
+    }
+    if let Some(e) = hex.len().checked_sub(3).and_then(|n| hex.get(n..)).and_then(edge_of) {
+        right = e;
+        hex = &hex[..hex.len() - 3];
+    }
+    if hex.is_empty() {
+        return Err("the hex signature holds only anchors".to_string());
+    }
     let b = hex.as_bytes();
     let mut parts = Vec::new();
     let mut gaps = Vec::new();
-    let mut current = vec![Variant { bytes: Vec::new(), mask: Vec::new() }];
+    let mut current = vec![Variant::default()];
     let mut i = 0;
     while i < b.len() {
         let at = i + 1;
@@ -82,7 +127,10 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                     hex[i..].find(')').map(|n| i + n).ok_or(format!("`(` at character {at} is never closed"))?;
                 let inner = &hex[i + 1..close];
                 if inner == "B" || inner == "L" {
-                    return Err(format!("the anchor `({inner})` at character {at} is not supported"));
+                    return Err(format!(
+                        "the anchor `({inner})` at character {at} is not supported inside a pattern (only at its \
+                         start or end)"
+                    ));
                 }
                 let mut choices = Vec::new();
                 for alt in inner.split('|') {
@@ -93,7 +141,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                             alt.escape_default()
                         ));
                     }
-                    let mut v = Variant { bytes: Vec::new(), mask: Vec::new() };
+                    let mut v = Variant::default();
                     for k in (0..ab.len()).step_by(2) {
                         let (byte, mask) = byte_at(ab, k).ok_or_else(|| {
                             format!(
@@ -128,7 +176,40 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                 i = close + 1;
                 continue;
             }
-            b'!' => return Err(format!("negated alternatives `!(...)` at character {at} are not supported")),
+            b'!' => {
+                if b.get(i + 1) != Some(&b'(') {
+                    return Err(format!("`!` at character {at} is not followed by `(`"));
+                }
+                let close =
+                    hex[i..].find(')').map(|n| i + n).ok_or(format!("`!(` at character {at} is never closed"))?;
+                let mut alts: Vec<Vec<u8>> = Vec::new();
+                for alt in hex[i + 2..close].split('|') {
+                    let ab = alt.as_bytes();
+                    let bytes: Option<Vec<u8>> = (0..ab.len() / 2)
+                        .map(|k| byte_at(ab, 2 * k).filter(|&(_, m)| m == 0xFF).map(|(b, _)| b))
+                        .collect();
+                    match bytes {
+                        Some(v) if !v.is_empty() && ab.len() % 2 == 0 => alts.push(v),
+                        _ => {
+                            return Err(format!(
+                                "negated alternative `{}` at character {at} is not fixed hex bytes",
+                                alt.escape_default()
+                            ))
+                        }
+                    }
+                }
+                let len = alts[0].len();
+                if alts.iter().any(|a| a.len() != len) {
+                    return Err(format!("negated alternatives at character {at} differ in length"));
+                }
+                for v in &mut current {
+                    v.nots.push((v.bytes.len(), alts.clone()));
+                    v.bytes.extend(std::iter::repeat_n(0, len));
+                    v.mask.extend(std::iter::repeat_n(0, len));
+                }
+                i = close + 1;
+                continue;
+            }
             _ => {}
         }
         let (gap, next) = match c {
@@ -158,10 +239,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
                 format!("two gaps in a row at character {at}; a gap must sit between bytes")
             });
         }
-        parts.push(finish(
-            std::mem::replace(&mut current, vec![Variant { bytes: Vec::new(), mask: Vec::new() }]),
-            parts.len() + 1,
-        )?);
+        parts.push(finish(std::mem::replace(&mut current, vec![Variant::default()]), parts.len() + 1)?);
         gaps.push(gap);
         i = next;
     }
@@ -169,7 +247,7 @@ pub fn parse_hex(hex: &str) -> Result<HexPattern, String> {
         return Err("the hex signature ends with a gap; it must end with a byte".to_string());
     }
     parts.push(finish(current, parts.len() + 1)?);
-    Ok(HexPattern { parts, gaps })
+    Ok(HexPattern { parts, gaps, left, right })
 }
 
 fn finish(variants: Vec<Variant>, number: usize) -> Result<Vec<Variant>, String> {
@@ -198,6 +276,13 @@ impl HexPattern {
                     .map(|v| Variant {
                         bytes: v.bytes.iter().flat_map(|&b| [b, 0]).collect(),
                         mask: v.mask.iter().flat_map(|&m| [m, 0xFF]).collect(),
+                        nots: v
+                            .nots
+                            .iter()
+                            .map(|(pos, alts)| {
+                                (pos * 2, alts.iter().map(|a| a.iter().flat_map(|&b| [b, 0]).collect()).collect())
+                            })
+                            .collect(),
                     })
                     .collect()
             })
@@ -211,7 +296,7 @@ impl HexPattern {
                 Gap::AtLeast(min) => Gap::AtLeast(min.saturating_mul(2)),
             })
             .collect();
-        HexPattern { parts, gaps }
+        HexPattern { parts, gaps, left: self.left, right: self.right }
     }
 
     /// The pattern for matching case-insensitively on lower-cased data: fixed ASCII capitals
@@ -224,6 +309,11 @@ impl HexPattern {
                     *b = b.to_ascii_lowercase();
                 }
             }
+            for (_, alts) in &mut v.nots {
+                for a in alts {
+                    a.make_ascii_lowercase();
+                }
+            }
         }
         p
     }
@@ -234,7 +324,7 @@ mod tests {
     use super::*;
 
     fn v(bytes: &[u8]) -> Variant {
-        Variant { bytes: bytes.to_vec(), mask: vec![0xFF; bytes.len()] }
+        Variant { bytes: bytes.to_vec(), mask: vec![0xFF; bytes.len()], nots: Vec::new() }
     }
 
     #[test]
@@ -244,7 +334,16 @@ mod tests {
         assert_eq!(p.gaps, vec![Gap::Range { min: 2, max: 4 }]);
         let p = parse_hex("(41|42)(43|44)").unwrap();
         assert_eq!(p.parts[0].len(), 4);
-        for bad in ["41(42", "41!(42|43)", "(B)41", "41(4|43)", "41(42)", "(??|4?)", "41[1]42", "*41"] {
+        let n = parse_hex("41!(42|4?)43").err().unwrap();
+        assert!(n.contains("not fixed hex bytes"), "{n}");
+        let p = parse_hex("41!(42|43)44").unwrap();
+        assert_eq!(p.parts[0][0].nots, vec![(1, vec![vec![0x42], vec![0x43]])]);
+        assert_eq!(p.parts[0][0].mask, vec![0xFF, 0, 0xFF]);
+        let p = parse_hex("(B)4142(L)").unwrap();
+        assert_eq!((p.left, p.right), (Edge::Word, Edge::Line));
+        for bad in
+            ["41(42", "41!42", "41!(42|4344)45", "41(B)42", "(B)", "41(4|43)", "41(42)", "(??|4?)", "41[1]42", "*41"]
+        {
             assert!(parse_hex(bad).is_err(), "{bad}");
         }
         let many = "41".to_string() + &"(41|42)".repeat(7);

@@ -137,7 +137,7 @@ pub fn name_field(format: &str) -> Option<fn(&str) -> Option<&str>> {
     }
     match format {
         "ndb" => Some(first_colon),
-        "hdb" | "hsb" | "mdb" | "msb" => Some(third_colon),
+        "hdb" | "hsb" | "mdb" | "msb" | "imp" => Some(third_colon),
         "ldb" => Some(first_semicolon),
         _ => None,
     }

@@ -20,7 +20,7 @@
 //! subsignature, so every format gets the same targets and offsets.
 
 use super::expr::{Expr, SUBSIGS_MAX};
-use super::hex::{parse_hex, HexPattern};
+use super::hex::{parse_hex, Edge, HexPattern};
 use super::offset::{parse_offset, SigOffset};
 use crate::scan::filetype::Target;
 use crate::signatures::problem::{check_flevels, check_name, content_lines, is_decimal, Problem};
@@ -130,6 +130,12 @@ fn check_normalised(sig: LdbSignature) -> Result<LdbSignature, String> {
             Subsig::Pcre(_) => Some("a PCRE subsignature"),
             Subsig::Body { offset, .. } if !offset.streamable() => Some("an offset other than `*` or `n`"),
             Subsig::Body { fullword: true, .. } => Some("the full-word modifier"),
+            Subsig::Body { pattern, .. } if pattern.left != Edge::None || pattern.right != Edge::None => {
+                Some("an anchor `(B)`/`(L)`")
+            }
+            Subsig::Body { pattern, .. } if pattern.parts.iter().flatten().any(|v| !v.nots.is_empty()) => {
+                Some("a negated alternative `!(...)`")
+            }
             Subsig::Body { .. } => None,
         };
         if let Some(what) = bad {

@@ -147,10 +147,11 @@ mod tests {
         let pe = PeInfo {
             ep_offset: Some(0x400),
             sections: vec![
-                Section { raw_offset: 0x400, raw_size: 0x200 },
-                Section { raw_offset: 0x600, raw_size: 0x100 },
+                Section { raw_offset: 0x400, raw_size: 0x200, ..Section::default() },
+                Section { raw_offset: 0x600, raw_size: 0x100, ..Section::default() },
             ],
             ep_rva: 0x1000,
+            ..PeInfo::default()
         };
         let facts = ObjectFacts { size: 0x700, pe: Some(&pe) };
         let ok = |f: &str, start: u64, end: u64| parse_offset(f).unwrap().accepts(start, end, &facts);

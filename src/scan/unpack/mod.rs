@@ -1,0 +1,612 @@
+//! The container layer: between the body stream and the scanners, so that every signature
+//! runs on the object itself and on every member extracted from it, recursively.
+//!
+//! Each nesting level is a [`Level`]: the [`ObjectScan`] of the object at that depth (the
+//! top-level body at depth 0, a member below), the object's head for detection
+//! ([`detect`]), and, once the head says it is a container, the feeder that opens it. A
+//! streamed format's feeder ([`Feed`]) is sans-IO like the chunk decoder: bytes in, member
+//! events out (`Start(name)`, `Data`, `End`), resumable at any byte. A member's bytes go to
+//! the next level's scanners as they are decoded, so a threat in the first member of a zip is
+//! found before the rest of the zip has arrived. A member that is itself a container is opened
+//! by the next level's feeder the same way. The levels form a chain of boxes allocated the
+//! first time a connection needs that depth and reused after; the depth, and so the native
+//! recursion through the chain, is bounded by `recursion_max`.
+//!
+//! Formats that need random access (detected by [`whole::detect`]) are buffered at their
+//! level, bounded by `buffer_bytes_max` over the whole tree and charged to the shard's memory
+//! budget ([`crate::budget`], use `container`), and handed to [`whole::extract`] when the
+//! object ends; the members it emits go through the same tree. A buffer the budget refuses is
+//! `Heuristics.Limits.Exceeded.MemoryBudget`, through the over-limit policy like the size bound.
+//!
+//! Limits and faults are handled by [`tree::Tree`]. A fault inside a container (broken,
+//! truncated, encrypted) stops opening it, and the object's own scanners still run to its
+//! end: only if they find nothing does the fault become the verdict.
+
+pub mod detect;
+mod formats;
+pub mod tree;
+
+pub(crate) mod mime;
+pub(crate) mod uu;
+
+use crate::scan::whole;
+pub use tree::Tree;
+
+use self::detect::{Detect, Kind, DETECT_BYTES};
+use self::tree::Act;
+use super::object::{Hit, ObjectScan};
+use super::policy::{self as scan_policy, OverLimit};
+use super::shard_gen::ShardGen;
+use crate::budget::{Charge, ShardBudget, Use};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Where every level's big buffers are charged and spooled: the shard's memory budget and the
+/// spool directory for whole-object YARA copies (see [`super::spool`]).
+#[derive(Clone, Debug)]
+pub struct WholeStore {
+    pub budget: Rc<ShardBudget>,
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// One event of a container feeder.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A member begins; its name as the container gives it (may be empty).
+    Start(&'a str),
+    /// The next bytes of the open member, decoded.
+    Data(&'a [u8]),
+    /// The open member ended.
+    End,
+}
+
+/// Where a feeder sends its events; `Break` asks it to stop at once.
+pub type Emit<'a> = dyn FnMut(Event<'_>) -> ControlFlow<()> + 'a;
+
+/// Why a container could not be read to its end; the name is the threat name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Encrypted(&'static str),
+    Broken(&'static str),
+    Limit(&'static str),
+}
+
+impl From<whole::Fault> for Fault {
+    fn from(f: whole::Fault) -> Fault {
+        match f {
+            whole::Fault::Encrypted(n) => Fault::Encrypted(n),
+            whole::Fault::Broken(n) => Fault::Broken(n),
+            whole::Fault::Limit(n) => Fault::Limit(n),
+        }
+    }
+}
+
+/// A streamed container format: bytes in, member events out. `feed` may be given any split of
+/// the container's bytes; `finish` is called at its end and reports a truncated container.
+pub trait Feed {
+    fn feed(&mut self, input: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault>;
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault>;
+}
+
+/// The container layer's bounds (see [`crate::limits`] for defaults and reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnpackLimits {
+    pub recursion_max: u32,
+    pub files_max: u32,
+    pub file_bytes_max: u64,
+    pub scan_bytes_max: u64,
+    pub ratio_max: u64,
+    pub ratio_floor_bytes: u64,
+    pub buffer_bytes_max: u64,
+    pub lzma_memory_bytes_max: u64,
+}
+
+/// What to do with encrypted members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncryptedPolicy {
+    Block,
+    Pass,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub over_limit: OverLimit,
+    pub encrypted: EncryptedPolicy,
+}
+
+/// Settings every level's scanners are begun with.
+#[derive(Clone, Copy, Debug)]
+struct ScanSettings {
+    partials_max: usize,
+    partial_ends_max: usize,
+    yara_scanners_max: usize,
+    whole_max: usize,
+}
+
+enum State {
+    /// Collecting the head.
+    Sniffing,
+    /// Not a container (or no longer opened): only the object's own scanners run.
+    Plain,
+    Stream(Box<dyn Feed>),
+    Whole(whole::Kind),
+}
+
+/// The member a level's container has open.
+#[derive(Default)]
+struct Member {
+    open: bool,
+    /// Its remaining bytes are not scanned (over MaxFileSize, or too deep).
+    skip: bool,
+    bytes: u64,
+    /// Length of the tree's path before this member's name.
+    path_len: usize,
+}
+
+/// One nesting level.
+struct Level {
+    scan: ObjectScan,
+    head: Vec<u8>,
+    state: State,
+    /// The object's name, for naming members that have none (a gzip's content).
+    name: String,
+    /// Buffer of a random-access format, and what it is charged to the budget.
+    buf: Vec<u8>,
+    buf_charge: Option<Charge>,
+    /// A fault that stopped the container; decides the object if its scanners find nothing.
+    fault: Option<Fault>,
+    member: Member,
+    child: Option<Box<Level>>,
+}
+
+/// Capacity of a level's whole-format buffer kept between objects.
+const BUF_KEEP_BYTES: usize = 256 * 1024;
+
+impl Level {
+    fn new(sg: &Rc<ShardGen>, s: ScanSettings, store: &WholeStore) -> Level {
+        Level {
+            scan: ObjectScan::new(sg, s.partials_max, s.partial_ends_max, s.whole_max, store),
+            head: Vec::with_capacity(DETECT_BYTES),
+            state: State::Sniffing,
+            name: String::new(),
+            buf: Vec::new(),
+            buf_charge: None,
+            fault: None,
+            member: Member::default(),
+            child: None,
+        }
+    }
+
+    fn begin(&mut self, sg: &Rc<ShardGen>, s: ScanSettings, name: &str) {
+        self.scan.begin(sg, s.yara_scanners_max, s.whole_max);
+        self.head.clear();
+        self.state = State::Sniffing;
+        self.name.clear();
+        self.name.push_str(&name[..floor_char(name, tree::NAME_BYTES_MAX)]);
+        self.release_buf();
+        self.fault = None;
+        self.member = Member::default();
+    }
+
+    /// Empties the random-access buffer, frees a big one and settles its charge.
+    fn release_buf(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > BUF_KEEP_BYTES {
+            self.buf = Vec::new();
+        }
+        if let Some(c) = self.buf_charge.as_mut() {
+            c.resize(self.buf.capacity());
+        }
+    }
+
+    /// Makes room for `more` bytes in the random-access buffer if the budget pays for it.
+    fn reserve_buf(&mut self, more: usize, budget: &Rc<ShardBudget>) -> bool {
+        let need = self.buf.len() + more;
+        if need <= self.buf.capacity() {
+            return true;
+        }
+        let cap = need.max(2 * self.buf.capacity());
+        let charged = match self.buf_charge.as_mut() {
+            Some(c) => c.resize(cap),
+            None => budget.try_charge(Use::Container, cap).map(|c| self.buf_charge = Some(c)).is_some(),
+        };
+        if charged {
+            self.buf.reserve_exact(cap - self.buf.len());
+        }
+        charged
+    }
+
+    /// The next bytes of this level's object. Members go first, so that a member stored
+    /// as it is (tar, a stored zip entry) is named as the place of a find in both.
+    fn feed(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        self.sniff_and_open(data, cx, depth)?;
+        if let Some(hit) = self.scan.feed(data) {
+            cx.tree.found(hit, depth);
+            return ControlFlow::Break(());
+        }
+        if let Some(threat) = self.scan.take_skip() {
+            // A scanner cannot see the whole object: under `block` that decides it now,
+            // under `pass` the limit is recorded and the other scanners go on.
+            if let Act::Stop = cx.tree.over(threat, depth) {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn sniff_and_open(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        let mut rest = data;
+        if let State::Sniffing = self.state {
+            let take = (DETECT_BYTES - self.head.len()).min(rest.len());
+            self.head.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            match detect::detect(&self.head, false) {
+                Detect::NeedMore => return ControlFlow::Continue(()),
+                found => {
+                    self.start(found, cx);
+                    let head = std::mem::take(&mut self.head);
+                    let flow = self.open(&head, cx, depth);
+                    self.head = head;
+                    flow?;
+                }
+            }
+        }
+        self.open(rest, cx, depth)
+    }
+
+    /// Starts opening the object as `found`.
+    fn start(&mut self, found: Detect, cx: &mut Cx<'_>) {
+        self.state = match found {
+            Detect::Container(Kind::Whole(kind)) => State::Whole(kind),
+            Detect::Container(kind) => match formats::feeder(kind, &self.name, cx) {
+                Some(feeder) => State::Stream(feeder),
+                None => {
+                    self.fault.get_or_insert(Fault::Broken("Heuristics.Broken.Decoder"));
+                    State::Plain
+                }
+            },
+            _ => State::Plain,
+        };
+    }
+
+    /// Feeds the container's opener (after the head was decided).
+    fn open(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        if data.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        match &mut self.state {
+            State::Sniffing | State::Plain => ControlFlow::Continue(()),
+            State::Whole(_) => {
+                cx.tree.buffered += data.len() as u64;
+                let over = if cx.tree.buffered > cx.tree.limits.buffer_bytes_max {
+                    Some(tree::THREAT_BUFFER)
+                } else if !self.reserve_buf(data.len(), &cx.store.budget) {
+                    Some(scan_policy::THREAT_MEMORY)
+                } else {
+                    None
+                };
+                if let Some(threat) = over {
+                    cx.tree.buffered = cx.tree.buffered.saturating_sub(self.buf.len() as u64 + data.len() as u64);
+                    self.release_buf();
+                    self.state = State::Plain;
+                    return act(cx.tree.over(threat, depth));
+                }
+                self.buf.extend_from_slice(data);
+                ControlFlow::Continue(())
+            }
+            State::Stream(feeder) => {
+                let (child, member) = (&mut self.child, &mut self.member);
+                let result = feeder.feed(data, &mut |ev| on_event(child, member, cx, depth + 1, ev));
+                self.settle(result, cx, depth)
+            }
+        }
+    }
+
+    /// What a feeder's answer means for this level: a find stops everything; a skipped or
+    /// faulty container is no longer opened (the object's own scanners go on).
+    fn settle(&mut self, result: Result<ControlFlow<()>, Fault>, cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        match result {
+            Ok(ControlFlow::Continue(())) => return ControlFlow::Continue(()),
+            Ok(ControlFlow::Break(())) if cx.tree.hit.is_some() => return ControlFlow::Break(()),
+            Ok(ControlFlow::Break(())) => {}
+            Err(fault) => {
+                self.fault.get_or_insert(fault);
+            }
+        }
+        // Abandoned: close the open member (what it got is still judged).
+        self.state = State::Plain;
+        if self.member.open {
+            let flow = on_event(&mut self.child, &mut self.member, cx, depth + 1, Event::End);
+            if flow.is_break() && cx.tree.hit.is_some() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The object ended: open what is left, then its own end-of-object scanners, then a
+    /// fault, if any, decides.
+    fn finish(&mut self, cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        if let State::Sniffing = self.state {
+            let found = detect::detect(&self.head, true);
+            self.start(found, cx);
+            let head = std::mem::take(&mut self.head);
+            let flow = self.open(&head, cx, depth);
+            self.head = head;
+            flow?;
+        }
+        match &mut self.state {
+            State::Stream(feeder) => {
+                let (child, member) = (&mut self.child, &mut self.member);
+                let result = feeder.finish(&mut |ev| on_event(child, member, cx, depth + 1, ev));
+                self.settle(result, cx, depth)?;
+            }
+            State::Whole(kind) => {
+                let kind = *kind;
+                let limits = whole::Limits {
+                    member_bytes_max: cx.tree.limits.file_bytes_max,
+                    members_max: cx.tree.limits.files_max.saturating_sub(cx.tree.members),
+                    ratio_max: cx.tree.limits.ratio_max,
+                };
+                let buf = std::mem::take(&mut self.buf);
+                let mut sink = WholeSink { child: &mut self.child, member: &mut self.member, cx, depth: depth + 1 };
+                let result = whole::extract(kind, &buf, &limits, &mut sink).map_err(Fault::from).map(|()| {
+                    // The library stops quietly when the sink says stop: find out why.
+                    if sink.cx.tree.hit.is_some() || sink.member.open {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                cx.tree.buffered = cx.tree.buffered.saturating_sub(buf.len() as u64);
+                self.buf = buf;
+                self.release_buf();
+                self.settle(result, cx, depth)?;
+            }
+            _ => {}
+        }
+        self.state = State::Plain;
+        if let Some(hit) = self.scan.finish(cx.time_left) {
+            cx.tree.found(hit, depth);
+            return ControlFlow::Break(());
+        }
+        if let Some(threat) = self.scan.skipped() {
+            if let Act::Stop = cx.tree.over(threat, depth) {
+                return ControlFlow::Break(());
+            }
+        }
+        if let Some(fault) = self.fault.take() {
+            return act(cx.tree.fault(fault, depth));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The object was cut short (the transaction ended early): give lent scanners back.
+    fn end(&mut self) {
+        self.scan.end();
+        self.state = State::Plain;
+        self.release_buf();
+        let mut child = self.child.as_deref_mut();
+        while let Some(level) = child {
+            level.scan.end();
+            level.state = State::Plain;
+            level.release_buf();
+            child = level.child.as_deref_mut();
+        }
+    }
+}
+
+fn act(a: Act) -> ControlFlow<()> {
+    match a {
+        Act::Stop => ControlFlow::Break(()),
+        Act::Skip => ControlFlow::Continue(()),
+    }
+}
+
+/// The largest char boundary of `s` at or below `max`.
+fn floor_char(s: &str, max: usize) -> usize {
+    let mut n = max.min(s.len());
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
+/// What every level needs besides itself.
+struct Cx<'a> {
+    tree: &'a mut Tree,
+    sg: &'a Rc<ShardGen>,
+    settings: ScanSettings,
+    store: &'a WholeStore,
+    /// What remains of the object's scan time (for the whole-buffer YARA scans at the end).
+    time_left: Duration,
+}
+
+/// Routes one event of the container at `depth - 1` to the member level at `depth`.
+/// `Break` without a hit asks the container's feeder to stop: the container is skipped.
+fn on_event(
+    child: &mut Option<Box<Level>>,
+    member: &mut Member,
+    cx: &mut Cx<'_>,
+    depth: u32,
+    ev: Event<'_>,
+) -> ControlFlow<()> {
+    match ev {
+        Event::Start(name) => {
+            if member.open {
+                // A feeder that starts a member without ending the last one ends it here.
+                on_event(child, member, cx, depth, Event::End)?;
+            }
+            *member = Member { open: true, skip: false, bytes: 0, path_len: cx.tree.path.len() };
+            tree::push_name(&mut cx.tree.path, name);
+            cx.tree.members += 1;
+            if cx.tree.members > cx.tree.limits.files_max {
+                // Stop (block) or stop opening this container (pass).
+                member.skip = true;
+                cx.tree.over(tree::THREAT_FILES, depth);
+                return ControlFlow::Break(());
+            }
+            if depth > cx.tree.limits.recursion_max {
+                // Too deep to scan: skipped, and decides the object only if nothing else does.
+                member.skip = true;
+                cx.tree.defer(tree::THREAT_RECURSION);
+                return ControlFlow::Continue(());
+            }
+            let level = child.get_or_insert_with(|| Box::new(Level::new(cx.sg, cx.settings, cx.store)));
+            level.begin(cx.sg, cx.settings, name);
+            ControlFlow::Continue(())
+        }
+        Event::Data(data) => {
+            if !member.open {
+                return ControlFlow::Continue(());
+            }
+            if cx.tree.extract(data.len(), depth).is_some() {
+                // Over the per-object totals: stop (block) or stop opening this container.
+                return ControlFlow::Break(());
+            }
+            if member.skip {
+                return ControlFlow::Continue(());
+            }
+            member.bytes += data.len() as u64;
+            if member.bytes > cx.tree.limits.file_bytes_max {
+                // What was scanned of it stays scanned; the rest is skipped.
+                member.skip = true;
+                if let Some(level) = child.as_deref_mut() {
+                    level.end();
+                }
+                cx.tree.defer(tree::THREAT_FILE_SIZE);
+                return ControlFlow::Continue(());
+            }
+            let level = child.as_deref_mut().expect("begun at Start");
+            level.feed(data, cx, depth)
+        }
+        Event::End => {
+            if !member.open {
+                return ControlFlow::Continue(());
+            }
+            member.open = false;
+            let flow = if member.skip {
+                ControlFlow::Continue(())
+            } else {
+                child.as_deref_mut().expect("begun at Start").finish(cx, depth)
+            };
+            cx.tree.path.truncate(member.path_len);
+            flow
+        }
+    }
+}
+
+/// The random-access library's members, routed like a feeder's events.
+struct WholeSink<'a, 'c> {
+    child: &'a mut Option<Box<Level>>,
+    member: &'a mut Member,
+    cx: &'a mut Cx<'c>,
+    depth: u32,
+}
+
+impl whole::Sink for WholeSink<'_, '_> {
+    fn member_start(&mut self, name: &str) -> ControlFlow<()> {
+        on_event(self.child, self.member, self.cx, self.depth, Event::Start(name))
+    }
+    fn member_data(&mut self, data: &[u8]) -> ControlFlow<()> {
+        on_event(self.child, self.member, self.cx, self.depth, Event::Data(data))
+    }
+    fn member_end(&mut self) -> ControlFlow<()> {
+        on_event(self.child, self.member, self.cx, self.depth, Event::End)
+    }
+}
+
+/// The container layer for one connection: the top-level object's level and the tree.
+pub struct Unpacker {
+    root: Level,
+    tree: Tree,
+    settings: ScanSettings,
+    store: WholeStore,
+}
+
+impl Unpacker {
+    pub fn new(
+        sg: &Rc<ShardGen>,
+        limits: UnpackLimits,
+        policy: Policy,
+        partials: (usize, usize),
+        yara_scanners_max: usize,
+        whole_max: usize,
+        store: WholeStore,
+    ) -> Unpacker {
+        let (partials_max, partial_ends_max) = partials;
+        let settings = ScanSettings { partials_max, partial_ends_max, yara_scanners_max, whole_max };
+        Unpacker { root: Level::new(sg, settings, &store), tree: Tree::new(limits, policy), settings, store }
+    }
+
+    /// Starts a top-level object named `name` (from its URL; may be empty), under the
+    /// transaction's over-limit policy (the operator's `strict` blocks whatever the setting).
+    pub fn begin(&mut self, sg: &Rc<ShardGen>, name: &str, over_limit: OverLimit) {
+        self.root.end();
+        self.tree.reset(name);
+        self.tree.policy.over_limit = over_limit;
+        self.root.begin(sg, self.settings, name);
+    }
+
+    /// The next bytes of the top-level object; a hit once one is certain. `time_left` is what
+    /// remains of the object's scan time (members that end here are judged with it).
+    pub fn feed(&mut self, sg: &Rc<ShardGen>, data: &[u8], time_left: Duration) -> Option<Hit> {
+        if let Some(hit) = &self.tree.hit {
+            return Some(hit.clone());
+        }
+        self.tree.input += data.len() as u64;
+        let mut cx = Cx { tree: &mut self.tree, sg, settings: self.settings, store: &self.store, time_left };
+        if self.root.feed(data, &mut cx, 0).is_break() {
+            self.root.end();
+        }
+        self.tree.hit.clone()
+    }
+
+    /// The object ended; `time_left` is what remains of its scan time.
+    pub fn finish(&mut self, sg: &Rc<ShardGen>, time_left: Duration) -> Option<Hit> {
+        if let Some(hit) = &self.tree.hit {
+            return Some(hit.clone());
+        }
+        let mut cx = Cx { tree: &mut self.tree, sg, settings: self.settings, store: &self.store, time_left };
+        let _ = self.root.finish(&mut cx, 0);
+        self.root.end();
+        self.tree.settle_pending();
+        self.tree.hit.clone()
+    }
+
+    /// At the end of a preview: matches what the top object's body matcher holds back.
+    pub fn flush(&mut self) -> Option<Hit> {
+        if let Some(hit) = &self.tree.hit {
+            return Some(hit.clone());
+        }
+        let hit = self.root.scan.flush()?;
+        self.tree.found(hit, 0);
+        self.root.end();
+        self.tree.hit.clone()
+    }
+
+    /// Whether an allowlist hash could still clear the top object.
+    pub fn allow_open(&self) -> bool {
+        self.root.scan.allow_open()
+    }
+
+    /// The transaction ended before the object did.
+    pub fn end(&mut self) {
+        self.root.end();
+    }
+
+    /// The member path of the find, when it was inside a container.
+    pub fn found_in(&self) -> Option<&str> {
+        self.tree.found_in.as_deref()
+    }
+
+    /// The first container limit or fault met, whatever the policy made of it.
+    pub fn limit(&self) -> Option<&'static str> {
+        self.tree.limit
+    }
+}
+
+#[cfg(test)]
+mod tests;
