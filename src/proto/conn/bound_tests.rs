@@ -107,7 +107,10 @@ fn flush(conn: &mut Conn, pool: &mut BlockPool, out: &mut Vec<u8>) {
 /// Runs `input` whole, at (sampled) single splits and byte by byte, with both readers; every run
 /// must stay within the bound and give the same answers.
 fn check_bounded(input: &[u8]) -> Run {
-    let limits = limits();
+    check_bounded_with(input, limits())
+}
+
+fn check_bounded_with(input: &[u8], limits: Limits) -> Run {
     let whole = drive(input, &[], limits, Reader::Eager);
     for reader in [Reader::Eager, Reader::Stalled] {
         for_each_split(input.len(), |cuts| {
@@ -187,4 +190,26 @@ fn pipelined_big_requests_stay_within_the_bound() {
     let statuses: Vec<u16> = run.resps.iter().map(Resp::status).collect();
     assert_eq!(statuses, [204, 200, 200, 204]);
     assert_eq!(run.resps[1].body.as_deref(), Some(b.as_slice()));
+}
+
+#[test]
+fn a_turn_that_ends_inside_chunk_framing_loses_no_byte() {
+    // Turns of a few bytes end inside chunk-size lines and extensions over and over; the
+    // bytes after each turn's end must still be processed before the next read. Whole, at
+    // sampled single cuts and byte by byte (every split point would take minutes here).
+    let b = body(1_200);
+    for turn in [1, 7, 203] {
+        let limits = Limits { scan_turn_bytes: turn, ..limits() };
+        for input in [spread(&b, 50, false), respmod(&b, None, false)] {
+            let every: Vec<usize> = (1..input.len()).collect();
+            let singles = (1..input.len()).step_by(997).map(|c| vec![c]);
+            for cuts in std::iter::once(vec![]).chain(singles).chain(std::iter::once(every)) {
+                for reader in [Reader::Eager, Reader::Stalled] {
+                    let run = drive(&input, &cuts, limits, reader);
+                    assert_eq!(run.resps.len(), 1, "turn {turn} cuts {}", cuts.len());
+                    assert_eq!(run.resps[0].body.as_deref(), Some(b.as_slice()), "turn {turn} cuts {}", cuts.len());
+                }
+            }
+        }
+    }
 }

@@ -622,6 +622,10 @@ impl Conn {
                         Err(e) => return self.fail(e, unix_secs),
                         Ok((n, Chunk::NeedMore)) => {
                             self.pos += n;
+                            // The turn ended inside chunk framing, not the input: the rest of
+                            // the block is processed in the next step (a read would otherwise
+                            // continue in a fresh block and lose it).
+                            self.paused = end < filled;
                             return;
                         }
                         Ok((n, Chunk::Data { start, end })) => {
