@@ -308,6 +308,18 @@ impl Conn {
         !self.out.is_empty()
     }
 
+    /// Between transactions with nothing buffered, nothing owed and nothing to report: the
+    /// connection carries no state but its socket, so the server may move it to another shard
+    /// (bytes the client already sent are still in the socket, so pipelined order holds).
+    pub fn at_rest(&self) -> bool {
+        matches!(self.phase, Phase::Idle)
+            && self.out.is_empty()
+            && self.recv.pins() == 0
+            && self.outcomes.is_empty()
+            && self.end_pending.is_none()
+            && (self.recv.is_empty() || self.recv.newest_buf().1 == self.pos)
+    }
+
     /// The connection is finished: close the socket.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Closing) && self.out.is_empty()
