@@ -202,7 +202,12 @@ impl BudgetStats {
         fn head(o: &mut String, name: &str, kind: &str, help: &str) {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         }
-        head(o, "icapd_memory_budget_bytes", "gauge", "Memory budget of the shards together (shard_memory_bytes_max each).");
+        head(
+            o,
+            "icapd_memory_budget_bytes",
+            "gauge",
+            "Memory budget of the shards together (shard_memory_bytes_max each).",
+        );
         let _ = writeln!(o, "icapd_memory_budget_bytes {}", self.limit);
         head(o, "icapd_memory_budget_used_bytes", "gauge", "Bytes charged to the shards' memory budgets now, by use.");
         for (u, n) in USES.iter().zip(self.used) {
@@ -214,11 +219,21 @@ impl BudgetStats {
         for (u, n) in USES.iter().zip(self.refused) {
             let _ = writeln!(o, "icapd_memory_budget_refusals_total{{use=\"{}\"}} {n}", u.label());
         }
-        head(o, "icapd_memory_budget_waits_total", "counter", "Connections that waited (were not read from) for budget.");
+        head(
+            o,
+            "icapd_memory_budget_waits_total",
+            "counter",
+            "Connections that waited (were not read from) for budget.",
+        );
         let _ = writeln!(o, "icapd_memory_budget_waits_total {}", self.waits);
         head(o, "icapd_receive_block_bytes", "gauge", "Receive-block memory allocated (in use and free in the pools).");
         let _ = writeln!(o, "icapd_receive_block_bytes {}", self.pool_allocated);
-        head(o, "icapd_receive_block_free_bytes", "gauge", "Receive-block memory free in the pools (trimmed when idle).");
+        head(
+            o,
+            "icapd_receive_block_free_bytes",
+            "gauge",
+            "Receive-block memory free in the pools (trimmed when idle).",
+        );
         let _ = writeln!(o, "icapd_receive_block_free_bytes {}", self.pool_free);
     }
 }

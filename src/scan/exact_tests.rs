@@ -203,7 +203,8 @@ fn an_exhausted_scanner_pool_never_disables_yara_silently() {
         let _ = holder.finish();
         // Without a spool directory the copy ends at `yara_whole_bytes_max`.
         let gen = spooling.current().gen.clone();
-        let ctx = ScanCtx::with_budget(gen, limits.scan(), policy.clone(), crate::budget::ShardBudget::new(usize::MAX), None);
+        let ctx =
+            ScanCtx::with_budget(gen, limits.scan(), policy.clone(), crate::budget::ShardBudget::new(usize::MAX), None);
         let mut holder = EngineInspector::new(ctx.clone());
         let mut inspector = EngineInspector::new(ctx.clone());
         // `holder` keeps the only block scanner for the rest of the test.

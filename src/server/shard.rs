@@ -293,7 +293,8 @@ pub async fn run(args: ShardArgs) {
             options_ttl_secs: limits.options_ttl.as_secs(),
         },
         inspector: cfg.inspector,
-        scan: generation.map(|g| ScanCtx::with_budget(g, limits.scan(), cfg.policy.clone(), budget.clone(), cfg.spool_dir.clone())),
+        scan: generation
+            .map(|g| ScanCtx::with_budget(g, limits.scan(), cfg.policy.clone(), budget.clone(), cfg.spool_dir.clone())),
         block_page: cfg.block_page.as_deref().map(Rc::from),
         allow: cfg.allow_clients.clone(),
         policies: Rc::new(cfg.policies.clone()),
@@ -320,39 +321,42 @@ pub async fn run(args: ShardArgs) {
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let control_ctx = ctx.clone();
     let interactive = ctx.queues.interactive;
-    glommio::spawn_local_into(async move {
-        let mut last_trim = Instant::now();
-        loop {
-            if last_trim.elapsed() >= POOL_TRIM_EVERY {
-                last_trim = Instant::now();
-                if control_ctx.pool.borrow_mut().trim() > 0 {
-                    // SAFETY: malloc_trim only returns free heap memory to the system.
-                    unsafe {
-                        libc::malloc_trim(0);
-                    }
-                }
-            }
-            while let Ok(msg) = control.try_recv() {
-                match msg {
-                    Control::Stop => {
-                        let _ = stop_tx.send(()).await;
-                        return;
-                    }
-                    Control::Install(gen) => {
-                        if let Some(scan) = &control_ctx.scan {
-                            scan.install(gen);
+    glommio::spawn_local_into(
+        async move {
+            let mut last_trim = Instant::now();
+            loop {
+                if last_trim.elapsed() >= POOL_TRIM_EVERY {
+                    last_trim = Instant::now();
+                    if control_ctx.pool.borrow_mut().trim() > 0 {
+                        // SAFETY: malloc_trim only returns free heap memory to the system.
+                        unsafe {
+                            libc::malloc_trim(0);
                         }
                     }
-                    Control::Scrape(reply) => {
-                        let _ = reply.try_send(control_ctx.snapshot());
+                }
+                while let Ok(msg) = control.try_recv() {
+                    match msg {
+                        Control::Stop => {
+                            let _ = stop_tx.send(()).await;
+                            return;
+                        }
+                        Control::Install(gen) => {
+                            if let Some(scan) = &control_ctx.scan {
+                                scan.install(gen);
+                            }
+                        }
+                        Control::Scrape(reply) => {
+                            let _ = reply.try_send(control_ctx.snapshot());
+                        }
                     }
                 }
+                control_ctx.flush_log();
+                control_ctx.tick_balance();
+                glommio::timer::sleep(CONTROL_POLL).await;
             }
-            control_ctx.flush_log();
-            control_ctx.tick_balance();
-            glommio::timer::sleep(CONTROL_POLL).await;
-        }
-    }, interactive)
+        },
+        interactive,
+    )
     .expect("the interactive queue belongs to this executor")
     .detach();
     // Connections other shards hand over: served here like our own accepts.

@@ -204,9 +204,12 @@ pub(super) fn admit(stream: TcpStream, tls: &TlsServer, ctx: &Rc<ShardCtx>) {
     }
     ctx.metrics.borrow_mut().connections_accepted += 1;
     let config = tls.config();
-    glommio::spawn_local_into(super::conn_task::serve_over(ctx.clone(), handshake(stream, config, ctx.clone())), ctx.queues.interactive)
-        .expect("the interactive queue belongs to this executor")
-        .detach();
+    glommio::spawn_local_into(
+        super::conn_task::serve_over(ctx.clone(), handshake(stream, config, ctx.clone())),
+        ctx.queues.interactive,
+    )
+    .expect("the interactive queue belongs to this executor")
+    .detach();
 }
 
 /// Runs the server side of the handshake, bounded by `tls_handshake_ms` however the peer paces

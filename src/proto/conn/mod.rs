@@ -43,15 +43,15 @@
 //! * After an early answer (`Drain`), the rest of the body is decoded and discarded: the
 //!   newest block is reused in place, so draining a body of any size holds one block.
 
-mod hold;
-mod out;
-mod recv;
 #[cfg(test)]
 mod bound_tests;
+mod hold;
 #[cfg(test)]
 mod late_threat_tests;
+mod out;
 #[cfg(test)]
 mod rate_tests;
+mod recv;
 
 use self::hold::Holdback;
 use self::out::OutQueue;
@@ -521,7 +521,9 @@ impl Conn {
     fn check_pins(&self) {
         if cfg!(debug_assertions) {
             let held = match &self.phase {
-                Phase::Body(Body { echo: Echo::Pending { held, .. } | Echo::Streaming { held }, .. }) => held.segments(),
+                Phase::Body(Body { echo: Echo::Pending { held, .. } | Echo::Streaming { held }, .. }) => {
+                    held.segments()
+                }
                 _ => 0,
             };
             assert_eq!(self.recv.pins(), held + self.out.pinned(), "every pinned block has an owner");
@@ -699,7 +701,9 @@ impl Conn {
                     let seq = self.recv.newest_seq();
                     let seg = echo_range.map(|(a, b)| Seg { seq, start: a as u32, end: b as u32 });
                     let hdr_len = seg.map_or(0, |s| s.len());
-                    self.push_scratch(|out, istag| response::echo_head(out, req.method, hdr_len, false, istag, unix_secs));
+                    self.push_scratch(|out, istag| {
+                        response::echo_head(out, req.method, hdr_len, false, istag, unix_secs)
+                    });
                     if let Some(seg) = seg.filter(|s| !s.is_empty()) {
                         self.recv.pin(seg);
                         self.out.push_pinned(seg);
