@@ -16,22 +16,22 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-const EICAR: &[u8] = include_bytes!("../../../tests/samples/eicar.com");
-const FOUND: &str = "Eicar-Test-Signature";
+pub(super) const EICAR: &[u8] = include_bytes!("../../../tests/samples/eicar.com");
+pub(super) const FOUND: &str = "Eicar-Test-Signature";
 
-fn ctx_with(limits: Limits, over_limit: OverLimit, encrypted: EncryptedPolicy) -> Rc<ScanCtx> {
+pub(super) fn ctx_with(limits: Limits, over_limit: OverLimit, encrypted: EncryptedPolicy) -> Rc<ScanCtx> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures");
     let gen = load(&dir, LoadOptions::default()).expect("signatures load");
     ScanCtx::new(Arc::new(gen), limits.scan(), ScanPolicy { over_limit, early_204: Early204::default(), encrypted })
 }
 
-fn engine() -> EngineInspector {
+pub(super) fn engine() -> EngineInspector {
     EngineInspector::new(ctx_with(Limits::default(), OverLimit::Block, EncryptedPolicy::Block))
 }
 
 /// The verdict and member path for `body` fed in the pieces `cuts` gives; the request URL
 /// names the object `name`.
-fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize]) -> (Verdict, Option<String>) {
+pub(super) fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize]) -> (Verdict, Option<String>) {
     let req = format!("GET http://example.com/dl/{name} HTTP/1.1\r\nHost: example.com\r\n\r\n");
     let res = b"HTTP/1.1 200 OK\r\n\r\n";
     let txn = Txn {
@@ -45,12 +45,12 @@ fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize])
     (v, inspector.found_in().map(str::to_string))
 }
 
-fn infected(name: &str) -> Verdict {
+pub(super) fn infected(name: &str) -> Verdict {
     Verdict::Infected { threat: name.into() }
 }
 
 /// Checks `body` gives `want` (and `path`) at every split.
-fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option<&str>) {
+pub(super) fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option<&str>) {
     let mut inspector = engine();
     for_each_split(body.len(), |cuts| {
         let (v, p) = run(&mut inspector, name, body, cuts);
@@ -60,7 +60,7 @@ fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option<&str>) {
     });
 }
 
-const CLEAN: &[u8] = b"A harmless text member: nothing to see here, just some words.\n";
+pub(super) const CLEAN: &[u8] = b"A harmless text member: nothing to see here, just some words.\n";
 
 fn zip_of(members: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -377,12 +377,14 @@ fn members_and_member_bytes_are_limited() {
     assert_eq!(pass.limit_hit(), Some("Heuristics.Limits.Exceeded.MaxFileSize"));
 }
 
-/// Sets the encryption flag of every local header (the data is left as it is).
+/// Sets the encryption flag of every local and central header (the data is left as it is).
 fn mark_encrypted(mut zip: Vec<u8>) -> Vec<u8> {
-    let mut at = 0;
-    while let Some(p) = memchr::memmem::find(&zip[at..], b"PK\x03\x04") {
-        zip[at + p + 6] |= 1;
-        at += p + 4;
+    for (sig, flags_at) in [(b"PK\x03\x04", 6), (b"PK\x01\x02", 8)] {
+        let mut at = 0;
+        while let Some(p) = memchr::memmem::find(&zip[at..], sig) {
+            zip[at + p + flags_at] |= 1;
+            at += p + 4;
+        }
     }
     zip
 }
@@ -403,9 +405,12 @@ fn encrypted_and_broken_zips_are_never_silently_clean() {
     }
     let dirty = zip_of(&[("e", EICAR), ("b", CLEAN)], zip::CompressionMethod::Deflated);
     assert_eq!(run(&mut inspector, "t.zip", &dirty[..dirty.len() / 2 + 60], &[]).0, infected(FOUND));
-    // A corrupt CRC is broken too.
+    // A CRC that the data does not have is broken too. (Only in the local header, the
+    // central directory's is taken: see tests_central.)
     let mut bad = zip_of(&[("a", CLEAN)], zip::CompressionMethod::Stored);
     bad[14] ^= 0xff;
+    let central = memchr::memmem::find(&bad, b"PK\x01\x02").unwrap();
+    bad[central + 16] ^= 0xff;
     assert_eq!(run(&mut inspector, "c.zip", &bad, &[]).0, infected("Heuristics.Broken.Zip"));
     let tgz = gzip(&tar_of(&[("a", CLEAN)]));
     assert_eq!(run(&mut inspector, "t.tgz", &tgz[..tgz.len() - 4], &[]).0, infected("Heuristics.Broken.Gzip"));

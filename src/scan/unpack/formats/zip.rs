@@ -9,9 +9,17 @@
 //! entry's CRC-32 is checked. Encrypted entries are [`Fault::Encrypted`]; other methods
 //! (implode, shrink, reduce, ppmd, ...) and a broken structure are [`Fault::Broken`];
 //! an archive must reach its central directory to be complete.
+//!
+//! A zip this reader cannot finish (a method it lacks, a local header that disagrees with the
+//! data, sizes only the central directory knows) may still be readable from its central
+//! directory. So that the level can hand it to that reader ([`crate::scan::whole::zip_central`])
+//! without scanning a member twice, the feeder says where the record it is reading began
+//! ([`Feed::keep_from`]: the bytes before it are no longer needed) and which entries it read in
+//! full ([`Feed::take_done`]).
 
 use super::codec::{pump, Codec};
 use crate::scan::unpack::{Emit, Event, Fault, Feed};
+use crate::scan::whole::ZipDone;
 use std::ops::ControlFlow;
 
 const BROKEN: Fault = Fault::Broken("Heuristics.Broken.Zip");
@@ -69,6 +77,15 @@ pub struct Zip {
     entries: u64,
     first: bool,
     lzma_memory_max: u64,
+    /// Bytes given to `feed` so far (every `run` input is a suffix of them).
+    fed: u64,
+    /// Offset of the record being read: the current entry's local header, or the signature
+    /// being collected between entries.
+    record_at: u64,
+    /// Offset of the current entry's local header.
+    entry_at: u64,
+    /// Entries read in full, by increasing offset.
+    done: Vec<ZipDone>,
 }
 
 impl Zip {
@@ -97,6 +114,10 @@ impl Zip {
             entries: 0,
             first: true,
             lzma_memory_max,
+            fed: 0,
+            record_at: 0,
+            entry_at: 0,
+            done: Vec::new(),
         }
     }
 
@@ -195,8 +216,22 @@ impl Zip {
             return Ok(ControlFlow::Continue(()));
         }
         self.check_entry(self.crc_want, self.made)?;
+        let csize = if self.state == State::StoredSearch { self.made } else { self.taken };
+        self.entry_done(self.crc_want, csize);
         self.state = State::Signature;
         Ok(emit(Event::End))
+    }
+
+    /// The entry at `entry_at` was read in full and checked.
+    fn entry_done(&mut self, crc: u32, csize: u64) {
+        self.done.push(ZipDone { offset: self.entry_at, crc, csize });
+    }
+
+    /// Notes where the record being read began, once between records.
+    fn mark(&mut self, input_len: usize, used: usize) {
+        if self.state == State::Signature && self.got == 0 {
+            self.record_at = self.fed - (input_len - used) as u64;
+        }
     }
 
     fn check_entry(&self, crc: u32, size: u64) -> Result<(), Fault> {
@@ -215,6 +250,7 @@ impl Zip {
     fn run(&mut self, input: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
         let mut used = 0;
         while used < input.len() {
+            self.mark(input.len(), used);
             match self.state {
                 State::Done => return Ok(ControlFlow::Continue(())),
                 State::Signature => {
@@ -224,6 +260,7 @@ impl Zip {
                     self.got = 0;
                     let sig: [u8; 4] = self.buf[..4].try_into().expect("4 bytes");
                     if sig == LOCAL {
+                        self.entry_at = self.record_at;
                         self.state = State::Local;
                     } else if CENTRAL.contains(&sig) && !self.first {
                         self.state = State::Done;
@@ -270,6 +307,7 @@ impl Zip {
                     let piece = &input[used..used + n];
                     used += n;
                     self.left -= n as u64;
+                    self.taken += n as u64;
                     if n > 0 && self.data(piece, emit) {
                         return Ok(ControlFlow::Break(()));
                     }
@@ -295,6 +333,7 @@ impl Zip {
                         break;
                     }
                     self.got = 0;
+                    self.taken += 9;
                     if self.sizes_known() {
                         self.left = self.left.checked_sub(9).ok_or(BROKEN)?;
                     }
@@ -355,6 +394,7 @@ impl Zip {
                     let crc = self.u32_at(at);
                     let size = if self.zip64 { self.u64_at(at + 12) } else { u64::from(self.u32_at(at + 8)) };
                     self.check_entry(crc, size)?;
+                    self.entry_done(crc, self.taken);
                     self.got = 0;
                     self.state = State::Signature;
                     if emit(Event::End).is_break() {
@@ -363,6 +403,7 @@ impl Zip {
                 }
             }
         }
+        self.mark(input.len(), used);
         Ok(ControlFlow::Continue(()))
     }
 
@@ -416,7 +457,17 @@ impl Zip {
 
 impl Feed for Zip {
     fn feed(&mut self, input: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
+        self.fed += input.len() as u64;
         self.run(input, emit)
+    }
+
+    fn keep_from(&self) -> Option<u64> {
+        // Past the last entry nothing can fail but a missing end, which a rescue cannot mend.
+        (self.state != State::Done).then_some(self.record_at)
+    }
+
+    fn take_done(&mut self) -> Vec<ZipDone> {
+        std::mem::take(&mut self.done)
     }
 
     fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
