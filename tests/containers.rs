@@ -136,7 +136,7 @@ fn every_corpus_file_in_reach_is_blocked_in_process() {
     let files = corpus_files();
     for path in &files {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let body = std::fs::read(&path).unwrap();
+        let body = std::fs::read(path).unwrap();
         let out_of_reach = OUT_OF_REACH.iter().find(|(n, _)| *n == name).map(|(_, why)| *why);
         // Whole, and at the chunk sizes the loopback tests use.
         let (v, found_in) = verdict(&mut inspector, &name, &body, body.len().max(1));

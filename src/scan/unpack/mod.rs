@@ -507,7 +507,8 @@ impl Level {
                 let limits = self.whole_limits(cx);
                 let buf = std::mem::take(&mut self.buf);
                 let mut sink = WholeSink { child: &mut self.child, member: &mut self.member, cx, depth: depth + 1 };
-                let result = whole::extract(kind, &buf, &limits, &mut sink).map_err(Fault::from).map(|()| sink.stopped());
+                let result =
+                    whole::extract(kind, &buf, &limits, &mut sink).map_err(Fault::from).map(|()| sink.stopped());
                 cx.tree.buffered = cx.tree.buffered.saturating_sub(buf.len() as u64);
                 self.buf = buf;
                 self.buf.clear();

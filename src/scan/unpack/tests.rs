@@ -31,7 +31,12 @@ pub(super) fn engine() -> EngineInspector {
 
 /// The verdict and member path for `body` fed in the pieces `cuts` gives; the request URL
 /// names the object `name`.
-pub(super) fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize]) -> (Verdict, Option<String>) {
+pub(super) fn run(
+    inspector: &mut EngineInspector,
+    name: &str,
+    body: &[u8],
+    cuts: &[usize],
+) -> (Verdict, Option<String>) {
     let req = format!("GET http://example.com/dl/{name} HTTP/1.1\r\nHost: example.com\r\n\r\n");
     let res = b"HTTP/1.1 200 OK\r\n\r\n";
     let txn = Txn {

@@ -120,10 +120,12 @@ fn deflated<'a>(name: &'a str, data: &'a [u8]) -> Entry<'a> {
 #[test]
 fn imploded_entries_are_read_from_the_central_directory() {
     for (name, first) in [("i.zip", None), ("s.zip", Some(stored("a.txt", CLEAN)))] {
-        let dirty: Vec<Entry> = first.iter().map(|e| stored(e.name, e.data)).chain([imploded("eicar.com", EICAR)]).collect();
+        let dirty: Vec<Entry> =
+            first.iter().map(|e| stored(e.name, e.data)).chain([imploded("eicar.com", EICAR)]).collect();
         let path = format!("{name}/eicar.com");
         check_splits(name, &zip_cd(&dirty), &infected(FOUND), Some(&path));
-        let clean: Vec<Entry> = first.iter().map(|e| stored(e.name, e.data)).chain([imploded("b.txt", CLEAN)]).collect();
+        let clean: Vec<Entry> =
+            first.iter().map(|e| stored(e.name, e.data)).chain([imploded("b.txt", CLEAN)]).collect();
         check_splits(name, &zip_cd(&clean), &Verdict::Clean, None);
     }
     // A threat in an entry the stream read before it failed is found by the stream.

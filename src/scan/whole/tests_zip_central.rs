@@ -50,7 +50,10 @@ fn entries_read_by_the_stream_are_skipped_and_bytes_before_the_base_refused() {
     // Held from the second entry on, with the first done: the second is read.
     let (r, c) = read(&z, second_at, &[first]);
     assert_eq!(r, Ok(()));
-    assert_eq!(c.members.iter().map(|m| (m.0.as_str(), m.1.as_slice())).collect::<Vec<_>>(), [("b", &b"second member"[..])]);
+    assert_eq!(
+        c.members.iter().map(|m| (m.0.as_str(), m.1.as_slice())).collect::<Vec<_>>(),
+        [("b", &b"second member"[..])]
+    );
     // A CRC that differs from the stream's is another entry: it is not held, so broken.
     let other = ZipDone { crc: first.crc ^ 1, ..first };
     assert_eq!(read(&z, second_at, &[other]).0, Err(Fault::Broken("Heuristics.Broken.Zip")));
