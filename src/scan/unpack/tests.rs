@@ -459,6 +459,25 @@ fn uploads_multipart_form_data_parts_are_members() {
     });
 }
 
+/// An upload whose file part has its own Content-Transfer-Encoding (base64, as some clients
+/// and mail-to-web gateways send): decoded like a mail part, at every split.
+#[test]
+fn upload_parts_with_their_own_transfer_encoding_are_decoded() {
+    let zip = zip_of(&[("eicar.com", EICAR)], zip::CompressionMethod::Deflated);
+    let part = |data: &[u8]| {
+        format!(
+            "--f0rm\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--f0rm\r\n\
+             Content-Disposition: form-data; name=\"file\"; filename=\"up.zip\"\r\n\
+             Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--f0rm--\r\n",
+            base64(data)
+        )
+        .into_bytes()
+    };
+    check_splits("upload", &part(&zip), &infected(FOUND), Some("upload/up.zip/eicar.com"));
+    let clean = zip_of(&[("a.txt", CLEAN)], zip::CompressionMethod::Deflated);
+    check_splits("upload", &part(&clean), &Verdict::Clean, None);
+}
+
 #[test]
 fn quoted_printable_parts_are_decoded() {
     let qp: String =
