@@ -391,6 +391,10 @@ impl Level {
         }
         self.hold.settle(feeder.keep_from(), data, cx.tree.limits.buffer_bytes_max);
         let Err(fault) = result else { return ControlFlow::Continue(()) };
+        if !self.hold.on {
+            // Failed where a central-directory reader cannot help (in the central directory).
+            return self.settle(Err(fault), cx, depth);
+        }
         let done = feeder.take_done();
         self.rescue(fault, done, cx, depth)
     }

@@ -21,11 +21,13 @@ struct Entry<'a> {
     compressed: Vec<u8>,
     /// The compressed size the local header gives (`None`: the true one).
     local_csize: Option<u32>,
+    /// Listed in the central directory only, with its local header at this offset.
+    central_only: Option<u32>,
 }
 
 impl<'a> Entry<'a> {
     fn new(name: &'a str, method: u16, data: &'a [u8], compressed: Vec<u8>) -> Entry<'a> {
-        Entry { name, method, flags: (0, 0), data, compressed, local_csize: None }
+        Entry { name, method, flags: (0, 0), data, compressed, local_csize: None, central_only: None }
     }
 }
 
@@ -35,22 +37,26 @@ fn zip_cd(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut central = Vec::new();
     for e in entries {
         let crc = crc32fast::hash(e.data);
-        let offset = z.len() as u32;
+        let offset = e.central_only.unwrap_or(z.len() as u32);
         let csize = e.compressed.len() as u32;
         let local_csize = e.local_csize.unwrap_or(csize);
         // With flag 3 the local header's sizes and CRC are zero (a descriptor would follow).
         let known = e.flags.0 & 8 == 0;
-        z.extend_from_slice(b"PK\x03\x04");
+        let mut local = Vec::new();
+        local.extend_from_slice(b"PK\x03\x04");
         for v in [20u16, e.flags.0, e.method, 0, 0] {
-            z.extend_from_slice(&v.to_le_bytes());
+            local.extend_from_slice(&v.to_le_bytes());
         }
         for v in [crc, local_csize, e.data.len() as u32] {
-            z.extend_from_slice(&if known { v } else { 0 }.to_le_bytes());
+            local.extend_from_slice(&if known { v } else { 0 }.to_le_bytes());
         }
-        z.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
-        z.extend_from_slice(&0u16.to_le_bytes());
-        z.extend_from_slice(e.name.as_bytes());
-        z.extend_from_slice(&e.compressed);
+        local.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+        local.extend_from_slice(&0u16.to_le_bytes());
+        local.extend_from_slice(e.name.as_bytes());
+        local.extend_from_slice(&e.compressed);
+        if e.central_only.is_none() {
+            z.extend_from_slice(&local);
+        }
         central.extend_from_slice(b"PK\x01\x02");
         for v in [20u16, 20, e.flags.1, e.method, 0, 0] {
             central.extend_from_slice(&v.to_le_bytes());
@@ -160,6 +166,24 @@ fn lying_local_headers_and_sizes_only_the_central_directory_knows() {
     let mut e = deflated("x.com", CLEAN);
     e.flags = (8, 8);
     check_splits("d.zip", &zip_cd(&[e, stored("z.txt", CLEAN)]), &Verdict::Clean, None);
+}
+
+#[test]
+fn an_entry_only_the_central_directory_leads_to_is_never_silently_clean() {
+    // b.com's local header and data lie inside a.bin's stored data, after a few bytes (so
+    // that a.bin is no zip itself): a reader of the local headers sees a.bin only, a reader of
+    // the central directory both.
+    let b = deflated("b.com", EICAR);
+    let mut data = b"not a zip: ".to_vec();
+    let b_at = 30 + "a.bin".len() + data.len();
+    data.extend_from_slice(&zip_cd(&[deflated("b.com", EICAR)])[..30 + "b.com".len() + b.compressed.len()]);
+    let mut hidden = b;
+    hidden.central_only = Some(b_at as u32);
+    let body = zip_cd(&[stored("a.bin", &data), hidden]);
+    check_splits("h.zip", &body, &infected("Heuristics.Broken.Zip.HiddenEntry"), None);
+    // Without the extra listing it is an ordinary zip holding bytes.
+    let body = zip_cd(&[stored("a.bin", &data)]);
+    check_splits("h.zip", &body, &Verdict::Clean, None);
 }
 
 #[test]
