@@ -128,6 +128,30 @@ fn a_fault_mid_stream_still_runs_the_end_of_object_scanners() {
     }
 }
 
+// Item 7c, every coding: the decoders hand out what they decoded before the fault in the same
+// call, so a body sent in one piece is judged like one sent byte by byte.
+
+#[test]
+fn every_coding_hands_its_output_before_a_fault_to_the_scanners() {
+    use super::decode::tests::{brotli, raw_deflate, text, zlib, zstd};
+    let folder =
+        Folder::new("faultcodings", &[("eicar.hdb", &bundled("eicar.hdb")), ("eicar.yar", &bundled("eicar.yar"))]);
+    let object = [EICAR, text(2000).as_slice()].concat();
+    for (coding, encoded) in [
+        ("deflate", zlib(&object)),
+        ("deflate", raw_deflate(&object)),
+        ("br", brotli(&object)),
+        ("zstd", zstd(&object)),
+        ("deflate", zlib(EICAR)),
+    ] {
+        let body = [encoded.as_slice(), b"stray bytes after the stream"].concat();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\n\r\n");
+        let want = if encoded.len() < 100 { "Eicar-Test-Signature-MD5" } else { "YARA.EICAR_Test_File" };
+        let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), pass()));
+        assert_eq!(every_way(&mut inspector, &respmod(head.as_bytes()), &body), (infected(want), None), "{coding}");
+    }
+}
+
 // Item 7d: the literal matcher's staged bytes are matched before the preview is judged, so an
 // early 204 never leaves the end of a preview unseen.
 
