@@ -1,9 +1,10 @@
 //! ClamAV logical signatures (`.ldb`, and `.ndb` lines with targets or offsets) over a
 //! streamed object.
 //!
-//! Every variant of every segment of every body subsignature is one pattern of a
-//! [`LiteralSet`] (case-insensitive ones in a second set that sees the object lower-cased),
-//! so the streaming cost is the literal matcher's. The occurrences it reports are joined into
+//! Every distinct variant of a segment of a body subsignature is one pattern of a
+//! [`LiteralSet`] (case-insensitive ones in a second set that sees the object lower-cased);
+//! identical segments of different subsignatures and signatures share their pattern, which
+//! lists every segment it stands for. So the streaming cost is the literal matcher's. The occurrences it reports are joined into
 //! subsignature matches as in [`super::body`]: segment k must start within its gap after an
 //! end of segment k−1, and the ends kept for that are those of [`super::reach`] (every end
 //! still within reach of a bounded gap, the earliest for `*` and `{n-}`). Each match is
@@ -117,7 +118,8 @@ const VIEWS: usize = 4;
 /// The compiled logical signatures of one generation; shared read-only by all shards.
 pub struct LdbSet {
     views: [LiteralSet; VIEWS],
-    pat_of: [Vec<PatRef>; VIEWS],
+    /// What each pattern of each view stands for (identical segments share a pattern).
+    uses: [Uses; VIEWS],
     chains: Vec<Chain>,
     /// For each slot (global subsignature index): its signature and whether its offset is
     /// deferred.
@@ -133,25 +135,64 @@ pub struct LdbSet {
 
 type Nots = Vec<(usize, Vec<Vec<u8>>)>;
 
-fn patterns_of(
-    p: &crate::signatures::clamav::hex::HexPattern,
-    chain: u32,
-    out: &mut Vec<Pattern>,
-    refs: &mut Vec<PatRef>,
-    nots: &mut Vec<Nots>,
-) {
-    for (seg, variants) in p.parts.iter().enumerate() {
-        for v in variants {
-            let exact = v.mask.iter().all(|&m| m == 0xFF);
-            let n = if v.nots.is_empty() {
-                u32::MAX
-            } else {
-                nots.push(v.nots.clone());
-                (nots.len() - 1) as u32
-            };
-            refs.push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32, nots: n });
-            out.push(Pattern { bytes: v.bytes.clone(), mask: if exact { None } else { Some(v.mask.clone()) } });
+/// The segments each pattern of one view stands for: `refs[at[p]..at[p + 1]]` for pattern `p`.
+#[derive(Default)]
+struct Uses {
+    at: Vec<u32>,
+    refs: Vec<PatRef>,
+}
+
+impl Uses {
+    fn of(&self, pattern: u32) -> &[PatRef] {
+        &self.refs[self.at[pattern as usize] as usize..self.at[pattern as usize + 1] as usize]
+    }
+}
+
+/// The patterns of one view while the set is built: identical (bytes, mask) pairs of
+/// different segments, chains and signatures become one pattern, so a segment common to many
+/// signatures costs the literal matcher one pattern and one verification.
+#[derive(Default)]
+struct ViewBuilder {
+    patterns: Vec<Pattern>,
+    index: HashMap<(Vec<u8>, Option<Vec<u8>>), u32>,
+    refs: Vec<Vec<PatRef>>,
+}
+
+impl ViewBuilder {
+    fn add(&mut self, p: &crate::signatures::clamav::hex::HexPattern, chain: u32, nots: &mut Vec<Nots>) {
+        for (seg, variants) in p.parts.iter().enumerate() {
+            for v in variants {
+                let exact = v.mask.iter().all(|&m| m == 0xFF);
+                let n = if v.nots.is_empty() {
+                    u32::MAX
+                } else {
+                    nots.push(v.nots.clone());
+                    (nots.len() - 1) as u32
+                };
+                let key = (v.bytes.clone(), if exact { None } else { Some(v.mask.clone()) });
+                let id = match self.index.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.patterns.len() as u32;
+                        self.patterns.push(Pattern { bytes: key.0.clone(), mask: key.1.clone() });
+                        self.refs.push(Vec::new());
+                        self.index.insert(key, id);
+                        id
+                    }
+                };
+                self.refs[id as usize].push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32, nots: n });
+            }
         }
+    }
+
+    fn finish(self) -> (Vec<Pattern>, Uses) {
+        let mut uses = Uses { at: Vec::with_capacity(self.refs.len() + 1), refs: Vec::new() };
+        uses.at.push(0);
+        for r in self.refs {
+            uses.refs.extend(r);
+            uses.at.push(uses.refs.len() as u32);
+        }
+        (self.patterns, uses)
     }
 }
 
@@ -179,8 +220,7 @@ impl LdbSet {
     /// Compiles `sigs`. A PCRE that does not compile was already reported by the loader,
     /// which calls [`compile_pcre`]; should one slip through, its signature is left out.
     pub fn new(sigs: Vec<LdbSignature>) -> Result<LdbSet, String> {
-        let mut patterns: [Vec<Pattern>; VIEWS] = Default::default();
-        let mut pat_of: [Vec<PatRef>; VIEWS] = Default::default();
+        let mut builders: [ViewBuilder; VIEWS] = Default::default();
         let mut chains = Vec::new();
         let mut slot_sig = Vec::new();
         let mut slot_offset = Vec::new();
@@ -242,7 +282,7 @@ impl LdbSet {
             }
             for (slot, offset, form, view, fullword) in new_chains {
                 let chain = chains.len() as u32;
-                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize], &mut nots);
+                builders[view as usize].add(&form, chain, &mut nots);
                 let (left, right) = if fullword { (Edge::Word, Edge::Word) } else { (form.left, form.right) };
                 let min_lens =
                     form.parts.iter().map(|vs| vs.iter().map(|v| v.bytes.len() as u32).min().unwrap_or(0)).collect();
@@ -268,20 +308,26 @@ impl LdbSet {
             });
         }
         let build = |p| LiteralSet::new(p).map_err(|e| format!("building the logical-signature matcher: {e:?}"));
-        let [raw, lower, text, html] = patterns;
+        let [(raw, u0), (lower, u1), (text, u2), (html, u3)] = builders.map(ViewBuilder::finish);
         let views = [build(raw)?, build(lower)?, build(text)?, build(html)?];
+        let uses = [u0, u1, u2, u3];
         let has_fullword = has_fullword || !nots.is_empty();
         // A check reads at most the longest pattern back from a match that the literal matcher
         // reports at most a piece and its staging after the match's end.
         let longest = views.iter().map(LiteralSet::max_len).max().unwrap_or(0);
         let ring_bytes =
             if has_fullword { (PIECE_BYTES + super::literal::STAGE_MAX + longest + 2).next_power_of_two() } else { 0 };
-        Ok(LdbSet { views, pat_of, chains, slot_sig, slot_offset, sigs: out, has_pcre, nots, ring_bytes })
+        Ok(LdbSet { views, uses, chains, slot_sig, slot_offset, sigs: out, has_pcre, nots, ring_bytes })
     }
 
     /// An empty set.
     pub fn empty() -> LdbSet {
         LdbSet::new(Vec::new()).unwrap_or_else(|_| unreachable!("an empty set always builds"))
+    }
+
+    /// Distinct patterns of all views (identical segments count once per view).
+    pub fn patterns(&self) -> usize {
+        self.uses.iter().map(|u| u.at.len() - 1).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -700,8 +746,9 @@ impl LdbStream {
         self.hits.sort_unstable();
         let hits = std::mem::take(&mut self.hits);
         for &(end, pid, view) in &hits {
-            let r = set.pat_of[usize::from(view)][pid as usize];
-            self.on_segment(set, r, end, false);
+            for &r in set.uses[usize::from(view)].of(pid) {
+                self.on_segment(set, r, end, false);
+            }
         }
         self.hits = hits;
         self.hits.clear();

@@ -211,3 +211,24 @@ fn modifiers_agree_at_every_cut() {
         }
     }
 }
+
+#[test]
+fn identical_segments_share_one_pattern() {
+    let s = set(&lines(&[
+        "One;Target:0;0;41424344*45464748",
+        "Two;Target:0;0;41424344{2-4}494a4b4c",
+        "Three;Target:0;0&1;41424344;494a4b4c",
+        "Ci;Target:0;0;61626364::i",
+    ]));
+    // ABCD, EFGH and IJKL raw; abcd in the lower-cased view.
+    assert_eq!(s.patterns(), 4);
+    assert_eq!(all_ways(&s, b"ABCD..IJKL").as_deref(), Some("Two"));
+    assert_eq!(all_ways(&s, b"ABCD.....IJKL..EFGH").as_deref(), Some("One"));
+    assert_eq!(all_ways(&s, b"ABCD.....IJKL").as_deref(), Some("Three"));
+    assert_eq!(all_ways(&s, b"..aBcD..").as_deref(), Some("Ci"));
+    // One pattern standing for two segments of the same subsignature.
+    let u = set(&lines(&["Twice;Target:0;0;41424344{1-2}41424344"]));
+    assert_eq!(u.patterns(), 1);
+    assert_eq!(all_ways(&u, b"ABCD.ABCD").as_deref(), Some("Twice"));
+    assert_eq!(all_ways(&u, b"ABCDABCD"), None);
+}
