@@ -70,9 +70,9 @@ struct Chain {
     slot: u32,
     /// Matched on the lower-cased view.
     lower: bool,
-    /// The shortest variant of each segment (a later occurrence of segment k starts at least
-    /// this far before its end).
-    min_lens: Vec<u32>,
+    /// The longest variant of each segment: an occurrence of segment k reported after one
+    /// ending at `e` starts at `e` minus this or later.
+    max_lens: Vec<u32>,
     offset: SigOffset,
     gaps: Vec<Gap>,
     segs: u16,
@@ -284,12 +284,12 @@ impl LdbSet {
                 let chain = chains.len() as u32;
                 builders[view as usize].add(&form, chain, &mut nots);
                 let (left, right) = if fullword { (Edge::Word, Edge::Word) } else { (form.left, form.right) };
-                let min_lens =
-                    form.parts.iter().map(|vs| vs.iter().map(|v| v.bytes.len() as u32).min().unwrap_or(0)).collect();
+                let max_lens =
+                    form.parts.iter().map(|vs| vs.iter().map(|v| v.bytes.len() as u32).max().unwrap_or(0)).collect();
                 chains.push(Chain {
                     slot,
                     lower: view == View::Lower,
-                    min_lens,
+                    max_lens,
                     offset,
                     segs: form.parts.len() as u16,
                     gaps: form.gaps,
@@ -803,10 +803,11 @@ impl LdbStream {
                 }
                 Gap::Range { min, max } => {
                     let (min, max) = (u64::from(min), u64::from(max));
-                    // Starts of this segment only grow, so ends out of reach now stay so.
-                    self.ends -= prev.reach.prune(seg_start, max);
+                    // Later occurrences start at `end` minus the longest variant or later, so
+                    // ends out of their reach stay so.
+                    self.ends -= prev.reach.prune(end.saturating_sub(u64::from(chain.max_lens[k])), max);
                     if deferred {
-                        prev.reach.each(seg_start, min, |t| starts.push(t));
+                        prev.reach.each(seg_start, min, max, |t| starts.push(t));
                         starts.sort_unstable();
                         starts.dedup();
                     } else if prev.reach.any(seg_start, min, max) {
@@ -855,9 +856,9 @@ impl LdbStream {
                 p.firsts.push(end, tag)
             }
             Gap::Range { max, .. } => {
-                // A later occurrence of the next segment starts at `end` minus its length or
-                // later: ends more than `max` before that are out of reach for good.
-                let horizon = end.saturating_sub(u64::from(chain.min_lens[k + 1]));
+                // A later occurrence of the next segment starts at `end` minus its longest
+                // variant or later: ends more than `max` before that are out of reach for good.
+                let horizon = end.saturating_sub(u64::from(chain.max_lens[k + 1]));
                 let dropped = p.reach.prune(horizon, u64::from(max));
                 self.ends -= dropped;
                 if p.reach.needs_run(end, tag) && self.ends >= ends_max {
@@ -879,7 +880,9 @@ impl LdbStream {
             !alts.iter().any(|alt| {
                 alt.iter().enumerate().all(|(k, &want)| {
                     // The ring holds every byte of a match just reported (see the module docs).
-                    let Some(got) = ring.at(start + (*pos + k) as u64) else { return false };
+                    let got = ring.at(start + (*pos + k) as u64);
+                    debug_assert!(got.is_some(), "the ring is sized to hold every byte a check reads");
+                    let Some(got) = got else { return false };
                     (if chain.lower { got.to_ascii_lowercase() } else { got }) == want
                 })
             })
@@ -893,7 +896,9 @@ impl LdbStream {
             return true;
         }
         // The ring holds the byte before a first segment just reported (see the module docs).
-        self.ring.at(start - 1).is_some_and(|b| edge_ok(chain.left, b))
+        let before = self.ring.at(start - 1);
+        debug_assert!(before.is_some(), "the ring is sized to hold every byte a check reads");
+        before.is_some_and(|b| edge_ok(chain.left, b))
     }
 
     /// Retries the occurrences that waited for the byte after them; `at_end`: the object is

@@ -232,3 +232,15 @@ fn identical_segments_share_one_pattern() {
     assert_eq!(all_ways(&u, b"ABCD.ABCD").as_deref(), Some("Twice"));
     assert_eq!(all_ways(&u, b"ABCDABCD"), None);
 }
+
+#[test]
+fn alternatives_of_different_lengths_keep_what_a_longer_one_needs() {
+    // `BB` and `CCBB` end together; the short one starts later and must not drop the end of
+    // `AA` that the long one needs (occurrences come in order of their ends, not starts).
+    let s = set(&lines(&["Alt;Target:0;0;4141{2-3}(4242|43434242)", "Tail;Target:0;0;(4242|43434242){1-2}4444"]));
+    assert_eq!(all_ways(&s, b"AA..CCBB").as_deref(), Some("Alt"));
+    assert_eq!(all_ways(&s, b"AA....BB"), None);
+    assert_eq!(all_ways(&s, b"CCBB.DD").as_deref(), Some("Tail"));
+    let deferred = set(&lines(&["Eof;Target:0;0;EOF-8:4141{2-3}(4242|43434242)"]));
+    assert_eq!(all_ways(&deferred, b"AA..CCBB").as_deref(), Some("Eof"));
+}

@@ -12,6 +12,10 @@
 //!   dropped, so what is kept lies within the last `m` bytes plus a segment: memory bounded by
 //!   the signature, not by a count of ends. Consecutive ends (a segment repeated byte by byte)
 //!   with the same tag are one run `[first, last]`, so each end is pushed and dropped once.
+//!   Occurrences come in order of their ends; where a segment has variants of different
+//!   lengths their starts do not, so the caller prunes with the smallest start any later
+//!   occurrence can have (its end minus the longest variant), and a query skips the few runs
+//!   out of reach of its own start.
 //! * For `*` and `{n-}` the earliest end is the best witness for every later start; where the
 //!   start of the whole pattern matters (an offset decided at the end of the object), the
 //!   earliest end *per pattern start* is kept ([`Firsts`]).
@@ -81,17 +85,23 @@ impl Reach {
         }
     }
 
-    /// Whether some end lies in `[start - max, start - min]`. Call [`Reach::prune`] with
-    /// `start` and `max` first: then the front run holds the earliest end in reach, which is
-    /// the best candidate.
+    /// Whether some end lies in `[start - max, start - min]`. The first run that reaches
+    /// `start` holds the earliest end in reach, the best candidate; the runs before it (only
+    /// those a pruning horizon below `start` left) are skipped.
     pub fn any(&self, start: u64, min: u64, max: u64) -> bool {
-        self.runs.front().is_some_and(|r| r.first.max(start.saturating_sub(max)).saturating_add(min) <= start)
+        self.runs
+            .iter()
+            .find(|r| r.last.saturating_add(max) >= start)
+            .is_some_and(|r| r.first.max(start.saturating_sub(max)).saturating_add(min) <= start)
     }
 
-    /// Calls `f` with the tag of every run holding an end in `[start - max, start - min]`
-    /// (after [`Reach::prune`] with `start` and `max`); the work is the number of such runs.
-    pub fn each(&self, start: u64, min: u64, mut f: impl FnMut(u64)) {
+    /// Calls `f` with the tag of every run holding an end in `[start - max, start - min]`;
+    /// the work is the number of such runs plus those skipped as in [`Reach::any`].
+    pub fn each(&self, start: u64, min: u64, max: u64, mut f: impl FnMut(u64)) {
         for r in &self.runs {
+            if r.last.saturating_add(max) < start {
+                continue;
+            }
             if r.first.saturating_add(min) > start {
                 break;
             }
@@ -175,7 +185,7 @@ mod tests {
         r.prune(30, 20);
         assert!(r.any(30, 5, 20));
         let mut tags = Vec::new();
-        r.each(30, 5, |t| tags.push(t));
+        r.each(30, 5, 20, |t| tags.push(t));
         assert_eq!(tags, [0]);
         // A start at 33 is 21 bytes past 12: that run is dropped for good.
         assert_eq!(r.prune(33, 20), 1);
@@ -183,11 +193,21 @@ mod tests {
         // A start at 50 reaches 40 (tag 7) and 41 (tag 0).
         r.prune(50, 20);
         let mut tags = Vec::new();
-        r.each(50, 5, |t| tags.push(t));
+        r.each(50, 5, 20, |t| tags.push(t));
         assert_eq!(tags, [7, 0]);
         assert!(r.any(50, 5, 20));
         assert!(r.any(50, 10, 20), "40 + 10 = 50 fits");
         assert!(!r.any(50, 11, 20), "neither 40 nor 41 is 11 bytes before 50");
+        // A run left in place by a lower pruning horizon is skipped by a later start.
+        let mut r = Reach::default();
+        r.push(2, 0);
+        r.push(9, 3);
+        r.prune(4, 3);
+        assert_eq!(r.len(), 2);
+        assert!(!r.any(6, 2, 3), "2 is 4 bytes before 6, 9 is after it");
+        let mut tags = Vec::new();
+        r.each(12, 2, 3, |t| tags.push(t));
+        assert_eq!(tags, [3]);
     }
 
     #[test]
