@@ -4,11 +4,11 @@
 //! Every distinct variant of a segment of a body subsignature is one pattern of a
 //! [`LiteralSet`] (case-insensitive ones in a second set that sees the object lower-cased);
 //! identical segments of different subsignatures and signatures share their pattern, which
-//! lists every segment it stands for. So the streaming cost is the literal matcher's. The occurrences it reports are joined into
-//! subsignature matches as in [`super::body`]: segment k must start within its gap after an
-//! end of segment k−1, and the ends kept for that are those of [`super::reach`] (every end
-//! still within reach of a bounded gap, the earliest for `*` and `{n-}`). Each match is
-//! recorded per subsignature: counted at once when its offset can be checked while streaming
+//! lists every segment it stands for. So the streaming cost is the literal matcher's. The
+//! occurrences it reports are joined into subsignature matches as in [`super::body`]: segment
+//! k must start within its gap after an end of segment k−1, and the ends kept for that are
+//! those of [`super::reach`] (every end still within reach of a bounded gap, the earliest for
+//! `*` and `{n-}`). Each match is recorded per subsignature: counted at once when its offset can be checked while streaming
 //! (`*`, `n`, `n,m`), kept with its start when the offset depends on the object's size or its
 //! PE headers (`EOF-n`, `EP±n`, `Sx+n`, `SL+n`, `SEx`). For those the start of the whole
 //! subsignature matters, so their partial matches keep their ends per start (each start once,
@@ -379,7 +379,7 @@ struct Pending {
 #[derive(Debug, Default)]
 struct Ring {
     bytes: Vec<u8>,
-    /// Bytes written so far (the size of the object, or of its normalised text).
+    /// Bytes written so far (the size of the object).
     size: u64,
 }
 
