@@ -8,11 +8,11 @@
 //! occurrences it reports are joined into subsignature matches as in [`super::body`]: segment
 //! k must start within its gap after an end of segment k−1, and the ends kept for that are
 //! those of [`super::reach`] (every end still within reach of a bounded gap, the earliest for
-//! `*` and `{n-}`). Each match is recorded per subsignature: counted at once when its offset can be checked while streaming
-//! (`*`, `n`, `n,m`), kept with its start when the offset depends on the object's size or its
-//! PE headers (`EOF-n`, `EP±n`, `Sx+n`, `SL+n`, `SEx`). For those the start of the whole
-//! subsignature matters, so their partial matches keep their ends per start (each start once,
-//! the earliest end for it).
+//! `*` and `{n-}`). Each match is recorded per subsignature: counted at once when its offset
+//! can be checked while streaming (`*`, `n`, `n,m`), kept with its start when the offset
+//! depends on the object's size or its PE headers (`EOF-n`, `EP±n`, `Sx+n`, `SL+n`, `SEx`).
+//! For those the start of the whole subsignature matters, so their partial matches keep their
+//! ends per start (each start once, the earliest end for it).
 //!
 //! Nothing is ever evicted: the partial matches are bounded by `body_partials_max`, and the
 //! ends and deferred matches they hold by `body_partial_ends_max` (the limits the `.ndb`
