@@ -137,6 +137,21 @@ pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(1);
 /// turns the hand-off off (the kernel's SO_REUSEPORT hash alone decides).
 pub const BALANCE_ACCEPT_SLACK_CONNECTIONS: usize = 0;
 
+/// A keep-alive connection moves off its shard at a transaction boundary only when that shard's
+/// busy fraction exceeds the least busy shard's by more than this (thousandths of the window).
+/// Below it the difference is noise, and a move would cost more than it saves. 1000 or more
+/// turns moves off.
+pub const BALANCE_MOVE_MARGIN_PERMILLE: usize = 200;
+
+/// After a shard moves a connection away it waits this long before the next move, and a
+/// connection that arrived on a shard (accepted, handed over or moved) stays at least this
+/// long: together with the half-the-gap rule this keeps connections from bouncing.
+pub const BALANCE_MOVE_COOLDOWN: Duration = Duration::from_secs(2);
+
+/// The window over which a shard measures its busy fraction for move decisions. Short enough
+/// to follow a connection whose rate changes, long enough that one large scan is not a trend.
+pub const BALANCE_WINDOW: Duration = Duration::from_millis(250);
+
 /// Most bytes scanned per object under the `strict` policy (see [`crate::access`]): a tenth of
 /// `SCAN_BYTES_MAX`, for clients whose downloads should be small and fully judged.
 pub const STRICT_SCAN_BYTES_MAX: u64 = 10 * 1024 * 1024;
@@ -196,6 +211,9 @@ pub struct Limits {
     pub scrape_deadline: Duration,
     pub idle_evict_after: Duration,
     pub balance_accept_slack_connections: usize,
+    pub balance_move_margin_permille: usize,
+    pub balance_move_cooldown: Duration,
+    pub balance_window: Duration,
     pub decoded_bytes_max: u64,
     pub decode_ratio_max: u64,
     pub decode_ratio_floor_bytes: u64,
@@ -250,6 +268,9 @@ impl Default for Limits {
             scrape_deadline: SCRAPE_DEADLINE,
             idle_evict_after: IDLE_EVICT_AFTER,
             balance_accept_slack_connections: BALANCE_ACCEPT_SLACK_CONNECTIONS,
+            balance_move_margin_permille: BALANCE_MOVE_MARGIN_PERMILLE,
+            balance_move_cooldown: BALANCE_MOVE_COOLDOWN,
+            balance_window: BALANCE_WINDOW,
             decoded_bytes_max: DECODED_BYTES_MAX,
             decode_ratio_max: DECODE_RATIO_MAX,
             decode_ratio_floor_bytes: DECODE_RATIO_FLOOR_BYTES,

@@ -84,6 +84,16 @@ impl Board {
         let _ = self.slots[to].busy_permille.fetch_update(Relaxed, Relaxed, |b| Some((b + busy_permille).min(1000)));
     }
 
+    /// Takes back a [`Board::moved`] whose connection could not be delivered (the target's
+    /// queue was full): it stays on `from`.
+    pub fn move_failed(&self, from: usize, to: usize, busy_permille: u32) {
+        self.left(to);
+        self.arrived(from);
+        let _ = self.slots[from].moved_out.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        let _ = self.slots[to].busy_permille.fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(busy_permille)));
+        let _ = self.slots[from].busy_permille.fetch_update(Relaxed, Relaxed, |b| Some((b + busy_permille).min(1000)));
+    }
+
     /// (connections handed off at accept, connections moved away) by `shard`.
     pub fn moves(&self, shard: usize) -> (u64, u64) {
         let s = &self.slots[shard];
@@ -110,5 +120,9 @@ mod tests {
         b.read_into(&mut v);
         assert_eq!(v[..2], [Load { connections: 0, busy_permille: 700 }, Load { connections: 2, busy_permille: 300 }]);
         assert_eq!(b.moves(0), (0, 1));
+        b.move_failed(0, 1, 300);
+        b.read_into(&mut v);
+        assert_eq!(v[..2], [Load { connections: 1, busy_permille: 1000 }, Load { connections: 1, busy_permille: 0 }]);
+        assert_eq!(b.moves(0), (0, 0));
     }
 }

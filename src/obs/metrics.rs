@@ -72,6 +72,13 @@ pub struct ShardMetrics {
     /// connections other shards handed to this one (src/server/handoff.rs).
     pub connections_handed_off: u64,
     pub connections_received: u64,
+    /// Keep-alive connections this shard moved to a less busy shard at a transaction boundary,
+    /// and connections other shards moved here.
+    pub connections_moved_out: u64,
+    pub connections_moved_in: u64,
+    /// The shard's busy fraction over its last balance window, in thousandths (a gauge: the
+    /// total over shards is meaningless and stays 0).
+    pub busy_permille: u32,
     /// TLS handshakes completed, and their duration (from accept to the first application byte
     /// being readable: the client's pace included, since that is what a slow handshake costs).
     pub tls_handshakes: u64,
@@ -111,6 +118,9 @@ impl ShardMetrics {
             connections_denied: 0,
             connections_handed_off: 0,
             connections_received: 0,
+            connections_moved_out: 0,
+            connections_moved_in: 0,
+            busy_permille: 0,
             tls_handshakes: 0,
             tls_handshake: Histogram::default(),
             tls_handshake_failures: [0; TLS_FAILURES.len()],
@@ -190,6 +200,8 @@ impl ShardMetrics {
         self.connections_denied += other.connections_denied;
         self.connections_handed_off += other.connections_handed_off;
         self.connections_received += other.connections_received;
+        self.connections_moved_out += other.connections_moved_out;
+        self.connections_moved_in += other.connections_moved_in;
         self.tls_handshakes += other.tls_handshakes;
         self.tls_handshake.merge(&other.tls_handshake);
         for (a, b) in self.tls_handshake_failures.iter_mut().zip(other.tls_handshake_failures.iter()) {

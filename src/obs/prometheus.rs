@@ -65,6 +65,28 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     for s in shards {
         let _ = writeln!(o, "icapd_shard_connections_received_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_received);
     }
+    header(
+        o,
+        "icapd_shard_busy_fraction",
+        "gauge",
+        "A shard's busy fraction over its last balance window (smoothed), which move decisions use.",
+    );
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_busy_fraction{{shard=\"{}\"}} {}", s.shard, f64::from(s.metrics.busy_permille) / 1000.0);
+    }
+    header(
+        o,
+        "icapd_shard_connections_moved_out_total",
+        "counter",
+        "Keep-alive connections a shard moved to a less busy shard at a transaction boundary.",
+    );
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_connections_moved_out_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_moved_out);
+    }
+    header(o, "icapd_shard_connections_moved_in_total", "counter", "Keep-alive connections moved to a shard by another shard.");
+    for s in shards {
+        let _ = writeln!(o, "icapd_shard_connections_moved_in_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_moved_in);
+    }
 
     header(o, "icapd_requests_total", "counter", "ICAP transactions by method, service and answer status.");
     for (method, service, status, n) in total.request_series() {

@@ -30,22 +30,25 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "shard  cpu  connections  transactions  generation  busy_s  handed_off  received");
+    let _ = writeln!(out, "shard  cpu  connections  transactions  generation  busy_s  busy%  handed_off  received  moved_out  moved_in");
     for (shard, &cpu) in p.cpus.iter().enumerate() {
         match shards.iter().find(|s| s.shard == shard) {
             Some(s) => {
                 let generation = s.generation.map_or_else(|| "-".to_string(), |g| g.to_string());
                 let _ = writeln!(
                     out,
-                    "{:>5}  {:>3}  {:>11}  {:>12}  {:>10}  {:>6.1}  {:>10}  {:>8}",
+                    "{:>5}  {:>3}  {:>11}  {:>12}  {:>10}  {:>6.1}  {:>5.1}  {:>10}  {:>8}  {:>9}  {:>8}",
                     shard,
                     cpu,
                     s.active,
                     s.metrics.transactions(),
                     generation,
                     s.metrics.busy.sum_us as f64 / 1e6,
+                    f64::from(s.metrics.busy_permille) / 10.0,
                     s.metrics.connections_handed_off,
-                    s.metrics.connections_received
+                    s.metrics.connections_received,
+                    s.metrics.connections_moved_out,
+                    s.metrics.connections_moved_in
                 );
             }
             None => {

@@ -222,6 +222,18 @@ impl Conn {
         !self.out.is_empty()
     }
 
+    /// Between transactions with nothing buffered, nothing owed and nothing to report: the
+    /// connection carries no state but its socket, so the server may move it to another shard
+    /// (bytes the client already sent are still in the socket, so pipelined order holds).
+    pub fn at_rest(&self) -> bool {
+        self.state == State::Idle
+            && self.out.is_empty()
+            && self.retained.is_empty()
+            && self.hdr_seg.is_none()
+            && self.outcomes.is_empty()
+            && self.blocks.back().is_none_or(|b| b.filled == self.pos)
+    }
+
     /// The connection is finished: close the socket.
     pub fn is_done(&self) -> bool {
         self.state == State::Closing && self.out.is_empty()

@@ -550,3 +550,39 @@ fn chunk_size_with_trailing_whitespace_is_400() {
         drive_all_ways(format!("{head}3 ;x=y\r\nabc\r\n0\r\n\r\n").as_bytes(), InspectorKind::Null, Limits::default());
     assert_eq!(run.resps.iter().map(Resp::status).collect::<Vec<_>>(), [204]);
 }
+
+/// A connection may move to another shard only at rest: between transactions, with nothing
+/// buffered, nothing to write and nothing to report. Fed byte by byte, a request is never at
+/// rest before its answer has left and its outcome was taken; the first byte of a pipelined
+/// request ends the rest again.
+#[test]
+fn at_rest_only_between_transactions_with_nothing_buffered() {
+    let limits = Limits::default();
+    let now = Instant::now();
+    let mut pool = BlockPool::new(limits.recv_block_bytes, limits.idle_block_bytes, 4, 0);
+    let mut conn = Conn::new(limits, INFO, InspectorKind::Test.build().unwrap(), now);
+    let mut out = Vec::new();
+    let _ = conn.recv_buf(&mut pool);
+    assert!(conn.at_rest(), "a fresh connection");
+    let one = respmod(&pseudo_body(5000), Some(100), false);
+    let two = [&one[..], &one[..1]].concat();
+    let mut rested_after = Vec::new();
+    for (i, &b) in two.iter().enumerate() {
+        let buf = conn.recv_buf(&mut pool);
+        buf[0] = b;
+        conn.handle_read(1, now, 0);
+        flush(&mut conn, &mut pool, &mut out);
+        while conn.poll_outcome().is_some() {}
+        if conn.at_rest() {
+            rested_after.push(i + 1);
+        }
+    }
+    // At rest exactly once: right after the first request's last byte was answered.
+    assert_eq!(rested_after, [one.len()]);
+    let resps = decode_responses(&out);
+    assert_eq!(resps.iter().map(Resp::status).collect::<Vec<_>>(), [100, 200]);
+}
+
+fn pseudo_body(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i * 31 % 253) as u8).collect()
+}

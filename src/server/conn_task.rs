@@ -8,6 +8,8 @@
 use super::sendmsg::IOV_MAX;
 use super::shard::ShardCtx;
 use super::transport::{Plain, Transport};
+use crate::balance::busy::BusyWindow;
+use crate::balance::policy::Candidate;
 use crate::proto::conn::{Conn, State};
 use futures_lite::FutureExt;
 use glommio::net::TcpStream;
@@ -22,13 +24,19 @@ fn unix_now() -> u64 {
 }
 
 /// Decrements the shard's connection count (its own and the one on the shared balance board)
-/// however the task ends.
-struct Active(Rc<ShardCtx>);
+/// however the task ends. A connection that moved to another shard was taken off the board by
+/// the move (`moved`), so only the shard's own count drops then.
+struct Active {
+    ctx: Rc<ShardCtx>,
+    moved: bool,
+}
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-        self.0.handoff.board().left(self.0.handoff.me());
+        self.ctx.active.set(self.ctx.active.get() - 1);
+        if !self.moved {
+            self.ctx.handoff.board().left(self.ctx.handoff.me());
+        }
     }
 }
 
@@ -43,16 +51,18 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
 pub async fn serve_over<T: Transport>(ctx: Rc<ShardCtx>, open: impl Future<Output = Option<T>>) {
     ctx.active.set(ctx.active.get() + 1);
     ctx.handoff.board().arrived(ctx.handoff.me());
-    let active = Active(ctx.clone());
+    let mut active = Active { ctx: ctx.clone(), moved: false };
     let id = ctx.next_id();
     // A panic in one transaction must not take the shard down: it ends this connection only.
     let result = AssertUnwindSafe(async {
-        if let Some(transport) = open.await {
-            drive(transport, &ctx, id).await;
+        match open.await {
+            Some(transport) => drive(transport, &ctx, id).await,
+            None => false,
         }
     })
     .catch_unwind()
     .await;
+    active.moved = matches!(result, Ok(true));
     ctx.idle.borrow_mut().remove(&id);
     if result.is_err() {
         ctx.metrics.borrow_mut().connection_panics += 1;
@@ -61,12 +71,18 @@ pub async fn serve_over<T: Transport>(ctx: Rc<ShardCtx>, open: impl Future<Outpu
     drop(active);
 }
 
-async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
+/// Serves the connection until it closes (`false`) or moves to another shard (`true`).
+async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) -> bool {
     let fd = stream.fd();
     let peer = stream.peer_addr();
     let local = stream.local_addr();
     // Processing time since the last finished transaction, charged to the next one.
     let mut busy = Duration::ZERO;
+    // This connection's own busy fraction, and when it arrived here, for move decisions.
+    let (mut own_window, arrived_ns) = {
+        let moves = ctx.moves.borrow();
+        (moves.connection_window(), moves.now_ns())
+    };
     let limits = ctx.limits;
     let mut conn = Conn::new(limits, ctx.info, ctx.build_inspector(), Instant::now());
     if let Some(page) = &ctx.block_page {
@@ -81,7 +97,7 @@ async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
                 Ok(n) => conn.handle_written(n, &mut ctx.pool.borrow_mut()),
                 Err(_) => {
                     conn.release(&mut ctx.pool.borrow_mut());
-                    return;
+                    return false;
                 }
             }
         }
@@ -91,6 +107,13 @@ async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
         let idle = conn.state() == State::Idle;
         if idle && ctx.draining.get() {
             break;
+        }
+        if idle && stream.can_move() && conn.at_rest() && move_away(&stream, &mut own_window, arrived_ns, ctx) {
+            // The socket lives on in the other shard's duplicate; dropping this stream only
+            // closes our descriptor (no shutdown, no close_notify).
+            conn.release(&mut ctx.pool.borrow_mut());
+            drop(stream);
+            return true;
         }
         let now = Instant::now();
         let deadline = conn.poll_deadline().expect("a reading connection has a deadline");
@@ -116,6 +139,9 @@ async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
                 let spent = started.elapsed();
                 conn.handle_scan_time(spent, unix);
                 busy += spent;
+                let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+                own_window.add_busy(ns);
+                ctx.moves.borrow_mut().window.add_busy(ns);
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => conn.handle_timeout(Instant::now(), unix_now()),
             Err(_) => conn.handle_eof(),
@@ -126,6 +152,34 @@ async fn drive<T: Transport>(mut stream: T, ctx: &Rc<ShardCtx>, id: u64) {
     record_outcomes(&mut conn, ctx, peer, local, &mut busy);
     conn.release(&mut ctx.pool.borrow_mut());
     stream.close().await;
+    false
+}
+
+/// At a transaction boundary: asks the balance policy whether this connection should move to
+/// a less busy shard and, if so, hands a duplicate of its socket to that shard. `true` when it
+/// went; the caller then drops its own end. A full target queue or a failed dup keeps the
+/// connection here.
+fn move_away<T: Transport>(stream: &T, own: &mut BusyWindow, arrived_ns: u64, ctx: &ShardCtx) -> bool {
+    let (target, busy_permille) = {
+        let mut moves = ctx.moves.borrow_mut();
+        let now = moves.now_ns();
+        own.tick(now);
+        let c = Candidate { busy_permille: own.permille(), arrived_ns };
+        let shard_permille = moves.window.permille();
+        match ctx.handoff.consider_move(shard_permille, &mut moves.gate, c, now) {
+            Some(target) => (target, c.busy_permille),
+            None => return false,
+        }
+    };
+    let Some(fd) = stream.movable_fd() else { return false };
+    match ctx.handoff.move_to(target, fd, busy_permille) {
+        Ok(()) => {
+            ctx.metrics.borrow_mut().connections_moved_out += 1;
+            true
+        }
+        // Dropping the duplicate closes only it.
+        Err(_fd) => false,
+    }
 }
 
 /// Counts and logs the transactions the connection finished since the last call. The

@@ -20,13 +20,16 @@
 //! byte.
 
 use crate::balance::board::{Board, Load};
-use crate::balance::policy::{self, Tuning};
+use crate::balance::busy::BusyWindow;
+use crate::balance::policy::{self, Candidate, MoveGate, Tuning};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::net::AcceptedTcpStream;
 use std::cell::RefCell;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Connections in flight to one shard before a sender keeps new ones itself.
 pub const HANDOFF_QUEUE_CONNECTIONS: usize = 256;
@@ -38,6 +41,36 @@ pub enum Moved {
     Plain(AcceptedTcpStream),
     /// A TLS connection, not yet handshaken.
     Tls(AcceptedTcpStream),
+    /// A plain keep-alive connection moved at a transaction boundary (nothing buffered, nothing
+    /// owed): the socket alone, since between transactions a connection has no other state.
+    Resumed(OwnedFd),
+}
+
+/// What a shard keeps for moves at transaction boundaries: its busy fraction over a short
+/// window (fed with the processing time its connections report, closed by the control task)
+/// and the gate that spaces its moves. The clock is read here, in `server/`, and handed to
+/// the sans-IO [`crate::balance`] types as nanoseconds since the shard started.
+pub struct MoveState {
+    epoch: Instant,
+    window_ns: u64,
+    pub window: BusyWindow,
+    pub gate: MoveGate,
+}
+
+impl MoveState {
+    pub fn new(window: Duration) -> MoveState {
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
+        MoveState { epoch: Instant::now(), window_ns, window: BusyWindow::new(window_ns, 0), gate: MoveGate::default() }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A fresh window for one connection's own busy fraction, on the shard's clock.
+    pub fn connection_window(&self) -> BusyWindow {
+        BusyWindow::new(self.window_ns, self.now_ns())
+    }
 }
 
 /// Where other shards put connections for one shard.
@@ -110,6 +143,39 @@ impl Handoff {
 
     pub fn board(&self) -> &Board {
         &self.board
+    }
+
+    /// Whether a connection at a transaction boundary should move, and where: `own_permille` is
+    /// this shard's busy fraction (read locally first, so a shard that is not busy never reads
+    /// the board on this path), `gate` the shard's move gate.
+    pub fn consider_move(&self, own_permille: u32, gate: &mut MoveGate, c: Candidate, now_ns: u64) -> Option<usize> {
+        if self.board.shards() < 2 || own_permille <= self.tuning.move_margin_permille {
+            return None;
+        }
+        let mut loads = self.loads.borrow_mut();
+        self.board.read_into(&mut loads);
+        gate.should_move(self.me, c, &loads, now_ns, &self.tuning)
+    }
+
+    /// Moves a connection to `target` (decided by [`Handoff::consider_move`]), carrying
+    /// `busy_permille` of this shard's load with it. Gives the socket back when the target's
+    /// queue is full; the caller then serves it here again.
+    pub fn move_to(&self, target: usize, fd: OwnedFd, busy_permille: u32) -> Result<(), OwnedFd> {
+        let inbox = &self.inboxes[target];
+        self.board.moved(self.me, target, busy_permille);
+        match inbox.tx.try_send(Moved::Resumed(fd)) {
+            Ok(()) => {
+                let _ = (&inbox.wake).write(&[1]);
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => {
+                self.board.move_failed(self.me, target, busy_permille);
+                match m {
+                    Moved::Resumed(fd) => Err(fd),
+                    _ => unreachable!("we sent a resumed connection"),
+                }
+            }
+        }
     }
 
     /// Where a connection just accepted here should be served: `Some` (the same connection)

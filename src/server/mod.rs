@@ -137,9 +137,8 @@ pub fn run(config: Config) -> i32 {
         shards,
         crate::balance::policy::Tuning {
             accept_slack: u32::try_from(config.limits.balance_accept_slack_connections).unwrap_or(u32::MAX),
-            // Moves at transaction boundaries are not wired yet (see src/balance/).
-            move_margin_permille: 0,
-            move_cooldown_ns: 0,
+            move_margin_permille: u32::try_from(config.limits.balance_move_margin_permille).unwrap_or(u32::MAX),
+            move_cooldown_ns: u64::try_from(config.limits.balance_move_cooldown.as_nanos()).unwrap_or(u64::MAX),
             connections_per_shard_max: u32::try_from(config.limits.connections_per_shard_max).unwrap_or(u32::MAX),
         },
     ) {

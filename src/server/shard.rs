@@ -1,7 +1,7 @@
 //! One shard: its listener, its accept loop, its connections and its block pool.
 
 use super::conn_task;
-use super::handoff::{Balance, Handoff, InboxEnd, Moved};
+use super::handoff::{Balance, Handoff, InboxEnd, MoveState, Moved};
 use super::log_writer::LogMsg;
 use super::tls::{self, TlsServer};
 use super::{Control, ShardEvent};
@@ -55,6 +55,8 @@ pub struct ShardCtx {
     pub pool: RefCell<BlockPool>,
     /// This shard's end of the connection hand-off mesh and the shared load board.
     pub handoff: Handoff,
+    /// The busy window and move gate behind moves at transaction boundaries.
+    pub moves: RefCell<MoveState>,
     pub active: Cell<usize>,
     pub draining: Cell<bool>,
     /// Connections waiting between requests: closed at once when the shard drains, and the
@@ -131,6 +133,17 @@ impl ShardCtx {
             let LogMsg::Lines(lost) = e.into_inner() else { unreachable!("we sent lines") };
             let dropped = lost.iter().filter(|&&b| b == b'\n').count() as u64;
             self.metrics.borrow_mut().log_lines_dropped += dropped;
+        }
+    }
+
+    /// Closes the shard's busy window when it is due: publishes the new fraction on the board
+    /// (for other shards' move decisions) and in the counters.
+    pub fn tick_balance(&self) {
+        let mut moves = self.moves.borrow_mut();
+        let now = moves.now_ns();
+        if let Some(permille) = moves.window.tick(now) {
+            self.handoff.board().publish_busy(self.handoff.me(), permille);
+            self.metrics.borrow_mut().busy_permille = permille;
         }
     }
 
@@ -277,6 +290,7 @@ pub async fn run(args: ShardArgs) {
             POOL_PREFILL_BLOCKS,
         )),
         handoff,
+        moves: RefCell::new(MoveState::new(limits.balance_window)),
         active: Cell::new(0),
         draining: Cell::new(false),
         idle: RefCell::new(IdleSet::default()),
@@ -308,6 +322,7 @@ pub async fn run(args: ShardArgs) {
                 }
             }
             control_ctx.flush_log();
+            control_ctx.tick_balance();
             glommio::timer::sleep(CONTROL_POLL).await;
         }
     })
@@ -339,7 +354,7 @@ pub async fn run(args: ShardArgs) {
                 // A shard with fewer connections serves it, if there is one.
                 match ctx.handoff.route(Moved::Plain(stream)) {
                     Some(Moved::Plain(stream)) => admit(stream.bind_to_executor(), &ctx),
-                    Some(Moved::Tls(_)) => unreachable!("route gives back what it was given"),
+                    Some(Moved::Tls(_) | Moved::Resumed(_)) => unreachable!("route gives back what it was given"),
                     None => ctx.metrics.borrow_mut().connections_handed_off += 1,
                 }
             }
@@ -369,6 +384,20 @@ fn admit(stream: TcpStream, ctx: &Rc<ShardCtx>) {
     }
 }
 
+/// Serves a keep-alive connection another shard moved here between transactions. The mover
+/// checked that this shard was below the cap; should it have filled meanwhile, the connection
+/// is treated like a new one at the cap (an idle one makes room, else 503).
+pub(super) fn resume(fd: std::os::fd::OwnedFd, ctx: &Rc<ShardCtx>) {
+    // SAFETY: the descriptor is a connected TCP socket whose only owner is now this shard.
+    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    if ctx.active.get() >= ctx.limits.connections_per_shard_max && !evict_idle(ctx) {
+        ctx.metrics.borrow_mut().connections_refused += 1;
+        spawn_local(refuse(stream, ctx.clone())).detach();
+    } else {
+        spawn_local(conn_task::serve(stream, ctx.clone())).detach();
+    }
+}
+
 /// Serves the connections other shards hand over (src/server/handoff.rs): each wake byte is
 /// read first, then the queue drained, so a connection pushed before its byte is never left
 /// waiting. The sender counted each one on our board slot already; `serve` counts it again, so
@@ -385,8 +414,16 @@ async fn receive(inbox: InboxEnd, tls: Option<Arc<TlsServer>>, ctx: Rc<ShardCtx>
         }
         while let Ok(moved) = inbox.rx.try_recv() {
             ctx.handoff.board().left(ctx.handoff.me());
-            ctx.metrics.borrow_mut().connections_received += 1;
+            let handed = !matches!(moved, Moved::Resumed(_));
+            let mut m = ctx.metrics.borrow_mut();
+            if handed {
+                m.connections_received += 1;
+            } else {
+                m.connections_moved_in += 1;
+            }
+            drop(m);
             match moved {
+                Moved::Resumed(fd) => resume(fd, &ctx),
                 Moved::Plain(stream) => admit(stream.bind_to_executor(), &ctx),
                 Moved::Tls(stream) => match &tls {
                     Some(tls) => tls::admit(stream.bind_to_executor(), tls, &ctx),

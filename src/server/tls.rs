@@ -181,7 +181,7 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
                 // connections, if there is one.
                 match ctx.handoff.route(Moved::Tls(stream)) {
                     Some(Moved::Tls(stream)) => admit(stream.bind_to_executor(), &tls, &ctx),
-                    Some(Moved::Plain(_)) => unreachable!("route gives back what it was given"),
+                    Some(Moved::Plain(_) | Moved::Resumed(_)) => unreachable!("route gives back what it was given"),
                     None => ctx.metrics.borrow_mut().connections_handed_off += 1,
                 }
             }

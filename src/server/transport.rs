@@ -15,7 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// A connection's byte stream. Single-threaded (glommio), so the futures need not be `Send`.
@@ -33,6 +33,16 @@ pub trait Transport {
     async fn write_vectored(&mut self, iov: &[IoSlice<'_>], stall: Duration) -> io::Result<usize>;
     /// Ends the stream (TLS: with close_notify) and closes the socket.
     async fn close(self);
+    /// A second descriptor for the socket, for moving the connection to another shard between
+    /// transactions; `None` where the stream has state beyond the socket (TLS: rustls' session).
+    fn movable_fd(&self) -> Option<OwnedFd> {
+        None
+    }
+    /// Whether [`Transport::movable_fd`] can succeed (checked before a move is decided, so a
+    /// connection that cannot move never uses up the shard's move gate).
+    fn can_move(&self) -> bool {
+        false
+    }
 }
 
 /// Plain TCP.
@@ -87,5 +97,14 @@ impl Transport for Plain {
 
     async fn close(mut self) {
         let _ = self.stream.close().await;
+    }
+
+    fn can_move(&self) -> bool {
+        true
+    }
+
+    fn movable_fd(&self) -> Option<OwnedFd> {
+        // SAFETY: the descriptor is this stream's open socket, borrowed only for the dup.
+        unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) }.try_clone_to_owned().ok()
     }
 }
