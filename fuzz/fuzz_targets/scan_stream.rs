@@ -10,6 +10,9 @@
 //! string longer than the old fixed overlap, a hex jump, a count, an offset, fullword, a
 //! negation and a whole-object condition).
 //!
+//! A payload starting `~gz` or `~df` is sent gzip- or deflate-encoded (the deflate one followed
+//! by stray bytes, a decoding fault in the middle of the body), after the plants.
+//!
 //! Flags: bits 0-3 plant one of the sample matches into the body (0: none) at the position
 //! given by the payload's first byte, so that the fuzzer starts next to real matches and
 //! mutates around them; bit 4 sends a response head with a (possibly wrong) Content-Length;
@@ -35,6 +38,7 @@ use icapd_fuzz::{every_byte, piece_ends, Input};
 use libfuzzer_sys::fuzz_target;
 use md5::{Digest, Md5};
 use std::cell::RefCell;
+use std::io::Write;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -58,7 +62,7 @@ const NDB: &[&str] = &[
 /// where the signature does, or a direct check on the whole body.
 const LDB: &[(&str, Oracle)] = &[
     ("Ldb.Gap;Target:0;0;6c6467{2-5}6761703a", Oracle::Re(r"(?s)ldg.{2,5}gap:")), // ldg{2-5}gap:
-    ("Ldb.Star;Target:0;0;6c7374*656e6421", Oracle::Re(r"(?s)lst.*end!")),         // lst*end!
+    ("Ldb.Star;Target:0;0;6c7374*656e6421", Oracle::Re(r"(?s)lst.*end!")),        // lst*end!
     ("Ldb.Nocase;Target:0;0;6e6f636173652d6d65::i", Oracle::Re(r"(?i)nocase-me")),
     ("Ldb.Wide;Target:0;0;7769646521::w", Oracle::Re(r"w\x00i\x00d\x00e\x00!\x00")),
     ("Ldb.AsciiWide;Target:0;0;6177696465::aw", Oracle::Re(r"awide|a\x00w\x00i\x00d\x00e\x00")),
@@ -166,9 +170,9 @@ fn engine() -> Engine {
         .map(|&(line, oracle)| {
             let name = line.split(';').next().expect("a name");
             let re = match oracle {
-                Oracle::Re(re) => Some(
-                    regex::bytes::RegexBuilder::new(re).unicode(false).build().expect("the oracle compiles"),
-                ),
+                Oracle::Re(re) => {
+                    Some(regex::bytes::RegexBuilder::new(re).unicode(false).build().expect("the oracle compiles"))
+                }
                 _ => None,
             };
             (name, oracle, re)
@@ -227,6 +231,18 @@ fn present(sig: &NdbSignature, body: &[u8]) -> bool {
     unreachable!("a signature has at least one segment")
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else { return };
     let mut body = input.payload.to_vec();
@@ -240,15 +256,37 @@ fuzz_target!(|data: &[u8]| {
         let at = (body.remove(0) as usize).min(body.len());
         body.splice(at..at, LDB_PLANTS[ldb_plant - 1].iter().copied());
     }
-    let res_hdr = (input.flags & 16 != 0)
-        .then(|| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", input.gaps.len()).into_bytes());
+    // A body starting `~gz` or `~df` is sent gzip- or deflate-encoded, the deflate one with
+    // stray bytes after its stream (a fault the decoder meets in the middle of the body); the
+    // oracles judge the decoded bytes, which every scanner must have seen.
+    let coding = match body.get(..3) {
+        Some(b"~gz") => Some("gzip"),
+        Some(b"~df") => Some("deflate"),
+        _ => None,
+    };
+    let wire = match coding {
+        Some(c) => {
+            body.drain(..3);
+            if c == "gzip" {
+                gzip(&body)
+            } else {
+                [zlib(&body).as_slice(), b"stray"].concat()
+            }
+        }
+        None => body.clone(),
+    };
+    let res_hdr = match coding {
+        Some(c) => Some(format!("HTTP/1.1 200 OK\r\nContent-Encoding: {c}\r\n\r\n").into_bytes()),
+        None => (input.flags & 16 != 0)
+            .then(|| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", input.gaps.len()).into_bytes()),
+    };
     let res_hdr = res_hdr.as_deref();
-    let cuts = icapd_fuzz::cuts_of(input.gaps, body.len());
+    let cuts = icapd_fuzz::cuts_of(input.gaps, wire.len());
     ENGINE.with(|e| {
         let mut inspector = e.inspector.borrow_mut();
-        let whole = verdict(&mut inspector, res_hdr, &body, &[]);
-        assert_eq!(verdict(&mut inspector, res_hdr, &body, &cuts), whole, "split at {cuts:?}");
-        assert_eq!(verdict(&mut inspector, res_hdr, &body, &every_byte(body.len())), whole, "byte by byte");
+        let whole = verdict(&mut inspector, res_hdr, &wire, &[]);
+        assert_eq!(verdict(&mut inspector, res_hdr, &wire, &cuts), whole, "split at {cuts:?}");
+        assert_eq!(verdict(&mut inspector, res_hdr, &wire, &every_byte(wire.len())), whole, "byte by byte");
 
         // A find inside a container member, or a container that could not be read, is not in
         // the raw bytes; the unpack target checks those.
