@@ -91,6 +91,28 @@ fn keep_alive_connections_spread_within_one_of_each_other() {
 }
 
 #[test]
+fn a_burst_of_simultaneous_connects_spreads_too() {
+    // All connected before any sends a byte, so the accepting shards take them in as few
+    // scheduler turns as the kernel allows: each must already count the ones before it.
+    let (server, metrics_port) = start(2, "");
+    for round in 0..3 {
+        let mut conns: Vec<TcpStream> = (0..16).map(|_| server.connect()).collect();
+        for s in &mut conns {
+            s.write_all(OPTIONS).unwrap();
+        }
+        for s in &conns {
+            assert_eq!(read_response(&mut BufReader::new(s.try_clone().unwrap())).unwrap().status, 200);
+        }
+        let v = per_shard(metrics_port, 2, 16);
+        assert_eq!(v.iter().sum::<usize>(), 16, "round {round}: {v:?}");
+        assert!(v[0].abs_diff(v[1]) <= 1, "round {round}: {v:?}");
+        drop(conns);
+        per_shard(metrics_port, 2, 0);
+    }
+    drop(server);
+}
+
+#[test]
 fn tls_connections_are_placed_before_their_handshake() {
     let dir = std::env::temp_dir().join(format!("icapd-balance-tls-{}", std::process::id()));
     let certs = make_certs(&dir, "b");

@@ -292,3 +292,31 @@ fn unloadable_signatures_refuse_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yar"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whole-object rules that need `MZ` at the start run in their own set, only on objects that
+/// start with it: a PE-shaped object is blocked by one (whole and chunked into a preview), the
+/// same bytes without the `MZ` pass, and a rule beside it that needs no `MZ` still runs on both.
+#[test]
+fn rules_gated_on_mz_run_on_pe_objects_only() {
+    let dir = folder_with("mz", &["eicar.ndb"]);
+    std::fs::write(
+        dir.join("pe.yar"),
+        "rule Pe_Marker { strings: $m = \"pe-gated-marker\" condition: uint16(0) == 0x5a4d and filesize < 1MB and $m }\n\
+         rule Size_Marker { strings: $s = \"size-marker\" condition: filesize > 3000 and $s }\n",
+    )
+    .unwrap();
+    let server = start(&dir, None);
+    let mut pe = embed(2000, 5000, b"pe-gated-marker");
+    pe[..2].copy_from_slice(b"MZ");
+    assert_eq!(threat(&scan(&server, &pe, true)).as_deref(), Some("YARA.Pe_Marker"));
+    assert_eq!(threat(&scan(&server, &pe, false)).as_deref(), Some("YARA.Pe_Marker"));
+    let mut not_pe = pe.clone();
+    not_pe[..2].copy_from_slice(b"ZM");
+    assert_eq!(scan(&server, &not_pe, true).status, 204);
+    let mut sized = embed(1000, 5000, b"size-marker");
+    assert_eq!(threat(&scan(&server, &sized, true)).as_deref(), Some("YARA.Size_Marker"));
+    sized[..2].copy_from_slice(b"MZ");
+    assert_eq!(threat(&scan(&server, &sized, true)).as_deref(), Some("YARA.Size_Marker"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -143,7 +143,7 @@ impl ObjectScan {
         self.yara = self.sg.lend_block(yara_scanners_max);
         // Without a block scanner the streaming rules run with the whole-object ones at the end.
         let gen = &self.sg.gen;
-        self.whole_fits = gen.yara.whole.is_some() || (self.yara.is_none() && gen.yara.stream.is_some());
+        self.whole_fits = gen.yara.has_whole() || (self.yara.is_none() && gen.yara.stream.is_some());
         self.whole_max = whole_max;
         self.yara_scanners_max = yara_scanners_max;
     }
@@ -217,7 +217,7 @@ impl ObjectScan {
                     lent.mark_used();
                 }
                 self.yara = Some(lent);
-                if gen.yara.whole.is_none() {
+                if !gen.yara.has_whole() {
                     // The copy was kept only for the streaming rules.
                     self.whole_fits = false;
                     self.whole.clear();
@@ -236,7 +236,7 @@ impl ObjectScan {
                 if self.yara.is_none() && gen.yara.stream.is_some() {
                     self.skip(policy::THREAT_YARA_SCANNERS);
                 }
-                if gen.yara.whole.is_some() {
+                if gen.yara.has_whole() {
                     self.skip(policy::THREAT_YARA_WHOLE);
                 }
             }

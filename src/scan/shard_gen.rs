@@ -38,6 +38,7 @@ struct Pool {
     stream_whole: Option<WholeScanner>,
     preview: Option<WholeScanner>,
     whole: Option<WholeScanner>,
+    whole_mz: Option<WholeScanner>,
 }
 
 /// One generation as seen by one shard.
@@ -88,9 +89,16 @@ impl ShardGen {
         self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data)
     }
 
-    /// Runs the whole-object rules over the complete object.
+    /// Runs the whole-object rules over the complete object: the set with the rules that need
+    /// `MZ` at the start only on an object that starts with it (on any other they are false;
+    /// see [`crate::signatures::yara`]).
     pub fn scan_whole_rules(&self, data: &[u8]) -> Result<Option<String>, yara_x::ScanError> {
-        self.scan_whole_buffer(self.gen.yara.whole.as_ref(), |pool| &mut pool.whole, data)
+        let set = &self.gen.yara;
+        if set.whole_mz.is_some() && data.starts_with(b"MZ") {
+            self.scan_whole_buffer(set.whole_mz.as_ref(), |pool| &mut pool.whole_mz, data)
+        } else {
+            self.scan_whole_buffer(set.whole.as_ref(), |pool| &mut pool.whole, data)
+        }
     }
 
     /// Scans `data` with `rules` using the pool's scanner in `slot`, built on first use.

@@ -40,6 +40,18 @@ impl Drop for Active {
     }
 }
 
+/// Counts a connection on the shard as it is admitted, synchronously, so that the cap check of
+/// the next accept in the same scheduler turn sees it. (The board was counted by the router.)
+pub fn admitted(ctx: &ShardCtx) {
+    ctx.active.set(ctx.active.get() + 1);
+}
+
+/// A connection the router counted here but that will not be served (refused at the cap):
+/// takes its board count back.
+pub fn not_admitted(ctx: &ShardCtx) {
+    ctx.handoff.board().left(ctx.handoff.me());
+}
+
 pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
     serve_over(ctx, async move { Some(Plain::new(stream)) }).await
 }
@@ -47,10 +59,9 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
 // --- transport seam (TLS, src/server/tls.rs) ---
 /// Serves one connection over the transport `open` yields (a TLS connection after its
 /// handshake; `None` when the handshake failed). The connection counts against the shard's cap
-/// from the start, handshake included.
+/// from its admission, handshake included: the caller counted it (see [`admitted`]) before
+/// spawning this task, and the task takes the counts back however it ends.
 pub async fn serve_over<T: Transport>(ctx: Rc<ShardCtx>, open: impl Future<Output = Option<T>>) {
-    ctx.active.set(ctx.active.get() + 1);
-    ctx.handoff.board().arrived(ctx.handoff.me());
     let mut active = Active { ctx: ctx.clone(), moved: false };
     let id = ctx.next_id();
     // A panic in one transaction must not take the shard down: it ends this connection only.

@@ -179,10 +179,14 @@ impl Handoff {
     }
 
     /// Where a connection just accepted here should be served: `Some` (the same connection)
-    /// to serve it here, `None` when it was handed over (already counted on the target).
+    /// to serve it here, `None` when it was handed over. Either way it is counted on the board
+    /// where it goes before this returns, so the next accept, even in the same scheduler turn,
+    /// sees it (counting only once the connection's task runs let a burst of simultaneous
+    /// connects all stay on the shard that accepted them).
     pub fn route(&self, conn: Moved) -> Option<Moved> {
         let me = self.me;
         if self.board.shards() < 2 {
+            self.board.arrived(me);
             return Some(conn);
         }
         let target = {
@@ -191,6 +195,7 @@ impl Handoff {
             policy::place(me, &loads, &self.tuning)
         };
         if target == me {
+            self.board.arrived(me);
             return Some(conn);
         }
         self.board.arrived(target);
@@ -204,6 +209,7 @@ impl Handoff {
             }
             Err(TrySendError::Full(c)) | Err(TrySendError::Disconnected(c)) => {
                 self.board.left(target);
+                self.board.arrived(me);
                 Some(c)
             }
         }

@@ -377,9 +377,11 @@ pub async fn run(args: ShardArgs) {
 fn admit(stream: TcpStream, ctx: &Rc<ShardCtx>) {
     if ctx.active.get() >= ctx.limits.connections_per_shard_max && !evict_idle(ctx) {
         ctx.metrics.borrow_mut().connections_refused += 1;
+        conn_task::not_admitted(ctx);
         spawn_local(refuse(stream, ctx.clone())).detach();
     } else {
         ctx.metrics.borrow_mut().connections_accepted += 1;
+        conn_task::admitted(ctx);
         spawn_local(conn_task::serve(stream, ctx.clone())).detach();
     }
 }
@@ -392,16 +394,17 @@ pub(super) fn resume(fd: std::os::fd::OwnedFd, ctx: &Rc<ShardCtx>) {
     let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
     if ctx.active.get() >= ctx.limits.connections_per_shard_max && !evict_idle(ctx) {
         ctx.metrics.borrow_mut().connections_refused += 1;
+        conn_task::not_admitted(ctx);
         spawn_local(refuse(stream, ctx.clone())).detach();
     } else {
+        conn_task::admitted(ctx);
         spawn_local(conn_task::serve(stream, ctx.clone())).detach();
     }
 }
 
 /// Serves the connections other shards hand over (src/server/handoff.rs): each wake byte is
 /// read first, then the queue drained, so a connection pushed before its byte is never left
-/// waiting. The sender counted each one on our board slot already; `serve` counts it again, so
-/// the pre-count is taken back first.
+/// waiting. The sender counted each one on our board slot already.
 async fn receive(inbox: InboxEnd, tls: Option<Arc<TlsServer>>, ctx: Rc<ShardCtx>) {
     use futures_lite::AsyncReadExt;
     // SAFETY: the descriptor is the read end of a socketpair this shard owns from now on.
@@ -413,7 +416,6 @@ async fn receive(inbox: InboxEnd, tls: Option<Arc<TlsServer>>, ctx: Rc<ShardCtx>
             Ok(_) => {}
         }
         while let Ok(moved) = inbox.rx.try_recv() {
-            ctx.handoff.board().left(ctx.handoff.me());
             let handed = !matches!(moved, Moved::Resumed(_));
             let mut m = ctx.metrics.borrow_mut();
             if handed {

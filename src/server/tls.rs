@@ -199,10 +199,12 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
 pub(super) fn admit(stream: TcpStream, tls: &TlsServer, ctx: &Rc<ShardCtx>) {
     if ctx.active.get() >= ctx.limits.connections_per_shard_max && !shard::evict_idle(ctx) {
         ctx.metrics.borrow_mut().connections_refused += 1;
+        super::conn_task::not_admitted(ctx);
         drop(stream);
         return;
     }
     ctx.metrics.borrow_mut().connections_accepted += 1;
+    super::conn_task::admitted(ctx);
     let config = tls.config();
     spawn_local(super::conn_task::serve_over(ctx.clone(), handshake(stream, config, ctx.clone()))).detach();
 }

@@ -19,6 +19,16 @@
 //!   (monotone conditions): only they may answer at the end of a preview; the others wait for
 //!   the body.
 //!
+//! * Whole-object rules whose condition requires the object to start with `MZ` (a conjunction
+//!   with `uint16(0) == 0x5a4d`, as about 3,300 of signature-base's 5,900 rules are written)
+//!   are evaluated only on objects that start with `MZ`: on any other object each of them is
+//!   false, so leaving them out changes no verdict, and it spares the evaluation of their
+//!   conditions on every non-PE object, which is most of the per-object cost of a large
+//!   public set. So there are two whole-object sets: `whole`, without those rules, for objects
+//!   that do not start with `MZ`, and `whole_mz`, every whole-object rule, for those that do
+//!   (one scan either way; the rules without the gate are compiled twice, which costs load
+//!   time and memory, not scan time).
+//!
 //! A rule lands in the same set as every rule it references, and global rules (which constrain
 //! every rule) go into every set; a global rule that needs the whole object makes every rule a
 //! whole-object rule. A file with `include` statements is kept in one piece.
@@ -40,24 +50,39 @@ pub struct YaraSet {
     pub stream: Option<yara_x::Rules>,
     /// The monotone streaming rules, evaluated on a preview.
     pub preview: Option<yara_x::Rules>,
-    /// Rules that need the whole object.
+    /// Rules that need the whole object, for objects that do not start with `MZ` (so without
+    /// the rules that need `MZ` there, when `whole_mz` exists).
     pub whole: Option<yara_x::Rules>,
+    /// Every rule that needs the whole object, for objects that start with `MZ`; built only
+    /// when some rule needs `MZ` at the start.
+    pub whole_mz: Option<yara_x::Rules>,
     pub stream_rules: usize,
     pub preview_rules: usize,
+    /// Rules that need the whole object (all of them).
     pub whole_rules: usize,
+    /// Of those, the ones evaluated only on objects that start with `MZ`.
+    pub whole_mz_rules: usize,
     /// Bytes consecutive blocks must share: the longest match of any streaming rule.
     pub overlap: usize,
 }
 
 impl YaraSet {
+    /// Whether any rule needs the whole object (so the object must be kept for them).
+    pub fn has_whole(&self) -> bool {
+        self.whole.is_some() || self.whole_mz.is_some()
+    }
+
+
     pub fn empty() -> Self {
         YaraSet {
             stream: None,
             preview: None,
             whole: None,
+            whole_mz: None,
             stream_rules: 0,
             preview_rules: 0,
             whole_rules: 0,
+            whole_mz_rules: 0,
             overlap: 1,
         }
     }
@@ -89,7 +114,7 @@ pub fn compile_with(
     let source = &|class: Class| {
         files.iter().zip(facts).enumerate().filter_map(move |(fi, ((path, src), ff))| {
             let mut text = String::new();
-            if class == Class::Whole {
+            if matches!(class, Class::Whole | Class::WholeMz) {
                 for import in &ff.imports {
                     text.push_str(&src[import.clone()]);
                     text.push('\n');
@@ -107,12 +132,17 @@ pub fn compile_with(
         })
     };
     // A set of global rules alone would only repeat them: it is built when it holds others.
+    // The `MZ` set is built only when some rule is gated (otherwise it would equal `whole`).
     let wanted = |class: Class| {
-        facts.iter().enumerate().any(|(fi, ff)| ff.rules.iter().enumerate().any(|(ri, r)| !r.global && plan.member(fi, ri, class)))
+        let member = |fi: usize, ri: usize, r: &super::yara_rules::RuleFacts| match class {
+            Class::WholeMz => !r.global && plan.member(fi, ri, class) && plan.gated(fi, ri),
+            _ => !r.global && plan.member(fi, ri, class),
+        };
+        facts.iter().enumerate().any(|(fi, ff)| ff.rules.iter().enumerate().any(|(ri, r)| member(fi, ri, r)))
     };
-    // The three sets compile on their own threads: this is the control plane, off the data
+    // The four sets compile on their own threads: this is the control plane, off the data
     // path, and compiling a large public set takes seconds per set.
-    let sources: Vec<Option<Vec<(&PathBuf, String)>>> = [Class::Stream, Class::Preview, Class::Whole]
+    let sources: Vec<Option<Vec<(&PathBuf, String)>>> = [Class::Stream, Class::Preview, Class::Whole, Class::WholeMz]
         .into_iter()
         .map(|class| wanted(class).then(|| source(class).collect()))
         .collect();
@@ -124,8 +154,8 @@ pub fn compile_with(
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("the YARA compiler panicked".into()))).collect()
     });
     let mut built = built.into_iter();
-    let mut next = || built.next().expect("three sets");
-    let (stream, preview, whole) = (next()?, next()?, next()?);
+    let mut next = || built.next().expect("four sets");
+    let (stream, preview, whole, whole_mz) = (next()?, next()?, next()?, next()?);
     if let Some((rules, _)) = &stream {
         for w in rules.warnings() {
             problems.push(Problem { file: PathBuf::from("(yara)"), line: 0, message: first_line(&w.to_string()) });
@@ -134,11 +164,13 @@ pub fn compile_with(
     Ok(YaraSet {
         stream_rules: stream.as_ref().map_or(0, |s| s.1),
         preview_rules: preview.as_ref().map_or(0, |s| s.1),
-        whole_rules: whole.as_ref().map_or(0, |s| s.1),
+        whole_rules: whole_mz.as_ref().or(whole.as_ref()).map_or(0, |s| s.1),
+        whole_mz_rules: whole_mz.as_ref().map_or(0, |s| s.1 - whole.as_ref().map_or(0, |w| w.1)),
         overlap: plan.overlap.max(1),
         stream: stream.map(|s| s.0),
         preview: preview.map(|s| s.0),
         whole: whole.map(|s| s.0),
+        whole_mz: whole_mz.map(|s| s.0),
     })
 }
 
@@ -147,12 +179,15 @@ enum Class {
     Stream,
     Preview,
     Whole,
+    WholeMz,
 }
 
 /// Which set each rule goes to.
 struct Plan {
-    /// Per file, per rule: (whole-object, monotone with everything it references, shared).
-    rules: Vec<Vec<(bool, bool, bool)>>,
+    /// Per file, per rule: (whole-object, monotone with everything it references, shared,
+    /// in a component whose every rule but the global ones requires `MZ` at the start).
+    rules: Vec<Vec<(bool, bool, bool, bool)>>,
+
     /// No preview set: a global rule is not monotone.
     no_preview: bool,
     overlap: usize,
@@ -197,10 +232,13 @@ impl Plan {
         }
         let mut comp_whole = vec![false; ids.len()];
         let mut comp_shared = vec![false; ids.len()];
+        let mut comp_ungated = vec![false; ids.len()];
         for i in 0..ids.len() {
             let r = root(&mut parent, i);
             comp_whole[r] |= rule(i).whole.is_some() || facts[ids[i].0].includes;
             comp_shared[r] |= rule(i).global;
+            let gated = rule(i).required_start.as_deref().is_some_and(|b| b.starts_with(b"MZ"));
+            comp_ungated[r] |= !gated && !rule(i).global;
         }
         let all_whole = (0..ids.len()).any(|i| {
             let r = root(&mut parent, i);
@@ -212,7 +250,11 @@ impl Plan {
             mono[i] = rule(i).monotone
                 && rule(i).refs.iter().all(|r| by_name.get(r.as_str()).is_none_or(|&j| j < i && mono[j]));
         }
-        let mut plan = Plan { rules: facts.iter().map(|f| Vec::with_capacity(f.rules.len())).collect(), no_preview: false, overlap: 0 };
+        let mut plan = Plan {
+            rules: facts.iter().map(|f| Vec::with_capacity(f.rules.len())).collect(),
+            no_preview: false,
+            overlap: 0,
+        };
         for i in 0..ids.len() {
             let r = root(&mut parent, i);
             let whole = all_whole || comp_whole[r];
@@ -223,15 +265,22 @@ impl Plan {
             if shared && !whole && !mono[i] {
                 plan.no_preview = true;
             }
-            plan.rules[ids[i].0].push((whole, mono[i], shared));
+            // A component with a global rule goes everywhere, so it is never gated.
+            let gated = !comp_ungated[r] && !shared;
+            plan.rules[ids[i].0].push((whole, mono[i], shared, gated));
         }
         plan
     }
 
+    fn gated(&self, file: usize, rule: usize) -> bool {
+        self.rules[file][rule].3
+    }
+
     fn member(&self, file: usize, rule: usize, class: Class) -> bool {
-        let (whole, mono, shared) = self.rules[file][rule];
+        let (whole, mono, shared, gated) = self.rules[file][rule];
         match class {
-            Class::Whole => whole || shared,
+            Class::Whole => (whole && !gated) || shared,
+            Class::WholeMz => whole || shared,
             Class::Stream => !whole,
             Class::Preview => !whole && mono && !self.no_preview,
         }
@@ -312,6 +361,35 @@ mod tests {
         assert_eq!(counts(&gw), (0, 0, 2));
         let gn = set(&[("g.yar", "global rule Not { strings: $n = \"n\" condition: not $n }\nrule A { strings: $a = \"abc\" condition: $a }\n")]);
         assert_eq!(counts(&gn), (2, 0, 0), "a global rule that is not monotone leaves no preview set");
+    }
+
+    #[test]
+    fn rules_that_need_mz_at_the_start_get_their_own_set() {
+        let s = set(&[
+            (
+                "pe.yar",
+                "rule Pe { strings: $a = \"abc\" condition: uint16(0) == 0x5a4d and filesize < 10MB and $a }\n\
+                 private rule PeBase { condition: uint16(0) == 0x5a4d }\n\
+                 rule PeToo { strings: $b = \"def\" condition: PeBase and $b }\n\
+                 rule Mixed { condition: PeBase or filesize == 3 }\n",
+            ),
+            ("any.yar", "rule Any { condition: filesize == 5 }\n"),
+        ]);
+        let names = |r: &Option<yara_x::Rules>| -> Vec<String> {
+            r.as_ref().map_or(vec![], |r| r.iter().map(|r| r.identifier().to_string()).collect())
+        };
+        // PeToo is gated only through PeBase; Mixed references PeBase but is not gated itself,
+        // so PeBase, PeToo and Mixed stay together in the ungated set.
+        assert_eq!(names(&s.whole), ["PeBase", "PeToo", "Mixed", "Any"]);
+        assert_eq!(names(&s.whole_mz), ["Pe", "PeBase", "PeToo", "Mixed", "Any"]);
+        assert_eq!((s.whole_rules, s.whole_mz_rules), (5, 1));
+        let g = set(&[("g.yar", "global rule G { condition: filesize > 1 }\nrule Pe { condition: uint16(0) == 0x5a4d }\n")]);
+        assert!(g.whole.is_none(), "only the global rule would be in it");
+        assert_eq!(names(&g.whole_mz), ["G", "Pe"], "the global rule is in every set");
+        assert_eq!((g.whole_rules, g.whole_mz_rules), (2, 2));
+        // Nothing gated: no second set.
+        let n = set(&[("n.yar", "rule Any { condition: filesize == 5 }\n")]);
+        assert!(n.whole_mz.is_none() && n.whole.is_some());
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub struct RuleFacts {
     pub monotone: bool,
     /// Identifiers in the condition that may name other rules.
     pub refs: Vec<String>,
+    /// The bytes the object must start with for the condition to hold at all: the condition is
+    /// a conjunction with a term `uintNN(0) == V` (or `V == uintNN(0)`, any endianness). Such a
+    /// rule is false on every object that does not start with them, so it need not be
+    /// evaluated there (see [`crate::signatures::yara`]).
+    pub required_start: Option<Vec<u8>>,
 }
 
 /// One rule file, analysed.
@@ -120,7 +125,49 @@ fn rule_facts(rule: &ast::Rule, text: Range<usize>, modules: &HashSet<&str>, spa
         span,
         monotone: ctx.mono(&rule.condition),
         refs: walk.refs,
+        required_start: required_start(&rule.condition),
     }
+}
+
+/// See [`RuleFacts::required_start`]. Only conjunctions count: under `or` or `not` a term
+/// requires nothing of the object.
+fn required_start(e: &Expr) -> Option<Vec<u8>> {
+    match e {
+        Expr::And(n) => n.operands().find_map(required_start),
+        Expr::Eq(b) => start_eq(&b.lhs, &b.rhs).or_else(|| start_eq(&b.rhs, &b.lhs)),
+        _ => None,
+    }
+}
+
+/// `read == value` where `read` is `uint16(0)`, `uint32(0)`, `uint8(0)` or a `le`/`be` form.
+fn start_eq(read: &Expr, value: &Expr) -> Option<Vec<u8>> {
+    let (Expr::FuncCall(f), Expr::LiteralInteger(v)) = (read, value) else { return None };
+    if f.object.is_some() || f.args.len() != 1 {
+        return None;
+    }
+    let Expr::LiteralInteger(at) = &f.args[0] else { return None };
+    if at.value != 0 {
+        return None;
+    }
+    let (width, big) = match f.identifier.name {
+        "uint8" | "uint8be" => (1, false),
+        "uint16" => (2, false),
+        "uint16be" => (2, true),
+        "uint32" => (4, false),
+        "uint32be" => (4, true),
+        _ => return None,
+    };
+    let value = u64::try_from(v.value).ok()?;
+    if width < 8 && value >> (8 * width) != 0 {
+        // Never equal: such a rule can never match; leave it to yara-x.
+        return None;
+    }
+    let le = value.to_le_bytes();
+    let mut bytes = le[..width].to_vec();
+    if big {
+        bytes.reverse();
+    }
+    Some(bytes)
 }
 
 /// The longest match of a pattern and whether its match depends on the bytes around it.
@@ -386,6 +433,26 @@ mod tests {
     fn one(src: &str) -> RuleFacts {
         let facts = analyse(src, 64 * 1024).expect("parses");
         facts.rules.into_iter().last().unwrap()
+    }
+
+    #[test]
+    fn required_starts_come_only_from_conjunctions_at_offset_zero() {
+        let start = |src: &str| one(src).required_start;
+        assert_eq!(start("rule a { condition: uint16(0) == 0x5a4d }"), Some(b"MZ".to_vec()));
+        assert_eq!(start("rule a { condition: filesize < 10 and 0x5A4D == uint16(0) }"), Some(b"MZ".to_vec()));
+        assert_eq!(start("rule a { condition: uint32be(0) == 0x7f454c46 and filesize > 1 }"), Some(b"\x7fELF".to_vec()));
+        assert_eq!(start("rule a { condition: uint32(0) == 0x464c457f }"), Some(b"\x7fELF".to_vec()));
+        assert_eq!(start("rule a { strings: $a = \"x\" condition: $a and (filesize < 9 and uint16(0) == 0x5a4d) }"), Some(b"MZ".to_vec()));
+        for free in [
+            "rule a { condition: uint16(0) == 0x5a4d or filesize < 10 }",
+            "rule a { condition: not uint16(0) == 0x5a4d }",
+            "rule a { condition: uint16(2) == 0x5a4d }",
+            "rule a { condition: uint16(0) != 0x5a4d }",
+            "rule a { condition: uint16(0) == 0x15a4d }",
+            "rule a { condition: filesize > 3 }",
+        ] {
+            assert_eq!(start(free), None, "{free}");
+        }
     }
 
     #[test]
