@@ -61,13 +61,14 @@ pub const YARA_WHOLE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const YARA_OVERLAP_BYTES: usize = 16 * 1024;
 /// YARA block scanners a shard may build (each reserves virtual memory for a WASM instance).
 pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
-/// Partial multi-segment `.ndb` matches held per object (one per signature segment seen whose
-/// signature is not complete yet). None is ever evicted to make room, since evicting lets an
+/// Partial multi-segment matches held per object, by the `.ndb` matcher and, separately, by the
+/// `.ldb` subsignature matcher (one per signature segment seen whose signature is not complete
+/// yet). None is ever evicted to make room, since evicting lets an
 /// attacker flush the real one; past the bound the over-limit policy decides
 /// (`Heuristics.Limits.Exceeded.MaxPartialMatches`).
 pub const BODY_PARTIALS_MAX: usize = 16 * 1024;
 /// Runs of segment ends held for bounded `{n-m}` gaps per object, over all partial matches
-/// (16 bytes each). Each partial match keeps only the ends within its gap, so this is reached
+/// (16 bytes each; for `.ldb` also the starts and matches kept for end-relative and PE offsets). Each partial match keeps only the ends within its gap, so this is reached
 /// only by input that repeats many segments; past it the over-limit policy decides, as above.
 pub const BODY_PARTIAL_ENDS_MAX: usize = 64 * 1024;
 /// Most decoded bytes per Content-Encoded object (the same as `SCAN_BYTES_MAX`: what is decoded

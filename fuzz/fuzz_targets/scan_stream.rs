@@ -2,20 +2,28 @@
 //! scanning, and both must agree with a brute-force reading of the signatures.
 //!
 //! The engine is the real [`EngineInspector`] over a small generation loaded (once per
-//! process) from `.ndb`, `.hdb` and `.yar` text written to a private folder: EICAR, exact,
-//! masked, nibble, offset, `*`, `{n-m}` and `{n-}` signatures, a short one for the automaton
-//! path, a long one, an MD5 hash signature, and YARA rules built to stress block edges (a
+//! process) from `.ndb`, `.ldb`, `.hdb` and `.yar` text written to a private folder: EICAR,
+//! exact, masked, nibble, offset, `*`, `{n-m}` and `{n-}` signatures, a short one for the
+//! automaton path, a long one, an MD5 hash signature, logical signatures with every
+//! subsignature modifier (`::i`, `::w`, `::a`, `::f`), anchors, negated alternatives, gaps,
+//! counts, a conjunction and `EOF-n` offsets, and YARA rules built to stress block edges (a
 //! string longer than the old fixed overlap, a hex jump, a count, an offset, fullword, a
 //! negation and a whole-object condition).
 //!
+//! A payload starting `~gz` or `~df` is sent gzip- or deflate-encoded (the deflate one followed
+//! by stray bytes, a decoding fault in the middle of the body), after the plants.
+//!
 //! Flags: bits 0-3 plant one of the sample matches into the body (0: none) at the position
 //! given by the payload's first byte, so that the fuzzer starts next to real matches and
-//! mutates around them; bit 4 sends a response head with a (possibly wrong) Content-Length.
+//! mutates around them; bit 4 sends a response head with a (possibly wrong) Content-Length;
+//! bits 5-7 plant one of the logical-signature samples (0: none) at the position given by the
+//! payload's next byte.
 //!
 //! Checks: the verdict is identical whole, at the fuzzer's split points and byte by byte; a
-//! reported threat really is present (brute force over the parsed signatures, the MD5, or
-//! yara-x scanning the whole body with the rule file compiled as it is); and every present
-//! signature or matching rule is found, bounded gaps included.
+//! reported threat really is present (brute force over the parsed `.ndb` signatures, a regular
+//! expression or direct check written beside each `.ldb` line, the MD5, or yara-x scanning the
+//! whole body with the rule file compiled as it is); and every present signature or matching
+//! rule is found, bounded gaps included.
 #![no_main]
 
 use icapd::inspect::{Inspector, Progress, Txn, Verdict};
@@ -30,6 +38,7 @@ use icapd_fuzz::{every_byte, piece_ends, Input};
 use libfuzzer_sys::fuzz_target;
 use md5::{Digest, Md5};
 use std::cell::RefCell;
+use std::io::Write;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -48,6 +57,53 @@ const NDB: &[&str] = &[
     "Fuzz.Short:0:*:7e7e5e",               // ~~^ (short-anchor automaton)
     "Fuzz.Long:0:*:7468652d717569636b2d62726f776e2d666f782d6a756d70732d6f7665722d7468652d6c617a792d646f67", // the-quick-brown-fox-jumps-over-the-lazy-dog
 ];
+
+/// `.ldb` lines, each with its oracle: a regular expression (bytes, no Unicode) that matches
+/// where the signature does, or a direct check on the whole body.
+const LDB: &[(&str, Oracle)] = &[
+    ("Ldb.Gap;Target:0;0;6c6467{2-5}6761703a", Oracle::Re(r"(?s)ldg.{2,5}gap:")), // ldg{2-5}gap:
+    ("Ldb.Star;Target:0;0;6c7374*656e6421", Oracle::Re(r"(?s)lst.*end!")),        // lst*end!
+    ("Ldb.Nocase;Target:0;0;6e6f636173652d6d65::i", Oracle::Re(r"(?i)nocase-me")),
+    ("Ldb.Wide;Target:0;0;7769646521::w", Oracle::Re(r"w\x00i\x00d\x00e\x00!\x00")),
+    ("Ldb.AsciiWide;Target:0;0;6177696465::aw", Oracle::Re(r"awide|a\x00w\x00i\x00d\x00e\x00")),
+    ("Ldb.Full;Target:0;0;66756c6c776f7264::f", Oracle::Re(r"\bfullword\b")),
+    ("Ldb.FullCi;Target:0;0;66756c6c6369::if", Oracle::Re(r"(?i)\bfullci\b")),
+    ("Ldb.FullGap;Target:0;0;667731{1-4}667732::f", Oracle::Re(r"(?s)\bfw1.{1,4}fw2\b")),
+    ("Ldb.Anchor;Target:0;0;(B)616e63686f72(B)", Oracle::Re(r"\banchor\b")),
+    ("Ldb.Line;Target:0;0;(L)6c696e652d7374617274", Oracle::Re(r"(?:\A|[\r\n])line-start")),
+    ("Ldb.Not;Target:0;0;6e6f74!(41|42)6f6b", Oracle::Re(r"(?s)not[^AB]ok")),
+    ("Ldb.Count;Target:0;0>2;636e7421", Oracle::Count(b"cnt!", 3)),
+    ("Ldb.And;Target:0;0&1;616e642d31;616e642d32", Oracle::Re(r"(?s)and-1.*and-2|and-2.*and-1")),
+    ("Ldb.Eof;Target:0;0;EOF-8:656f662d68657265", Oracle::EndsWith(b"eof-here")),
+    // eg{ {2-3} }, starting 20 to 16 bytes before the end: a bounded gap with a deferred offset.
+    ("Ldb.EofGap;Target:0;0;EOF-20,4:65677b{2-3}7d", Oracle::Fn(eof_gap)),
+];
+
+/// One sample match per logical-signature plant index 1..=7.
+const LDB_PLANTS: [&[u8]; 7] = [
+    b"ldg..ldg..gap:",
+    b" fullword ",
+    b"fw1..fw2",
+    b"not.ok",
+    b"cnt!cnt!cnt!",
+    b"eg{..}..............",
+    b"ldgldgldgldgldgldgldgldgldgldg-gap:",
+];
+
+#[derive(Clone, Copy)]
+enum Oracle {
+    Re(&'static str),
+    /// At least this many non-overlapping occurrences (the string cannot overlap itself).
+    Count(&'static [u8], usize),
+    EndsWith(&'static [u8]),
+    Fn(fn(&[u8]) -> bool),
+}
+
+fn eof_gap(body: &[u8]) -> bool {
+    // `EOF-20` is no position in an object shorter than 20 bytes.
+    let Some(base) = body.len().checked_sub(20) else { return false };
+    (base..=base + 4).any(|i| body[i..].starts_with(b"eg{") && (2..=3).any(|g| body.get(i + 3 + g) == Some(&b'}')))
+}
 
 /// YARA rules; the whole-object oracle is yara-x over this text compiled as it is.
 const YAR: &str = r#"
@@ -82,6 +138,8 @@ const PLANTS: [&[u8]; 15] = [
 struct Engine {
     inspector: RefCell<EngineInspector>,
     sigs: Vec<NdbSignature>,
+    /// Each `.ldb` line's name and oracle, regular expressions compiled.
+    ldb: Vec<(&'static str, Oracle, Option<regex::bytes::Regex>)>,
     hash: [u8; 16],
     yara: yara_x::Rules,
 }
@@ -94,6 +152,8 @@ fn engine() -> Engine {
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(dir.join("fuzz.hdb"), format!("{hex}:{}:Fuzz.Hash\n", HASHED.len())).expect("write hdb");
     std::fs::write(dir.join("fuzz.yar"), YAR).expect("write yar");
+    let ldb_text: String = LDB.iter().map(|(line, _)| format!("{line}\n")).collect();
+    std::fs::write(dir.join("fuzz.ldb"), ldb_text).expect("write ldb");
     let gen = load(&dir, LoadOptions::default()).expect("the fuzz signatures load");
     assert!(gen.problems.is_empty(), "{:?}", gen.problems);
     let _ = std::fs::remove_dir_all(&dir);
@@ -105,7 +165,20 @@ fn engine() -> Engine {
     let ctx = ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy);
     let sigs = NDB.iter().map(|l| parse_ndb_line(l).expect("valid line")).collect();
     let yara = yara_x::compile(YAR).expect("the fuzz rules compile");
-    Engine { inspector: RefCell::new(EngineInspector::new(Rc::clone(&ctx))), sigs, hash, yara }
+    let ldb = LDB
+        .iter()
+        .map(|&(line, oracle)| {
+            let name = line.split(';').next().expect("a name");
+            let re = match oracle {
+                Oracle::Re(re) => {
+                    Some(regex::bytes::RegexBuilder::new(re).unicode(false).build().expect("the oracle compiles"))
+                }
+                _ => None,
+            };
+            (name, oracle, re)
+        })
+        .collect();
+    Engine { inspector: RefCell::new(EngineInspector::new(Rc::clone(&ctx))), sigs, ldb, hash, yara }
 }
 
 thread_local! {
@@ -158,6 +231,18 @@ fn present(sig: &NdbSignature, body: &[u8]) -> bool {
     unreachable!("a signature has at least one segment")
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else { return };
     let mut body = input.payload.to_vec();
@@ -166,21 +251,60 @@ fuzz_target!(|data: &[u8]| {
         let at = (body.remove(0) as usize).min(body.len());
         body.splice(at..at, PLANTS[plant - 1].iter().copied());
     }
-    let res_hdr = (input.flags & 16 != 0)
-        .then(|| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", input.gaps.len()).into_bytes());
+    let ldb_plant = (input.flags >> 5) as usize;
+    if ldb_plant > 0 && !body.is_empty() {
+        let at = (body.remove(0) as usize).min(body.len());
+        body.splice(at..at, LDB_PLANTS[ldb_plant - 1].iter().copied());
+    }
+    // A body starting `~gz` or `~df` is sent gzip- or deflate-encoded, the deflate one with
+    // stray bytes after its stream (a fault the decoder meets in the middle of the body); the
+    // oracles judge the decoded bytes, which every scanner must have seen.
+    let coding = match body.get(..3) {
+        Some(b"~gz") => Some("gzip"),
+        Some(b"~df") => Some("deflate"),
+        _ => None,
+    };
+    let wire = match coding {
+        Some(c) => {
+            body.drain(..3);
+            if c == "gzip" {
+                gzip(&body)
+            } else {
+                [zlib(&body).as_slice(), b"stray"].concat()
+            }
+        }
+        None => body.clone(),
+    };
+    let res_hdr = match coding {
+        Some(c) => Some(format!("HTTP/1.1 200 OK\r\nContent-Encoding: {c}\r\n\r\n").into_bytes()),
+        None => (input.flags & 16 != 0)
+            .then(|| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", input.gaps.len()).into_bytes()),
+    };
     let res_hdr = res_hdr.as_deref();
-    let cuts = icapd_fuzz::cuts_of(input.gaps, body.len());
+    let cuts = icapd_fuzz::cuts_of(input.gaps, wire.len());
     ENGINE.with(|e| {
         let mut inspector = e.inspector.borrow_mut();
-        let whole = verdict(&mut inspector, res_hdr, &body, &[]);
-        assert_eq!(verdict(&mut inspector, res_hdr, &body, &cuts), whole, "split at {cuts:?}");
-        assert_eq!(verdict(&mut inspector, res_hdr, &body, &every_byte(body.len())), whole, "byte by byte");
+        let whole = verdict(&mut inspector, res_hdr, &wire, &[]);
+        assert_eq!(verdict(&mut inspector, res_hdr, &wire, &cuts), whole, "split at {cuts:?}");
+        assert_eq!(verdict(&mut inspector, res_hdr, &wire, &every_byte(wire.len())), whole, "byte by byte");
 
         // A find inside a container member, or a container that could not be read, is not in
         // the raw bytes; the unpack target checks those.
         let in_member = inspector.found_in().is_some();
         let hashed = body.len() == HASHED.len() && <[u8; 16]>::from(Md5::digest(&body)) == e.hash;
         let matching: Vec<&str> = e.sigs.iter().filter(|s| present(s, &body)).map(|s| s.name.as_str()).collect();
+        let logical: Vec<&str> = e
+            .ldb
+            .iter()
+            .filter(|(_, oracle, re)| match (oracle, re) {
+                (_, Some(re)) => re.is_match(&body),
+                (Oracle::Count(s, n), _) => memchr::memmem::find_iter(&body, s).count() >= *n,
+                (Oracle::EndsWith(s), _) => body.ends_with(s),
+                (Oracle::Fn(f), _) => f(&body),
+                (Oracle::Re(_), None) => unreachable!("compiled in engine()"),
+            })
+            .map(|(name, _, _)| *name)
+            .collect();
         let mut scanner = yara_x::Scanner::new(&e.yara);
         let rules: Vec<String> = scanner
             .scan(&body)
@@ -197,6 +321,11 @@ fuzz_target!(|data: &[u8]| {
             Verdict::Infected { threat } if threat.starts_with("YARA.") => {
                 assert!(rules.iter().any(|r| r == &**threat), "{threat} reported but yara-x finds {rules:?}");
                 assert!(matching.is_empty() && !hashed, "body and hash signatures are checked before YARA");
+                assert!(logical.is_empty(), "{logical:?} present: logical signatures are checked before YARA");
+            }
+            Verdict::Infected { threat } if threat.starts_with("Ldb.") => {
+                assert!(logical.contains(&&**threat), "{threat} reported but only {logical:?} present");
+                assert!(matching.is_empty() && !hashed, "body and hash signatures are checked first");
             }
             Verdict::Infected { threat } => {
                 assert!(matching.contains(&&**threat), "{threat} reported but only {matching:?} present")
@@ -205,6 +334,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!hashed, "the hashed object passed");
                 assert!(matching.is_empty(), "{matching:?} present but the body passed");
                 assert!(rules.is_empty(), "yara-x finds {rules:?} but the body passed");
+                assert!(logical.is_empty(), "{logical:?} present but the body passed");
             }
         }
     });

@@ -1,8 +1,9 @@
 //! The random-access container library (`icapd::scan::whole`): every kind's extractor on
 //! arbitrary bytes, with small limits.
 //!
-//! The flags byte picks the kind (modulo 10; 9 means "what `detect` says", skipped when it
-//! says nothing); the payload is the object. Split bytes are unused (the library takes the
+//! The flags byte picks the kind (modulo 11; 9 means "what `detect` says", skipped when it
+//! says nothing; 10 the zip central-directory reader, held from the offset the next flags
+//! give); the payload is the object. Split bytes are unused (the library takes the
 //! whole object).
 //!
 //! Checks: extraction returns (no panic, no endless loop: libFuzzer's timeout), and the sink
@@ -14,7 +15,7 @@
 
 use std::ops::ControlFlow;
 
-use icapd::scan::whole::{detect, extract, Kind, Limits, Sink, PIECE_BYTES};
+use icapd::scan::whole::{detect, extract, extract_zip, Kind, Limits, Sink, ZipDone, PIECE_BYTES};
 use icapd_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
 
@@ -64,7 +65,21 @@ impl Sink for Check {
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else { return };
     let payload = input.payload;
-    let pick = input.flags % 10;
+    let pick = input.flags % 11;
+    if pick == 10 {
+        // Held from a base inside the payload, with the first entry (if any) done.
+        let base = (usize::from(input.flags >> 4) * 7).min(payload.len());
+        let done = [ZipDone { offset: 0, crc: 0, csize: 0 }];
+        for break_at in [0u32, 1] {
+            let mut sink = Check { open: false, members: 0, member_bytes: 0, total: 0, break_at, broke: false };
+            let r = extract_zip(&payload[base..], base as u64, &done, 1 << 20, &LIMITS, &mut sink);
+            assert!(sink.total <= LIMITS.ratio_max * (payload.len() as u64).max(1), "ratio_max passed");
+            if sink.broke {
+                assert!(r.is_ok(), "Break must end with Ok, got {r:?}");
+            }
+        }
+        return;
+    }
     let kind = match Kind::ALL.get(pick as usize) {
         Some(&k) => k,
         None => match detect(&payload[..payload.len().min(4096)]) {

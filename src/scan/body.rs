@@ -11,23 +11,23 @@
 //! * a multi-segment signature matches when segment k starts within its gap after an end of
 //!   segment k-1. For `*` and `{n-}` gaps the earliest end of segment k-1 is the best witness,
 //!   so one number is kept. For a bounded `{n-m}` gap *every* end of segment k-1 still within
-//!   reach is kept: a later start `s` needs some end in `[s-m, s-n]`, and starts only grow,
-//!   so an end `e` with `e + m` below the smallest start still possible is dropped. What is
-//!   left lies within the last `m + len` bytes, and consecutive ends (a segment repeated byte
-//!   by byte) are held as one run `[first, last]`, so the state of one partial match is bounded
-//!   by its gap, and each end is pushed and dropped once: linear work however often a segment
-//!   repeats.
+//!   reach is kept, as a [`Reach`] (shared with the `.ldb` matcher): the state of one partial
+//!   match is bounded by its gap, and each end is pushed and dropped once, so the work is
+//!   linear however often a segment repeats.
 //!
 //! Partial matches live in a small table per object (objects rarely contain any segment at
 //! all, so it is almost always empty). It is bounded by `body_partials_max` partial matches and
 //! `body_partial_ends_max` runs of ends in all; nothing is ever evicted to make room (an
 //! attacker could otherwise flush the real partial match with other signatures' first
 //! segments). Past either bound the stream reports [`BodyStream::overflowed`] and the engine
-//! applies the over-limit policy with `Heuristics.Limits.Exceeded.MaxPartialMatches`.
+//! applies the over-limit policy with `Heuristics.Limits.Exceeded.MaxPartialMatches`; the
+//! stream itself goes on matching with what it holds (one-segment signatures and the partial
+//! matches already recorded), so under `over_limit = pass` a later EICAR is still found.
 
 use super::literal::{LiteralSet, LiteralStream, Pattern};
+use super::reach::Reach;
 use crate::signatures::ndb::{Gap, NdbOffset, NdbSignature};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 struct Program {
     name: String,
@@ -114,9 +114,8 @@ impl BodySet {
 struct Partial {
     /// Earliest end seen (the witness for a `*` or `{n-}` gap after the segment).
     min_end: u64,
-    /// For a bounded gap after the segment: the ends still within reach, as ascending runs of
-    /// consecutive offsets `(first, last)`.
-    runs: VecDeque<(u64, u64)>,
+    /// For a bounded gap after the segment: the ends still within reach.
+    runs: Reach,
 }
 
 /// Per-connection matching state for one [`BodySet`]; reused across objects.
@@ -190,9 +189,9 @@ impl BodyStream {
     }
 
     pub fn feed(&mut self, set: &BodySet, chunk: &[u8]) -> Option<u32> {
-        // Past a bound the stream stops: the engine has already applied the over-limit policy
-        // (MaxPartialMatches) when it saw `overflowed`, so this skip is never silent.
-        if self.found.is_some() || self.overflowed {
+        // Past a bound the stream goes on with the partial matches it holds: the engine applies
+        // the over-limit policy (MaxPartialMatches) when it sees `overflowed`.
+        if self.found.is_some() {
             return self.found;
         }
         let hits = &mut self.hits;
@@ -203,7 +202,7 @@ impl BodyStream {
     /// Reports what staged bytes complete without ending the object: the next `feed`
     /// continues it. Called before a preview is judged, so every preview byte has been seen.
     pub fn flush(&mut self, set: &BodySet) -> Option<u32> {
-        if self.found.is_none() && !self.overflowed {
+        if self.found.is_none() {
             let hits = &mut self.hits;
             self.literal.finish(&set.literal, &mut |p, end| hits.push((end, p)));
             self.join(set);
@@ -223,9 +222,6 @@ impl BodyStream {
             for &(sig, seg) in set.uses(pattern) {
                 if self.on_segment(set, sig, seg, end) {
                     self.found = Some(sig);
-                    break 'hits;
-                }
-                if self.overflowed {
                     break 'hits;
                 }
             }
@@ -254,15 +250,10 @@ impl BodyStream {
                 Gap::Range { min, max } => {
                     let (min, max) = (u64::from(min), u64::from(max));
                     // Starts of this segment only grow, so ends out of reach now stay so.
-                    while prev.runs.front().is_some_and(|&(_, last)| last + max < start) {
-                        prev.runs.pop_front();
-                        self.runs -= 1;
-                        self.ops += 1;
-                    }
-                    self.ops += 1;
-                    // The earliest end in reach is the best candidate: it is at least
-                    // `start - max`, and valid when it is also at most `start - min`.
-                    prev.runs.front().is_some_and(|&(first, _)| first.max(start.saturating_sub(max)) + min <= start)
+                    let dropped = prev.runs.prune(start, max);
+                    self.runs -= dropped;
+                    self.ops += dropped as u64 + 1;
+                    prev.runs.any(start, min, max)
                 }
             };
             if !ok {
@@ -284,6 +275,8 @@ impl BodyStream {
             Some(&slot) => slot as usize,
             None => {
                 if self.used == self.partials_max {
+                    // Nothing is evicted: this partial match is not recorded, and the engine
+                    // is told (MaxPartialMatches).
                     self.overflowed = true;
                     return;
                 }
@@ -303,22 +296,15 @@ impl BodyStream {
         if let Gap::Range { max, .. } = prog.gaps[k] {
             // A later occurrence of the next segment starts at `end - its length` or later.
             let horizon = end.saturating_sub(prog.seg_lens[k + 1]);
-            while p.runs.front().is_some_and(|&(_, last)| last + u64::from(max) < horizon) {
-                p.runs.pop_front();
-                self.runs -= 1;
-                self.ops += 1;
+            let dropped = p.runs.prune(horizon, u64::from(max));
+            self.runs -= dropped;
+            self.ops += dropped as u64 + 1;
+            if p.runs.needs_run(end, 0) && self.runs == self.runs_max {
+                self.overflowed = true;
+                return;
             }
-            self.ops += 1;
-            match p.runs.back_mut() {
-                Some((_, last)) if *last + 1 >= end => *last = end.max(*last),
-                _ => {
-                    if self.runs == self.runs_max {
-                        self.overflowed = true;
-                        return;
-                    }
-                    p.runs.push_back((end, end));
-                    self.runs += 1;
-                }
+            if p.runs.push(end, 0) {
+                self.runs += 1;
             }
         }
     }
@@ -431,7 +417,10 @@ mod tests {
         let mut data = b"\xa1\xb2\xc3\xd4".to_vec();
         for i in 0..4096u32 {
             let seg = [0xf1, (i >> 8) as u8, i as u8, 0xf2];
-            lines.push_str(&format!("Other{i}:0:*:{}{gap}0102030405\n", seg.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+            lines.push_str(&format!(
+                "Other{i}:0:*:{}{gap}0102030405\n",
+                seg.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ));
             data.extend_from_slice(&seg);
         }
         data.extend_from_slice(b"....\xe5\xf6\x07\x18");
@@ -448,16 +437,23 @@ mod tests {
             }
             let every: Vec<usize> = (1..data.len()).collect();
             assert_eq!(scan(&s, &data, &every).as_deref(), Some("Real"), "{gap} byte by byte");
-            // With room for fewer partial matches the stream says so instead of forgetting one.
+            // With room for fewer partial matches the stream says so instead of forgetting one,
+            // and goes on with those it holds (the real one came first).
             let mut small = BodyStream::with_limits(&s, 100, 1 << 16);
-            assert_eq!(small.feed(&s, &data), None);
-            assert_eq!(small.finish(&s), None);
+            assert_eq!(small.feed(&s, &data), Some(0));
             assert!(small.overflowed(), "{gap}");
         }
         // Runs of ends count against their own bound.
         let s = set("R:0:*:41424344{10-100000}5758595a\n");
         let mut small = BodyStream::with_limits(&s, 100, 50);
         small.feed(&s, &b"ABCD.".repeat(60));
+        assert!(small.overflowed());
+        // Past a bound the stream goes on: a one-segment signature later is still found.
+        let s = set("R:0:*:41424344{10-100000}5758595a\nOne:0:*:6f6e652d6f6e65\n");
+        let mut small = BodyStream::with_limits(&s, 100, 50);
+        let mut data = b"ABCD.".repeat(60);
+        data.extend_from_slice(b"one-one");
+        assert_eq!(small.feed(&s, &data).map(|sig| s.name(sig).to_string()).as_deref(), Some("One"));
         assert!(small.overflowed());
     }
 

@@ -128,6 +128,54 @@ fn a_fault_mid_stream_still_runs_the_end_of_object_scanners() {
     }
 }
 
+// Item 7c, every coding: the decoders hand out what they decoded before the fault in the same
+// call, so a body sent in one piece is judged like one sent byte by byte.
+
+#[test]
+fn every_coding_hands_its_output_before_a_fault_to_the_scanners() {
+    use super::decode::tests::{brotli, raw_deflate, text, zlib, zstd};
+    let folder =
+        Folder::new("faultcodings", &[("eicar.hdb", &bundled("eicar.hdb")), ("eicar.yar", &bundled("eicar.yar"))]);
+    let object = [EICAR, text(2000).as_slice()].concat();
+    for (coding, encoded) in [
+        ("deflate", zlib(&object)),
+        ("deflate", raw_deflate(&object)),
+        ("br", brotli(&object)),
+        ("zstd", zstd(&object)),
+        ("deflate", zlib(EICAR)),
+    ] {
+        let body = [encoded.as_slice(), b"stray bytes after the stream"].concat();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\n\r\n");
+        let want = if encoded.len() < 100 { "Eicar-Test-Signature-MD5" } else { "YARA.EICAR_Test_File" };
+        let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), pass()));
+        assert_eq!(every_way(&mut inspector, &respmod(head.as_bytes()), &body), (infected(want), None), "{coding}");
+    }
+}
+
+// Item 2 for logical signatures: past the bound on partial matches the over-limit policy
+// decides with a name, under `block` and `pass`, counted as a limit; nothing is dropped quietly.
+
+#[test]
+fn ldb_partial_matches_past_their_bound_go_through_the_over_limit_policy() {
+    let mut lines = String::new();
+    let mut body = Vec::new();
+    for i in 0..64u32 {
+        lines.push_str(&format!("Many{i};Target:0;0;f1{:02x}f2*0102030405\n", i));
+        body.extend_from_slice(&[0xf1, i as u8, 0xf2]);
+    }
+    let folder = Folder::new("ldbpartials", &[("many.ldb", lines.as_bytes())]);
+    let limits = Limits { body_partials_max: 16, ..Limits::default() };
+    let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+    let mut inspector = EngineInspector::new(ctx_with(&folder.0, limits.clone(), block()));
+    let want = (infected(super::policy::THREAT_PARTIALS), Some(super::policy::THREAT_PARTIALS));
+    assert_eq!(every_way(&mut inspector, &txn, &body), want);
+    let mut inspector = EngineInspector::new(ctx_with(&folder.0, limits.clone(), pass()));
+    assert_eq!(every_way(&mut inspector, &txn, &body), (Verdict::Clean, Some(super::policy::THREAT_PARTIALS)));
+    // Within the bound nothing is reported.
+    let mut inspector = EngineInspector::new(ctx_with(&folder.0, Limits::default(), block()));
+    assert_eq!(every_way(&mut inspector, &txn, &body), (Verdict::Clean, None));
+}
+
 // Item 7d: the literal matcher's staged bytes are matched before the preview is judged, so an
 // early 204 never leaves the end of a preview unseen.
 

@@ -1,14 +1,32 @@
 //! ClamAV logical signatures (`.ldb`, and `.ndb` lines with targets or offsets) over a
 //! streamed object.
 //!
-//! Every variant of every segment of every body subsignature is one pattern of a
-//! [`LiteralSet`] (case-insensitive ones in a second set that sees the object lower-cased),
-//! so the streaming cost is the literal matcher's. The occurrences it reports are joined into
-//! subsignature matches as in [`super::body`] (segment k must start within its gap after an
-//! end of segment k−1, the last [`RECENT_ENDS`] ends kept), and each match is recorded per
-//! subsignature: counted at once when its offset can be checked while streaming (`*`, `n`,
-//! `n,m`), kept (at most [`OCCURRENCES_MAX`] per subsignature) when the offset depends on the
-//! object's size or its PE headers (`EOF-n`, `EP±n`, `Sx+n`, `SL+n`, `SEx`).
+//! Every distinct variant of a segment of a body subsignature is one pattern of a
+//! [`LiteralSet`] (case-insensitive ones in a second set that sees the object lower-cased);
+//! identical segments of different subsignatures and signatures share their pattern, which
+//! lists every segment it stands for. So the streaming cost is the literal matcher's. The
+//! occurrences it reports are joined into subsignature matches as in [`super::body`]: segment
+//! k must start within its gap after an end of segment k−1, and the ends kept for that are
+//! those of [`super::reach`] (every end still within reach of a bounded gap, the earliest for
+//! `*` and `{n-}`). Each match is recorded per subsignature: counted at once when its offset
+//! can be checked while streaming (`*`, `n`, `n,m`), kept with its start when the offset
+//! depends on the object's size or its PE headers (`EOF-n`, `EP±n`, `Sx+n`, `SL+n`, `SEx`).
+//! For those the start of the whole subsignature matters, so their partial matches keep their
+//! ends per start (each start once, the earliest end for it).
+//!
+//! Nothing is ever evicted: the partial matches are bounded by `body_partials_max`, and the
+//! ends and deferred matches they hold by `body_partial_ends_max` (the limits the `.ndb`
+//! matcher uses). Past either, what does not fit is not recorded, the stream goes on with what
+//! it holds, and [`LdbStream::limit_hit`] reports `Heuristics.Limits.Exceeded.MaxPartialMatches`
+//! for the over-limit policy.
+//!
+//! The checks on neighbouring bytes (`::f` and the `(B)`/`(L)` anchors, negated alternatives)
+//! read a ring of recent bytes (the loader refuses them on normalised targets). A chunk is
+//! processed in pieces of at most [`PIECE_BYTES`] and the ring holds a piece, the literal
+//! matcher's staging and the longest pattern, so every byte a check needs is still there
+//! however the object was cut. A left edge is checked on the first segment, when its start is
+//! known to be in the ring; a right edge on the last, and when the byte after it has not
+//! arrived yet the occurrence waits for it.
 //!
 //! At the end of the object the signatures that saw any match are evaluated: the target
 //! description block (file type by magic, size, entry point, number of sections), deferred
@@ -23,22 +41,19 @@
 use super::filetype::{self, Target, HEAD_BYTES};
 use super::literal::{LiteralSet, LiteralStream, Pattern};
 use super::pe::{self, PeInfo};
+use super::policy::THREAT_PARTIALS;
+use super::reach::{Firsts, Reach};
 use super::textnorm::TextNorm;
 use crate::signatures::clamav::expr::Expr;
 use crate::signatures::clamav::hex::Edge;
 use crate::signatures::clamav::ldb::{LdbSignature, Subsig, Tdb};
 use crate::signatures::clamav::offset::{ObjectFacts, SigOffset};
 use crate::signatures::ndb::Gap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-/// Ends of a segment remembered for bounded gaps.
-pub const RECENT_ENDS: usize = 8;
-/// Matches with a deferred offset kept per subsignature and object.
-pub const OCCURRENCES_MAX: usize = 64;
-/// Partial chains remembered per object.
-pub const PARTIALS_MAX: usize = 4096;
-/// Bytes kept behind the stream for the full-word (`::f`) checks; a power of two.
-const RING_BYTES: usize = 8192;
+/// Most bytes of a chunk processed at once when neighbouring bytes are checked (see the
+/// module docs): the ring is sized from it.
+pub const PIECE_BYTES: usize = 8192;
 /// The limit reported when a PCRE subsignature could not run.
 pub const THREAT_PCRE: &str = "Heuristics.Limits.Exceeded.PCRE";
 
@@ -55,6 +70,9 @@ struct Chain {
     slot: u32,
     /// Matched on the lower-cased view.
     lower: bool,
+    /// The longest variant of each segment: an occurrence of segment k reported after one
+    /// ending at `e` starts at `e` minus this or later.
+    max_lens: Vec<u32>,
     offset: SigOffset,
     gaps: Vec<Gap>,
     segs: u16,
@@ -100,7 +118,8 @@ const VIEWS: usize = 4;
 /// The compiled logical signatures of one generation; shared read-only by all shards.
 pub struct LdbSet {
     views: [LiteralSet; VIEWS],
-    pat_of: [Vec<PatRef>; VIEWS],
+    /// What each pattern of each view stands for (identical segments share a pattern).
+    uses: [Uses; VIEWS],
     chains: Vec<Chain>,
     /// For each slot (global subsignature index): its signature and whether its offset is
     /// deferred.
@@ -108,32 +127,72 @@ pub struct LdbSet {
     slot_offset: Vec<SigOffset>,
     sigs: Vec<Sig>,
     has_pcre: bool,
-    /// Whether the stream keeps a ring of recent bytes (for `::f` and `!(..)` checks).
-    has_fullword: bool,
     nots: Vec<Nots>,
+    /// Bytes of the ring of recent bytes for the `::f`, `(B)`/`(L)` and `!(..)` checks (a
+    /// power of two; 0 when no signature has one).
+    ring_bytes: usize,
 }
 
 type Nots = Vec<(usize, Vec<Vec<u8>>)>;
 
-fn patterns_of(
-    p: &crate::signatures::clamav::hex::HexPattern,
-    chain: u32,
-    out: &mut Vec<Pattern>,
-    refs: &mut Vec<PatRef>,
-    nots: &mut Vec<Nots>,
-) {
-    for (seg, variants) in p.parts.iter().enumerate() {
-        for v in variants {
-            let exact = v.mask.iter().all(|&m| m == 0xFF);
-            let n = if v.nots.is_empty() {
-                u32::MAX
-            } else {
-                nots.push(v.nots.clone());
-                (nots.len() - 1) as u32
-            };
-            refs.push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32, nots: n });
-            out.push(Pattern { bytes: v.bytes.clone(), mask: if exact { None } else { Some(v.mask.clone()) } });
+/// The segments each pattern of one view stands for: `refs[at[p]..at[p + 1]]` for pattern `p`.
+#[derive(Default)]
+struct Uses {
+    at: Vec<u32>,
+    refs: Vec<PatRef>,
+}
+
+impl Uses {
+    fn of(&self, pattern: u32) -> &[PatRef] {
+        &self.refs[self.at[pattern as usize] as usize..self.at[pattern as usize + 1] as usize]
+    }
+}
+
+/// The patterns of one view while the set is built: identical (bytes, mask) pairs of
+/// different segments, chains and signatures become one pattern, so a segment common to many
+/// signatures costs the literal matcher one pattern and one verification.
+#[derive(Default)]
+struct ViewBuilder {
+    patterns: Vec<Pattern>,
+    index: HashMap<(Vec<u8>, Option<Vec<u8>>), u32>,
+    refs: Vec<Vec<PatRef>>,
+}
+
+impl ViewBuilder {
+    fn add(&mut self, p: &crate::signatures::clamav::hex::HexPattern, chain: u32, nots: &mut Vec<Nots>) {
+        for (seg, variants) in p.parts.iter().enumerate() {
+            for v in variants {
+                let exact = v.mask.iter().all(|&m| m == 0xFF);
+                let n = if v.nots.is_empty() {
+                    u32::MAX
+                } else {
+                    nots.push(v.nots.clone());
+                    (nots.len() - 1) as u32
+                };
+                let key = (v.bytes.clone(), if exact { None } else { Some(v.mask.clone()) });
+                let id = match self.index.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.patterns.len() as u32;
+                        self.patterns.push(Pattern { bytes: key.0.clone(), mask: key.1.clone() });
+                        self.refs.push(Vec::new());
+                        self.index.insert(key, id);
+                        id
+                    }
+                };
+                self.refs[id as usize].push(PatRef { chain, seg: seg as u16, len: v.bytes.len() as u32, nots: n });
+            }
         }
+    }
+
+    fn finish(self) -> (Vec<Pattern>, Uses) {
+        let mut uses = Uses { at: Vec::with_capacity(self.refs.len() + 1), refs: Vec::new() };
+        uses.at.push(0);
+        for r in self.refs {
+            uses.refs.extend(r);
+            uses.at.push(uses.refs.len() as u32);
+        }
+        (self.patterns, uses)
     }
 }
 
@@ -161,8 +220,7 @@ impl LdbSet {
     /// Compiles `sigs`. A PCRE that does not compile was already reported by the loader,
     /// which calls [`compile_pcre`]; should one slip through, its signature is left out.
     pub fn new(sigs: Vec<LdbSignature>) -> Result<LdbSet, String> {
-        let mut patterns: [Vec<Pattern>; VIEWS] = Default::default();
-        let mut pat_of: [Vec<PatRef>; VIEWS] = Default::default();
+        let mut builders: [ViewBuilder; VIEWS] = Default::default();
         let mut chains = Vec::new();
         let mut slot_sig = Vec::new();
         let mut slot_offset = Vec::new();
@@ -224,11 +282,14 @@ impl LdbSet {
             }
             for (slot, offset, form, view, fullword) in new_chains {
                 let chain = chains.len() as u32;
-                patterns_of(&form, chain, &mut patterns[view as usize], &mut pat_of[view as usize], &mut nots);
+                builders[view as usize].add(&form, chain, &mut nots);
                 let (left, right) = if fullword { (Edge::Word, Edge::Word) } else { (form.left, form.right) };
+                let max_lens =
+                    form.parts.iter().map(|vs| vs.iter().map(|v| v.bytes.len() as u32).max().unwrap_or(0)).collect();
                 chains.push(Chain {
                     slot,
                     lower: view == View::Lower,
+                    max_lens,
                     offset,
                     segs: form.parts.len() as u16,
                     gaps: form.gaps,
@@ -247,23 +308,26 @@ impl LdbSet {
             });
         }
         let build = |p| LiteralSet::new(p).map_err(|e| format!("building the logical-signature matcher: {e:?}"));
-        let [raw, lower, text, html] = patterns;
-        Ok(LdbSet {
-            views: [build(raw)?, build(lower)?, build(text)?, build(html)?],
-            pat_of,
-            chains,
-            slot_sig,
-            slot_offset,
-            sigs: out,
-            has_pcre,
-            has_fullword: has_fullword || !nots.is_empty(),
-            nots,
-        })
+        let [(raw, u0), (lower, u1), (text, u2), (html, u3)] = builders.map(ViewBuilder::finish);
+        let views = [build(raw)?, build(lower)?, build(text)?, build(html)?];
+        let uses = [u0, u1, u2, u3];
+        let has_fullword = has_fullword || !nots.is_empty();
+        // A check reads at most the longest pattern back from a match that the literal matcher
+        // reports at most a piece and its staging after the match's end.
+        let longest = views.iter().map(LiteralSet::max_len).max().unwrap_or(0);
+        let ring_bytes =
+            if has_fullword { (PIECE_BYTES + super::literal::STAGE_MAX + longest + 2).next_power_of_two() } else { 0 };
+        Ok(LdbSet { views, uses, chains, slot_sig, slot_offset, sigs: out, has_pcre, nots, ring_bytes })
     }
 
     /// An empty set.
     pub fn empty() -> LdbSet {
         LdbSet::new(Vec::new()).unwrap_or_else(|_| unreachable!("an empty set always builds"))
+    }
+
+    /// Distinct patterns of all views (identical segments count once per view).
+    pub fn patterns(&self) -> usize {
+        self.uses.iter().map(|u| u.at.len() - 1).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -284,29 +348,65 @@ impl LdbSet {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// One segment of one chain seen in this object, with what the gap after it needs.
+#[derive(Debug, Default)]
 struct Partial {
-    /// (start of the chain's first segment, end of this segment) for the earliest end.
-    earliest: (u64, u64),
-    recent: [(u64, u64); RECENT_ENDS],
-    recent_len: u8,
-    next: u8,
+    /// The earliest end (a `*` or `{n-}` gap, the chain's offset streamable).
+    min_end: u64,
+    /// Ends in reach of a bounded gap, tagged with the chain's start when its offset is
+    /// deferred (0 otherwise).
+    reach: Reach,
+    /// The earliest end per chain start (a `*` or `{n-}` gap, the offset deferred).
+    firsts: Firsts,
 }
 
 #[derive(Debug, Default)]
 struct SlotState {
     count: u32,
+    /// Matches `(start, end)` with a deferred offset, one per start (the earliest end).
     occurrences: Vec<(u64, u64)>,
 }
 
-/// A full-word match waiting for the byte after it.
+/// An occurrence of a chain's last segment with a right edge to check, waiting for the byte
+/// after it.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    slot: u32,
-    deferred: bool,
-    start: u64,
+    pat: PatRef,
     end: u64,
-    edge: Edge,
+}
+
+/// Recent bytes of the object, for the checks on neighbouring bytes.
+#[derive(Debug, Default)]
+struct Ring {
+    bytes: Vec<u8>,
+    /// Bytes written so far (the size of the object).
+    size: u64,
+}
+
+impl Ring {
+    fn new(len: usize) -> Ring {
+        Ring { bytes: vec![0; len], size: 0 }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.bytes.is_empty() {
+            self.size += data.len() as u64;
+            return;
+        }
+        let mask = self.bytes.len() - 1;
+        let keep = data.len().min(self.bytes.len());
+        let from = self.size + (data.len() - keep) as u64;
+        for (i, &b) in data[data.len() - keep..].iter().enumerate() {
+            self.bytes[(from as usize + i) & mask] = b;
+        }
+        self.size += data.len() as u64;
+    }
+
+    /// The byte at `pos`, if it has been written and is still held.
+    fn at(&self, pos: u64) -> Option<u8> {
+        (pos < self.size && pos + self.bytes.len() as u64 >= self.size)
+            .then(|| self.bytes[pos as usize & (self.bytes.len() - 1)])
+    }
 }
 
 /// Per-connection state for one [`LdbSet`]; reused across objects.
@@ -317,18 +417,28 @@ pub struct LdbStream {
     hits: Vec<(u64, u32, u8)>,
     partials: HashMap<(u32, u16), Partial>,
     slots: HashMap<u32, SlotState>,
+    /// Deferred matches recorded, by (slot, start).
+    occurrence_starts: HashSet<(u32, u64)>,
     touched: Vec<u32>,
     pending: Vec<Pending>,
+    /// Chain starts one occurrence continues (scratch).
+    starts: Vec<u64>,
     head: Vec<u8>,
     whole: Vec<u8>,
     whole_fits: bool,
     whole_max: usize,
-    ring: Vec<u8>,
+    /// The bytes as received.
+    ring: Ring,
     lower: Vec<u8>,
     size: u64,
     limit: Option<&'static str>,
     counts: Vec<u32>,
     norm: Norm,
+    partials_max: usize,
+    ends_max: usize,
+    /// Ends, chain starts and deferred matches held in all.
+    ends: usize,
+    overflowed: bool,
 }
 
 /// Which normalised view the current object is fed to.
@@ -345,8 +455,15 @@ enum Norm {
 const DECIDE_BYTES: usize = 512;
 
 impl LdbStream {
-    /// A stream for `set`; objects up to `whole_max` bytes are kept for PCRE subsignatures.
+    /// A stream for `set` with the default bounds of [`crate::limits`]; objects up to
+    /// `whole_max` bytes are kept for PCRE subsignatures.
     pub fn new(set: &LdbSet, whole_max: usize) -> Self {
+        Self::with_limits(set, whole_max, crate::limits::BODY_PARTIALS_MAX, crate::limits::BODY_PARTIAL_ENDS_MAX)
+    }
+
+    /// A stream holding at most `partials_max` partial matches and `ends_max` ends, chain
+    /// starts and deferred matches in all.
+    pub fn with_limits(set: &LdbSet, whole_max: usize, partials_max: usize, ends_max: usize) -> Self {
         LdbStream {
             streams: [
                 LiteralStream::new(&set.views[0]),
@@ -359,18 +476,24 @@ impl LdbStream {
             hits: Vec::with_capacity(64),
             partials: HashMap::new(),
             slots: HashMap::new(),
+            occurrence_starts: HashSet::new(),
             touched: Vec::new(),
             pending: Vec::new(),
+            starts: Vec::new(),
             head: Vec::new(),
             whole: Vec::new(),
             whole_fits: false,
             whole_max,
-            ring: if set.has_fullword { vec![0; RING_BYTES] } else { Vec::new() },
+            ring: Ring::new(set.ring_bytes),
             lower: Vec::new(),
             size: 0,
             limit: None,
             counts: Vec::with_capacity(64),
             norm: Norm::Undecided,
+            partials_max,
+            ends_max,
+            ends: 0,
+            overflowed: false,
         }
     }
 
@@ -384,6 +507,7 @@ impl LdbStream {
         self.hits.clear();
         self.partials.clear();
         self.slots.clear();
+        self.occurrence_starts.clear();
         self.touched.clear();
         self.pending.clear();
         self.head.clear();
@@ -392,14 +516,29 @@ impl LdbStream {
             self.whole = Vec::new();
         }
         self.whole_fits = set.has_pcre;
+        self.ring.size = 0;
         self.size = 0;
         self.limit = None;
         self.norm = Norm::Undecided;
+        self.ends = 0;
+        self.overflowed = false;
     }
 
-    /// The limit that kept a PCRE subsignature from running on the last object, if any.
+    /// The limit that kept this object from being matched exactly (a PCRE that could not run,
+    /// partial matches past their bound), if any.
     pub fn limit_hit(&self) -> Option<&'static str> {
         self.limit
+    }
+
+    /// Whether a bound on partial matches was reached on this object (then
+    /// [`LdbStream::limit_hit`] names it): the caller applies the over-limit policy.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.limit.get_or_insert(THREAT_PARTIALS);
     }
 
     /// Feeds the next bytes of the object.
@@ -407,6 +546,15 @@ impl LdbStream {
         if set.is_empty() || chunk.is_empty() {
             return;
         }
+        if set.ring_bytes == 0 {
+            return self.feed_piece(set, chunk);
+        }
+        for piece in chunk.chunks(PIECE_BYTES) {
+            self.feed_piece(set, piece);
+        }
+    }
+
+    fn feed_piece(&mut self, set: &LdbSet, chunk: &[u8]) {
         let room = HEAD_BYTES.saturating_sub(self.head.len());
         let taken = room.min(chunk.len());
         self.head.extend_from_slice(&chunk[..taken]);
@@ -418,13 +566,7 @@ impl LdbStream {
                 self.whole = Vec::new();
             }
         }
-        if !self.ring.is_empty() {
-            let keep = chunk.len().min(RING_BYTES);
-            for (i, &b) in chunk[chunk.len() - keep..].iter().enumerate() {
-                let pos = self.size + (chunk.len() - keep + i) as u64;
-                self.ring[pos as usize & (RING_BYTES - 1)] = b;
-            }
-        }
+        self.ring.push(chunk);
         self.size += chunk.len() as u64;
         let hits = &mut self.hits;
         self.streams[0].feed(&set.views[0], chunk, &mut |p, end| hits.push((end, p, 0)));
@@ -480,6 +622,7 @@ impl LdbStream {
             let vi = v as u8;
             self.streams[v].finish(&set.views[v], &mut |p, end| hits.push((end, p, vi)));
         }
+        self.resolve_pending(set, false);
         self.join(set);
         self.resolve_pending(set, true);
         if self.touched.is_empty() {
@@ -521,6 +664,9 @@ impl LdbStream {
         self.norm = if set.views[view as usize].is_empty() { Norm::None } else { Norm::View(view as usize) };
     }
 
+    /// Normalises `data` and matches the view `v` on it. Signatures for normalised targets
+    /// have no checks on neighbouring bytes (the loader refuses them, see
+    /// [`crate::signatures::clamav::ldb`]), so no ring is kept for the normalised text.
     fn feed_norm(&mut self, set: &LdbSet, v: usize, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -600,132 +746,193 @@ impl LdbStream {
         self.hits.sort_unstable();
         let hits = std::mem::take(&mut self.hits);
         for &(end, pid, view) in &hits {
-            let r = set.pat_of[usize::from(view)][pid as usize];
-            self.on_segment(set, r, end);
+            for &r in set.uses[usize::from(view)].of(pid) {
+                self.on_segment(set, r, end, false);
+            }
         }
         self.hits = hits;
         self.hits.clear();
     }
 
-    fn on_segment(&mut self, set: &LdbSet, r: PatRef, end: u64) {
+    /// One occurrence of segment `r.seg` of chain `r.chain` ending at `end`. `at_end`: the
+    /// object ended right after it (a right edge is then a boundary).
+    fn on_segment(&mut self, set: &LdbSet, r: PatRef, end: u64, at_end: bool) {
         let chain = &set.chains[r.chain as usize];
         let Some(seg_start) = end.checked_sub(u64::from(r.len)) else { return };
-        if r.nots != u32::MAX && !self.nots_hold(&set.nots[r.nots as usize], seg_start, r.chain, set) {
+        if r.nots != u32::MAX && !self.nots_hold(&set.nots[r.nots as usize], seg_start, chain) {
             return;
         }
         let k = usize::from(r.seg);
-        let chain_start = if k == 0 {
-            if chain.offset.streamable() && !chain.offset.accepts(seg_start, end, &ObjectFacts::default()) {
+        let last = k + 1 == usize::from(chain.segs);
+        if last && chain.right != Edge::None && !at_end {
+            // The byte after the match decides; it may not have arrived yet.
+            match self.ring.at(end) {
+                None => {
+                    self.pending.push(Pending { pat: r, end });
+                    return;
+                }
+                Some(b) if !edge_ok(chain.right, b) => return,
+                Some(_) => {}
+            }
+        }
+        let deferred = !chain.offset.streamable();
+        let mut starts = std::mem::take(&mut self.starts);
+        starts.clear();
+        if k == 0 {
+            if !deferred && !chain.offset.accepts(seg_start, end, &ObjectFacts::default()) {
+                return self.starts = starts;
+            }
+            if chain.left != Edge::None && !self.edge_before_ok(chain, seg_start) {
+                return self.starts = starts;
+            }
+            // The chain's start matters afterwards only for a deferred offset.
+            starts.push(if deferred { seg_start } else { 0 });
+        } else {
+            let Some(prev) = self.partials.get_mut(&(r.chain, r.seg - 1)) else { return self.starts = starts };
+            match chain.gaps[k - 1] {
+                Gap::Any | Gap::AtLeast(_) => {
+                    let min = match chain.gaps[k - 1] {
+                        Gap::AtLeast(min) => u64::from(min),
+                        _ => 0,
+                    };
+                    if deferred {
+                        prev.firsts.take_new(seg_start, min, |t| starts.push(t));
+                    } else if prev.min_end.saturating_add(min) <= seg_start {
+                        starts.push(0);
+                    }
+                }
+                Gap::Range { min, max } => {
+                    let (min, max) = (u64::from(min), u64::from(max));
+                    // Later occurrences start at `end` minus the longest variant or later, so
+                    // ends out of their reach stay so.
+                    self.ends -= prev.reach.prune(end.saturating_sub(u64::from(chain.max_lens[k])), max);
+                    if deferred {
+                        prev.reach.each(seg_start, min, max, |t| starts.push(t));
+                        starts.sort_unstable();
+                        starts.dedup();
+                    } else if prev.reach.any(seg_start, min, max) {
+                        starts.push(0);
+                    }
+                }
+            }
+        }
+        for &start in &starts {
+            if last {
+                self.record(set, chain.slot, deferred, start, end);
+            } else {
+                self.remember(chain, r, end, start);
+            }
+        }
+        self.starts = starts;
+    }
+
+    /// Records that segment `r.seg` of `chain` ended at `end`, for a chain started at `tag`.
+    fn remember(&mut self, chain: &Chain, r: PatRef, end: u64, tag: u64) {
+        let key = (r.chain, r.seg);
+        if !self.partials.contains_key(&key) {
+            if self.partials.len() >= self.partials_max {
+                // Nothing is evicted: this partial match is not recorded, and the over-limit
+                // policy is told (MaxPartialMatches).
+                return self.overflow();
+            }
+            self.partials.insert(key, Partial { min_end: end, ..Partial::default() });
+        }
+        let deferred = !chain.offset.streamable();
+        let k = usize::from(r.seg);
+        let (ends, ends_max) = (self.ends, self.ends_max);
+        let Some(p) = self.partials.get_mut(&key) else { return };
+        let added = match chain.gaps[k] {
+            Gap::Any | Gap::AtLeast(_) if !deferred => {
+                p.min_end = p.min_end.min(end);
                 return;
             }
-            seg_start
-        } else {
-            let Some(prev) = self.partials.get(&(r.chain, r.seg - 1)) else { return };
-            let gap = chain.gaps[k - 1];
-            let fits = |e: u64| match gap {
-                Gap::Any => e <= seg_start,
-                Gap::AtLeast(min) => e.saturating_add(u64::from(min)) <= seg_start,
-                Gap::Range { min, max } => {
-                    e <= seg_start && seg_start - e >= u64::from(min) && seg_start - e <= u64::from(max)
+            Gap::Any | Gap::AtLeast(_) => {
+                if !p.firsts.is_new(tag) {
+                    return;
                 }
-            };
-            let found = match gap {
-                Gap::Any | Gap::AtLeast(_) if fits(prev.earliest.1) => Some(prev.earliest.0),
-                _ => prev.recent[..usize::from(prev.recent_len)].iter().find(|(_, e)| fits(*e)).map(|&(s, _)| s),
-            };
-            match found {
-                Some(s) => s,
-                None => return,
+                if ends >= ends_max {
+                    return self.overflow();
+                }
+                p.firsts.push(end, tag)
+            }
+            Gap::Range { max, .. } => {
+                // A later occurrence of the next segment starts at `end` minus its longest
+                // variant or later: ends more than `max` before that are out of reach for good.
+                let horizon = end.saturating_sub(u64::from(chain.max_lens[k + 1]));
+                let dropped = p.reach.prune(horizon, u64::from(max));
+                self.ends -= dropped;
+                if p.reach.needs_run(end, tag) && self.ends >= ends_max {
+                    return self.overflow();
+                }
+                p.reach.push(end, tag)
             }
         };
-        if k + 1 == usize::from(chain.segs) {
-            let deferred = !chain.offset.streamable();
-            if chain.left != Edge::None && !self.edge_before_ok(chain.left, chain_start) {
-                return;
-            }
-            if chain.right != Edge::None {
-                if end >= self.size {
-                    let edge = chain.right;
-                    self.pending.push(Pending { slot: chain.slot, deferred, start: chain_start, end, edge });
-                    return;
-                }
-                if !edge_ok(chain.right, self.ring[end as usize & (RING_BYTES - 1)]) {
-                    return;
-                }
-            }
-            self.record(set, chain.slot, deferred, chain_start, end);
-            return;
+        if added {
+            self.ends += 1;
         }
-        if self.partials.len() >= PARTIALS_MAX && !self.partials.contains_key(&(r.chain, r.seg)) {
-            return;
-        }
-        let p = self
-            .partials
-            .entry((r.chain, r.seg))
-            .or_insert(Partial { earliest: (chain_start, end), ..Partial::default() });
-        if end < p.earliest.1 {
-            p.earliest = (chain_start, end);
-        }
-        p.recent[usize::from(p.next)] = (chain_start, end);
-        p.next = (p.next + 1) % RECENT_ENDS as u8;
-        p.recent_len = (p.recent_len + 1).min(RECENT_ENDS as u8);
     }
 
     /// Whether the bytes at each negated position of a variant starting at `start` differ
     /// from every listed alternative (compared lower-cased for a `::i` subsignature).
-    fn nots_hold(&self, nots: &Nots, start: u64, chain: u32, set: &LdbSet) -> bool {
-        if start + (RING_BYTES as u64) < self.size {
-            // Further back than the bytes kept (segments are far shorter than the ring).
-            return false;
-        }
-        let lower = set.chains[chain as usize].lower;
+    fn nots_hold(&self, nots: &Nots, start: u64, chain: &Chain) -> bool {
+        let ring = &self.ring;
         nots.iter().all(|(pos, alts)| {
             !alts.iter().any(|alt| {
                 alt.iter().enumerate().all(|(k, &want)| {
-                    let p = start + (*pos + k) as u64;
-                    let got = self.ring[p as usize & (RING_BYTES - 1)];
-                    (if lower { got.to_ascii_lowercase() } else { got }) == want
+                    // The ring holds every byte of a match just reported (see the module docs).
+                    let got = ring.at(start + (*pos + k) as u64);
+                    debug_assert!(got.is_some(), "the ring is sized to hold every byte a check reads");
+                    let Some(got) = got else { return false };
+                    (if chain.lower { got.to_ascii_lowercase() } else { got }) == want
                 })
             })
         })
     }
 
-    fn edge_before_ok(&self, edge: Edge, start: u64) -> bool {
-        if start == 0 || start + (RING_BYTES as u64) <= self.size {
-            // The start of the object, or further back than the bytes kept: a boundary.
+    /// Whether the byte before `start` (none at the start of the object) satisfies the
+    /// chain's left edge.
+    fn edge_before_ok(&self, chain: &Chain, start: u64) -> bool {
+        if start == 0 {
             return true;
         }
-        edge_ok(edge, self.ring[(start - 1) as usize & (RING_BYTES - 1)])
+        // The ring holds the byte before a first segment just reported (see the module docs).
+        let before = self.ring.at(start - 1);
+        debug_assert!(before.is_some(), "the ring is sized to hold every byte a check reads");
+        before.is_some_and(|b| edge_ok(chain.left, b))
     }
 
+    /// Retries the occurrences that waited for the byte after them; `at_end`: the object is
+    /// over, so those still waiting end at its end.
     fn resolve_pending(&mut self, set: &LdbSet, at_end: bool) {
         if self.pending.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
         for p in &pending {
-            if p.end >= self.size {
-                if at_end {
-                    self.record(set, p.slot, p.deferred, p.start, p.end);
-                } else {
-                    self.pending.push(*p);
-                }
-            } else if edge_ok(p.edge, self.ring[p.end as usize & (RING_BYTES - 1)]) {
-                self.record(set, p.slot, p.deferred, p.start, p.end);
-            }
+            self.on_segment(set, p.pat, p.end, at_end);
         }
+        // A retry that still lacks its byte was pushed again.
     }
 
     fn record(&mut self, set: &LdbSet, slot: u32, deferred: bool, start: u64, end: u64) {
         let state = self.slots.entry(slot).or_default();
+        let first = state.count == 0 && state.occurrences.is_empty();
         if deferred {
-            if state.occurrences.len() < OCCURRENCES_MAX {
+            // One match per start: the first seen has the earliest end, the best for `SEx`.
+            if !self.occurrence_starts.contains(&(slot, start)) {
+                if self.ends >= self.ends_max {
+                    return self.overflow();
+                }
+                self.occurrence_starts.insert((slot, start));
                 state.occurrences.push((start, end));
+                self.ends += 1;
             }
         } else {
             state.count = state.count.saturating_add(1);
         }
-        self.touched.push(set.slot_sig[slot as usize].0);
+        if first {
+            self.touched.push(set.slot_sig[slot as usize].0);
+        }
     }
 }
 

@@ -17,10 +17,13 @@ pub mod filetype;
 pub mod hash;
 pub mod imports;
 pub mod ldb;
+#[cfg(test)]
+mod ldb_exact_tests;
 pub mod literal;
 pub mod object;
 pub mod pe;
 pub mod policy;
+pub mod reach;
 pub mod sections;
 pub mod shard_gen;
 pub mod spool;

@@ -99,7 +99,7 @@ impl ObjectScan {
         ObjectScan {
             body: body_stream(sg, partials_max, partial_ends_max),
             hash: HashStream::new(),
-            ldb: LdbStream::new(&sg.gen.ldb, ldb_whole_max),
+            ldb: LdbStream::with_limits(&sg.gen.ldb, ldb_whole_max, partials_max, partial_ends_max),
             sections: SectionStream::new(),
             imports: ImportStream::new(ldb_whole_max),
             allow_hash: HashStream::new(),
@@ -127,7 +127,7 @@ impl ObjectScan {
             if self.feeder.span() != sg.gen.yara.overlap {
                 self.feeder = YaraFeeder::new(sg.gen.yara.overlap);
             }
-            self.ldb = LdbStream::new(&sg.gen.ldb, whole_max);
+            self.ldb = LdbStream::with_limits(&sg.gen.ldb, whole_max, self.partials_max, self.partial_ends_max);
             self.sg = sg.clone();
         }
         self.body.reset();
@@ -271,7 +271,7 @@ impl ObjectScan {
         if allow_open {
             feed_bounded(&mut self.allow_hash, gen.allow.size_max(), before, data);
         }
-        if self.body.overflowed() {
+        if self.body.overflowed() || self.ldb.overflowed() {
             self.skip(policy::THREAT_PARTIALS);
         }
         // One byte past the largest signed size is enough to rule every signature out.

@@ -25,9 +25,10 @@ impl BrotliDecoder {
         self.done
     }
 
-    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+    /// Output written before a corrupt spot or trailing bytes is returned with the fault.
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         if self.done {
-            return if input.is_empty() { Ok(Step::default()) } else { Err(Fault::Broken) };
+            return if input.is_empty() { Step::default() } else { Step::fault(0, 0, Fault::Broken) };
         }
         let (mut avail_in, mut in_off) = (input.len(), 0);
         let (mut avail_out, mut out_off, mut total) = (out.len(), 0, 0);
@@ -45,12 +46,12 @@ impl BrotliDecoder {
             BrotliResult::ResultSuccess => {
                 self.done = true;
                 if in_off < input.len() {
-                    return Err(Fault::Broken);
+                    return Step::fault(in_off, out_off, Fault::Broken);
                 }
             }
             BrotliResult::NeedsMoreInput | BrotliResult::NeedsMoreOutput => {}
-            BrotliResult::ResultFailure => return Err(Fault::Broken),
+            BrotliResult::ResultFailure => return Step::fault(in_off, out_off, Fault::Broken),
         }
-        Ok(Step { consumed: in_off, produced: out_off })
+        Step::ok(in_off, out_off)
     }
 }

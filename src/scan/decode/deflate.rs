@@ -47,16 +47,18 @@ impl DeflateDecoder {
         self.state == State::Done
     }
 
-    /// Inflates `input` into `out`; returns (consumed, produced, stream ended).
-    fn inflate(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize, bool), Fault> {
+    /// Inflates `input` into `out`; returns (consumed, produced, stream ended or corrupt).
+    /// The inflater counts what it used and wrote even when it fails, so the output made
+    /// before a corrupt spot is returned with the fault.
+    fn inflate(&mut self, input: &[u8], out: &mut [u8]) -> (usize, usize, Result<bool, Fault>) {
         let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
-        let status = self.inflate.decompress(input, out, FlushDecompress::None).map_err(|_| Fault::Broken)?;
+        let status = self.inflate.decompress(input, out, FlushDecompress::None);
         let consumed = (self.inflate.total_in() - in_before) as usize;
         let produced = (self.inflate.total_out() - out_before) as usize;
-        Ok((consumed, produced, status == Status::StreamEnd))
+        (consumed, produced, status.map(|s| s == Status::StreamEnd).map_err(|_| Fault::Broken))
     }
 
-    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         let mut used = 0;
         let mut made = 0;
         if self.state == State::Sniff {
@@ -65,37 +67,43 @@ impl DeflateDecoder {
             self.got += n;
             used = n;
             if self.got < 2 {
-                return Ok(Step { consumed: used, produced: 0 });
+                return Step::ok(used, 0);
             }
             self.inflate.reset(is_zlib_header(self.head[0], self.head[1]));
             self.state = State::Inflate;
         }
         if self.state == State::Inflate && self.fed < 2 {
             let head = self.head;
-            let (c, p, ended) = self.inflate(&head[self.fed..], out)?;
+            let (c, p, ended) = self.inflate(&head[self.fed..], out);
             self.fed += c;
             made = p;
-            if ended {
-                if self.fed < 2 || used < input.len() {
-                    return Err(Fault::Broken);
+            match ended {
+                Err(fault) => return Step::fault(used, made, fault),
+                Ok(true) => {
+                    if self.fed < 2 || used < input.len() {
+                        return Step::fault(used, made, Fault::Broken);
+                    }
+                    self.state = State::Done;
                 }
-                self.state = State::Done;
+                Ok(false) => {}
             }
             if self.fed < 2 {
-                return Ok(Step { consumed: used, produced: made });
+                return Step::ok(used, made);
             }
         }
         if self.state == State::Inflate {
-            let (c, p, ended) = self.inflate(&input[used..], &mut out[made..])?;
+            let (c, p, ended) = self.inflate(&input[used..], &mut out[made..]);
             used += c;
             made += p;
-            if ended {
-                self.state = State::Done;
+            match ended {
+                Err(fault) => return Step::fault(used, made, fault),
+                Ok(true) => self.state = State::Done,
+                Ok(false) => {}
             }
         }
         if self.state == State::Done && used < input.len() {
-            return Err(Fault::Broken);
+            return Step::fault(used, made, Fault::Broken);
         }
-        Ok(Step { consumed: used, produced: made })
+        Step::ok(used, made)
     }
 }

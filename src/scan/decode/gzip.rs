@@ -51,10 +51,8 @@ pub struct GzipDecoder {
     crc: crc32fast::Hasher,
     size: u32,
     members: u64,
-    /// Input consumed and output made when the current step of `decode_steps` began.
-    mark: (usize, usize),
-    /// A fault found after some output of the same call: that output is returned first (it
-    /// was decoded, so it must be scanned), and the fault from the next call on.
+    /// The fault this stream met; the output made before it was returned with it, and every
+    /// later call reports it again.
     pending: Option<Fault>,
 }
 
@@ -71,7 +69,6 @@ impl GzipDecoder {
             crc: crc32fast::Hasher::new(),
             size: 0,
             members: 0,
-            mark: (0, 0),
             pending: None,
         }
     }
@@ -121,26 +118,23 @@ impl GzipDecoder {
         self.got == want
     }
 
-    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+    /// Output made before a fault (a corrupt header, deflate data or trailer) is returned
+    /// with it: it was decoded, so it is scanned.
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         if let Some(fault) = self.pending {
-            return Err(fault);
+            return Step::fault(0, 0, fault);
         }
-        match self.decode_steps(input, out) {
-            Err(fault) if self.mark.1 > 0 => {
-                self.pending = Some(fault);
-                Ok(Step { consumed: self.mark.0, produced: self.mark.1 })
-            }
-            result => result,
-        }
+        let step = self.decode_steps(input, out);
+        self.pending = step.fault;
+        step
     }
 
-    fn decode_steps(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+    fn decode_steps(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         let mut used = 0;
         let mut made = 0;
         loop {
-            self.mark = (used, made);
             if self.state != State::Body && used == input.len() {
-                return Ok(Step { consumed: used, produced: made });
+                return Step::ok(used, made);
             }
             match self.state {
                 State::Between => {
@@ -151,7 +145,7 @@ impl GzipDecoder {
                     if self.collect(input, &mut used, 10, true) {
                         let b = self.buf;
                         if b[0] != 0x1f || b[1] != 0x8b || b[2] != 8 || b[3] & FRESERVED != 0 {
-                            return Err(Fault::Broken);
+                            return Step::fault(used, made, Fault::Broken);
                         }
                         self.flags = b[3];
                         let next = self.after(State::Fixed);
@@ -191,25 +185,25 @@ impl GzipDecoder {
                     if self.collect(input, &mut used, 2, false) {
                         let want = u16::from_le_bytes([self.buf[0], self.buf[1]]);
                         if self.header_crc.clone().finalize() as u16 != want {
-                            return Err(Fault::Broken);
+                            return Step::fault(used, made, Fault::Broken);
                         }
                         self.enter(State::Body);
                     }
                 }
                 State::Body => {
                     let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
-                    let status = self
-                        .inflate
-                        .decompress(&input[used..], &mut out[made..], FlushDecompress::None)
-                        .map_err(|_| Fault::Broken)?;
+                    let status = self.inflate.decompress(&input[used..], &mut out[made..], FlushDecompress::None);
+                    // Counted even when the data is corrupt: what was written before is output.
                     let consumed = (self.inflate.total_in() - in_before) as usize;
                     let produced = (self.inflate.total_out() - out_before) as usize;
                     self.crc.update(&out[made..made + produced]);
                     self.size = self.size.wrapping_add(produced as u32);
                     used += consumed;
                     made += produced;
-                    if status != Status::StreamEnd {
-                        return Ok(Step { consumed: used, produced: made });
+                    match status {
+                        Err(_) => return Step::fault(used, made, Fault::Broken),
+                        Ok(Status::StreamEnd) => {}
+                        Ok(_) => return Step::ok(used, made),
                     }
                     self.enter(State::Trailer);
                 }
@@ -219,7 +213,7 @@ impl GzipDecoder {
                         let crc = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                         let size = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
                         if crc != self.crc.clone().finalize() || size != self.size {
-                            return Err(Fault::Broken);
+                            return Step::fault(used, made, Fault::Broken);
                         }
                         self.members += 1;
                         self.enter(State::Between);

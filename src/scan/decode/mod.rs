@@ -17,7 +17,10 @@
 //! window (brotli's window is bounded by its format at 16 MiB, and large-window brotli is not
 //! accepted). A stream that is corrupt or ends early is a fault too. Every fault is reported
 //! as a [`Fault`] whose threat name the engine hands to the over-limit policy: an object we
-//! could not decode is never passed as clean by accident.
+//! could not decode is never passed as clean by accident. What was decoded before a fault (up
+//! to the cap on decoded bytes) is handed to the scanners first, whatever the decoder and
+//! however the body was cut: a signature in the readable part of a broken stream is found, and
+//! the verdict does not depend on where the fault fell in a received piece.
 //!
 //! What the chain does not decode, and why:
 //! - `identity` is a no-op and is skipped.
@@ -144,15 +147,29 @@ pub fn plan(head: &[u8], encodings_max: usize, plan: &mut Vec<Coding>) -> Result
     Ok(())
 }
 
-/// How much one decoder call used and made.
+/// How much one decoder call used and made, and the fault it met after making that much.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Step {
     pub(crate) consumed: usize,
     pub(crate) produced: usize,
+    /// The stream cannot be read past this call; the `produced` bytes before it are valid
+    /// output and are scanned.
+    pub(crate) fault: Option<Fault>,
+}
+
+impl Step {
+    pub(crate) fn ok(consumed: usize, produced: usize) -> Step {
+        Step { consumed, produced, fault: None }
+    }
+
+    pub(crate) fn fault(consumed: usize, produced: usize, fault: Fault) -> Step {
+        Step { consumed, produced, fault: Some(fault) }
+    }
 }
 
 /// One streaming decoder. `decode` uses as much of `input` and fills as much of `out` as it
-/// can; `finish` says whether the input so far was a complete stream.
+/// can, and reports a fault together with the output made before it; `finish` says whether
+/// the input so far was a complete stream.
 enum Decoder {
     Gzip(gzip::GzipDecoder),
     Deflate(deflate::DeflateDecoder),
@@ -161,7 +178,7 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+    fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         match self {
             Decoder::Gzip(d) => d.decode(input, out),
             Decoder::Deflate(d) => d.decode(input, out),
@@ -318,19 +335,27 @@ fn push(
         // Output pieces end at multiples of the buffer size in the decoded stream, whatever the
         // input pieces were: that is where the ratio is checked.
         let space = (granule - stage.out_total % granule) as usize;
-        let step = decoder.decode(input, &mut stage.out[..space])?;
+        let step = decoder.decode(input, &mut stage.out[..space]);
         input = &input[step.consumed..];
         stage.in_total += step.consumed as u64;
-        stage.out_total += step.produced as u64;
         let raw_now = raw.unwrap_or(stage.in_total);
-        if stage.out_total > limits.decoded_bytes_max {
-            return Err(Fault::DecodedSize);
+        // The bytes up to the cap are scanned before the fault that stops the stream: the cap
+        // first, then the decoder's own fault, then the ratio (checked on a full buffer).
+        let room = limits.decoded_bytes_max.saturating_sub(stage.out_total);
+        let (produced, mut fault) = if step.produced as u64 > room {
+            (room as usize, Some(Fault::DecodedSize))
+        } else {
+            (step.produced, step.fault)
+        };
+        stage.out_total += produced as u64;
+        if fault.is_none() && step.produced == space {
+            fault = check_ratio(limits, stage.out_total, raw_now).err();
         }
-        if step.produced == space {
-            check_ratio(limits, stage.out_total, raw_now)?;
-        }
-        if step.produced > 0 && push(rest, limits, Some(raw_now), &stage.out[..step.produced], &mut *sink)?.is_break() {
+        if produced > 0 && push(rest, limits, Some(raw_now), &stage.out[..produced], &mut *sink)?.is_break() {
             return Ok(ControlFlow::Break(()));
+        }
+        if let Some(fault) = fault {
+            return Err(fault);
         }
         if step.produced == space {
             continue; // the buffer was full: the decoder may hold more

@@ -380,3 +380,106 @@ fn a_stream_that_ends_at_a_buffer_boundary_is_complete() {
         assert!(got.as_ref() == Ok(&data), "{coding:?}: {:?}", summary(&got));
     }
 }
+
+/// Decodes `input` cut at `cuts`: every byte handed out, and the fault that stopped the
+/// stream, if any.
+fn run_lossy(chain: &mut DecodeChain, plan: &[Coding], input: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<Fault>) {
+    chain.begin(plan, false);
+    let mut out = Vec::new();
+    let mut prev = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let fed = chain.feed(&input[prev..cut], &mut |piece| {
+            out.extend_from_slice(piece);
+            ControlFlow::Continue(())
+        });
+        if let Err(fault) = fed {
+            chain.end();
+            return (out, Some(fault));
+        }
+        prev = cut;
+    }
+    let fault = chain.finish().err();
+    chain.end();
+    (out, fault)
+}
+
+/// The output and fault for `input` under every split (sampled for large inputs); asserts they
+/// agree and returns them.
+fn lossy_all(limits: DecodeLimits, plan: &[Coding], input: &[u8]) -> (Vec<u8>, Option<Fault>) {
+    let mut chain = DecodeChain::new(limits);
+    let whole = run_lossy(&mut chain, plan, input, &[]);
+    splits(input.len(), |cuts| {
+        let got = run_lossy(&mut chain, plan, input, cuts);
+        assert!(
+            got == whole,
+            "{} cuts of {}: {:?} vs {:?}",
+            cuts.len(),
+            input.len(),
+            (got.0.len(), got.1),
+            (whole.0.len(), whole.1)
+        );
+    });
+    whole
+}
+
+// Issue 13, item 7: every decoder hands out what it decoded before a fault, in the same call,
+// so the scanners see those bytes however the body was cut.
+#[test]
+fn what_was_decoded_before_a_fault_is_handed_out() {
+    let data = text(3000);
+    // With whether the stream ends in a checksum of the data.
+    for (coding, encoded, summed) in [
+        (Coding::Gzip, gzip(&data), true),
+        (Coding::Deflate, zlib(&data), true),
+        (Coding::Deflate, raw_deflate(&data), false),
+        (Coding::Brotli, brotli(&data), false),
+        (Coding::Zstd, zstd(&data), false),
+    ] {
+        // Bytes after the end of the stream: everything before them was decoded.
+        let trailing = [encoded.as_slice(), b"junk"].concat();
+        assert_eq!(lossy_all(limits(), &[coding], &trailing), (data.clone(), Some(Fault::Broken)), "{coding:?}");
+        // A corrupt trailer (checksum): the data before it was decoded too.
+        let mut bad_sum = encoded.clone();
+        if summed {
+            let at = bad_sum.len() - 2;
+            bad_sum[at] ^= 0x55;
+            let (out, fault) = lossy_all(limits(), &[coding], &bad_sum);
+            assert_eq!(fault, Some(Fault::Broken), "{coding:?}");
+            assert!(
+                out.len() >= data.len() - 8 && data.starts_with(&out),
+                "{coding:?}: {} of {}",
+                out.len(),
+                data.len()
+            );
+        }
+    }
+    // Corrupt in the middle of a long stream: the same readable part under every split, more
+    // than the first buffer of it. (Not brotli and zstd: their decoders drop the output they
+    // still hold when they meet a corrupt spot, up to a window or a block, and how much that
+    // is depends on the cuts; the README states this limit.)
+    let long = text(300_000);
+    for (coding, encoded) in [(Coding::Gzip, gzip(&long)), (Coding::Deflate, zlib(&long))] {
+        let mut broken = encoded.clone();
+        let at = broken.len() * 3 / 5;
+        for b in &mut broken[at..at + 16] {
+            *b = 0xff;
+        }
+        let (out, fault) = lossy_all(limits(), &[coding], &broken);
+        assert_eq!(fault, Some(Fault::Broken), "{coding:?}");
+        let good = out.iter().zip(&long).take_while(|(a, b)| a == b).count();
+        assert!(good > 32 << 10, "{coding:?}: {good} good bytes of {}", out.len());
+    }
+    // The cap on decoded bytes: the bytes up to it are handed out, then the fault.
+    let capped = DecodeLimits { decoded_bytes_max: 1000, ..limits() };
+    for (coding, encoded) in [(Coding::Gzip, gzip(&data)), (Coding::Deflate, zlib(&data)), (Coding::Zstd, zstd(&data))]
+    {
+        assert_eq!(
+            lossy_all(capped, &[coding], &encoded),
+            (data[..1000].to_vec(), Some(Fault::DecodedSize)),
+            "{coding:?}"
+        );
+    }
+    // Stacked: the inner stream's readable part reaches the sink through the outer one.
+    let stacked = gzip(&[zlib(&data).as_slice(), b"junk"].concat());
+    assert_eq!(lossy_all(limits(), &[Coding::Gzip, Coding::Deflate], &stacked), (data.clone(), Some(Fault::Broken)));
+}

@@ -40,20 +40,27 @@ impl ZstdDecoder {
         self.any && !self.in_frame
     }
 
-    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, Fault> {
+    /// zstd reports how far it read and wrote even when it fails: that output is returned
+    /// with the fault.
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Step {
         let mut inb = InBuffer::around(input);
         let mut outb = OutBuffer::around(out);
-        match self.ctx.decompress_stream(&mut outb, &mut inb) {
+        let result = self.ctx.decompress_stream(&mut outb, &mut inb);
+        let (consumed, produced) = (inb.pos(), outb.pos());
+        let fault = match result {
             // A call that took and gave nothing (the chain asks once more after a full buffer)
             // says what the next frame would need, not that one has begun.
-            Ok(hint) if inb.pos() > 0 || outb.pos() > 0 => self.in_frame = hint != 0,
-            Ok(_) => {}
-            Err(code) if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge) => {
-                return Err(Fault::Window)
+            Ok(hint) if consumed > 0 || produced > 0 => {
+                self.in_frame = hint != 0;
+                None
             }
-            Err(_) => return Err(Fault::Broken),
-        }
-        self.any |= inb.pos() > 0;
-        Ok(Step { consumed: inb.pos(), produced: outb.pos() })
+            Ok(_) => None,
+            Err(code) if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge) => {
+                Some(Fault::Window)
+            }
+            Err(_) => Some(Fault::Broken),
+        };
+        self.any |= consumed > 0;
+        Step { consumed, produced, fault }
     }
 }

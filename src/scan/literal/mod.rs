@@ -87,7 +87,7 @@ use std::collections::HashMap;
 use short::ShortPath;
 use stride::StrideTier;
 
-pub use stream::LiteralStream;
+pub use stream::{LiteralStream, STAGE_MAX};
 
 /// Longest accepted pattern, in bytes. Stream buffers hold about three times this much.
 pub const PATTERN_LEN_MAX: usize = 4096;

@@ -31,7 +31,7 @@ use super::LiteralSet;
 
 /// Lower and upper bounds of the staging threshold (see the module docs).
 const STAGE_MIN: usize = 256;
-pub(super) const STAGE_MAX: usize = 1024;
+pub const STAGE_MAX: usize = 1024;
 
 /// Streaming scan state for one object at a time; reuse it across objects with
 /// [`LiteralStream::reset`]. Its buffer is allocated once, in [`LiteralStream::new`].

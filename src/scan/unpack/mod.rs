@@ -18,6 +18,16 @@
 //! object ends; the members it emits go through the same tree. A buffer the budget refuses is
 //! `Heuristics.Limits.Exceeded.MemoryBudget`, through the over-limit policy like the size bound.
 //!
+//! A zip the streamed reader cannot finish (a method it lacks, a local header that lies, sizes
+//! only the central directory knows, an encrypted entry before others) is read again from its
+//! central directory ([`whole::extract_zip`]). For that the level holds the record the stream
+//! is reading, from its start ([`Feed::keep_from`]), at most `buffer_bytes_max` of it (a
+//! longer record is given up, see [`Hold`]); when the stream fails the held bytes become a
+//! buffer like a random-access format's, within the tree's buffering limit, the rest of the zip
+//! is added, and at its end the central directory's entries are read, except those the stream
+//! read in full ([`Feed::take_done`]). The member the stream had open is dropped unjudged and
+//! read again whole, counted once.
+//!
 //! Limits and faults are handled by [`tree::Tree`]. A fault inside a container (broken,
 //! truncated, encrypted) stops opening it, and the object's own scanners still run to its
 //! end: only if they find nothing does the fault become the verdict.
@@ -88,6 +98,20 @@ impl From<whole::Fault> for Fault {
 pub trait Feed {
     fn feed(&mut self, input: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault>;
     fn finish(&mut self, emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault>;
+
+    /// For a format that a random-access reader can take over when the stream fails (zip,
+    /// from its central directory): the offset, counted from the container's first byte, of
+    /// the earliest byte that reader could still need from this stream. `None`: nothing is to
+    /// be kept (no such reader, or the stream is past the point where one could help).
+    fn keep_from(&self) -> Option<u64> {
+        None
+    }
+
+    /// The entries the stream read in full, which the random-access reader must not scan
+    /// again (taken once, when it takes over).
+    fn take_done(&mut self) -> Vec<whole::ZipDone> {
+        Vec::new()
+    }
 }
 
 /// The container layer's bounds (see [`crate::limits`] for defaults and reasons).
@@ -132,6 +156,90 @@ enum State {
     Plain,
     Stream(Box<dyn Feed>),
     Whole(whole::Kind),
+    /// A zip whose stream failed, buffered in the level's hold to be read from its central
+    /// directory; the entries the stream read in full, sorted.
+    Central(Vec<whole::ZipDone>),
+}
+
+/// A streamed zip's bytes from `base` on, kept in case its central directory has to be read.
+///
+/// After every call of the feeder the hold is exactly the record being read, from its start
+/// ([`Feed::keep_from`]) to the last byte fed, however the bytes were cut; a record longer than
+/// `buffer_bytes_max` is given up (`missing`) until the next record begins, whose bytes are
+/// then the tail of the chunk just fed. So whether a zip can be rescued does not depend on how
+/// its bytes arrived. The bound is per nesting level: a hold is only the record in progress,
+/// and becomes part of the tree's buffering budget only when it is used.
+#[derive(Default)]
+struct Hold {
+    on: bool,
+    base: u64,
+    bytes: Vec<u8>,
+    /// Bytes fed to the feeder so far.
+    fed: u64,
+    /// The start of a record whose bytes were given up.
+    missing: Option<u64>,
+}
+
+impl Hold {
+    /// Keeps the next bytes fed (before the feeder sees them).
+    fn push(&mut self, data: &[u8]) {
+        if !self.on {
+            return;
+        }
+        self.fed += data.len() as u64;
+        if self.missing.is_none() {
+            self.bytes.extend_from_slice(data);
+        }
+    }
+
+    /// After a call of the feeder that was given `data`: keep only the record from
+    /// `keep_from` on (`None`: nothing), within `max` bytes.
+    fn settle(&mut self, keep_from: Option<u64>, data: &[u8], max: u64) {
+        if !self.on {
+            return;
+        }
+        let Some(keep) = keep_from else {
+            self.clear();
+            return;
+        };
+        match self.missing {
+            Some(gone) if keep <= gone => return,
+            Some(_) => {
+                // A new record began in this chunk: its bytes are the chunk's tail.
+                let chunk_at = self.fed - data.len() as u64;
+                let Some(from) = keep.checked_sub(chunk_at) else {
+                    self.missing = Some(keep);
+                    return;
+                };
+                self.bytes.clear();
+                self.bytes.extend_from_slice(&data[usize::try_from(from).unwrap_or(usize::MAX).min(data.len())..]);
+                self.base = keep;
+                self.missing = None;
+            }
+            None => {
+                let n = usize::try_from(keep.saturating_sub(self.base)).unwrap_or(usize::MAX).min(self.bytes.len());
+                if n > 0 {
+                    self.bytes.drain(..n);
+                    self.base += n as u64;
+                }
+            }
+        }
+        if self.bytes.len() as u64 > max {
+            self.bytes.clear();
+            self.missing = Some(keep);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.on = false;
+        self.base = 0;
+        self.fed = 0;
+        self.missing = None;
+        self.bytes.clear();
+        if self.bytes.capacity() > BUF_KEEP_BYTES {
+            self.bytes = Vec::new();
+        }
+    }
 }
 
 /// The member a level's container has open.
@@ -157,6 +265,9 @@ struct Level {
     buf_charge: Option<Charge>,
     /// A fault that stopped the container; decides the object if its scanners find nothing.
     fault: Option<Fault>,
+    /// A streamed zip's bytes, held in case (see the module's doc), and once its stream
+    /// failed, the buffer its central directory is read from.
+    hold: Hold,
     member: Member,
     child: Option<Box<Level>>,
 }
@@ -174,6 +285,7 @@ impl Level {
             buf: Vec::new(),
             buf_charge: None,
             fault: None,
+            hold: Hold::default(),
             member: Member::default(),
             child: None,
         }
@@ -187,6 +299,7 @@ impl Level {
         self.name.push_str(&name[..floor_char(name, tree::NAME_BYTES_MAX)]);
         self.release_buf();
         self.fault = None;
+        self.hold.clear();
         self.member = Member::default();
     }
 
@@ -261,7 +374,10 @@ impl Level {
         self.state = match found {
             Detect::Container(Kind::Whole(kind)) => State::Whole(kind),
             Detect::Container(kind) => match formats::feeder(kind, &self.name, cx) {
-                Some(feeder) => State::Stream(feeder),
+                Some(feeder) => {
+                    self.hold.on = feeder.keep_from().is_some();
+                    State::Stream(feeder)
+                }
                 None => {
                     self.fault.get_or_insert(Fault::Broken("Heuristics.Broken.Decoder"));
                     State::Plain
@@ -296,11 +412,100 @@ impl Level {
                 self.buf.extend_from_slice(data);
                 ControlFlow::Continue(())
             }
+            State::Central(_) => self.buffer_central(data, cx, depth),
             State::Stream(feeder) => {
+                self.hold.push(data);
                 let (child, member) = (&mut self.child, &mut self.member);
                 let result = feeder.feed(data, &mut |ev| on_event(child, member, cx, depth + 1, ev));
-                self.settle(result, cx, depth)
+                self.after_stream(result, data, cx, depth)
             }
+        }
+    }
+
+    /// A streamed feeder's answer to `data`: a zip that failed is read from its central
+    /// directory if the record it failed in is held; otherwise [`Level::settle`].
+    fn after_stream(
+        &mut self,
+        result: Result<ControlFlow<()>, Fault>,
+        data: &[u8],
+        cx: &mut Cx<'_>,
+        depth: u32,
+    ) -> ControlFlow<()> {
+        let State::Stream(feeder) = &mut self.state else { return self.settle(result, cx, depth) };
+        let rescuable = matches!(result, Ok(ControlFlow::Continue(())) | Err(Fault::Broken(_) | Fault::Encrypted(_)));
+        if !self.hold.on || !rescuable {
+            return self.settle(result, cx, depth);
+        }
+        self.hold.settle(feeder.keep_from(), data, cx.tree.limits.buffer_bytes_max);
+        let Err(fault) = result else { return ControlFlow::Continue(()) };
+        if !self.hold.on {
+            // Failed where a central-directory reader cannot help (in the central directory).
+            return self.settle(Err(fault), cx, depth);
+        }
+        let done = feeder.take_done();
+        self.rescue(fault, done, cx, depth)
+    }
+
+    /// The stream failed with `fault`: the held record and what follows become the buffer the
+    /// central directory is read from at the end. The stream's fault stands, and the zip is
+    /// `MaxBufferSize`, if they cannot be held.
+    fn rescue(&mut self, fault: Fault, done: Vec<whole::ZipDone>, cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        if self.member.open {
+            // Read again, whole, from the central directory: what it got is not judged.
+            self.member.open = false;
+            if let Some(level) = self.child.as_deref_mut() {
+                level.end(cx.tree);
+            }
+            cx.tree.path.truncate(self.member.path_len);
+            cx.tree.members = cx.tree.members.saturating_sub(1);
+        }
+        self.fault = Some(fault);
+        if self.hold.missing.is_some() {
+            self.hold.clear();
+            self.state = State::Plain;
+            return act(cx.tree.over(tree::THREAT_BUFFER, depth));
+        }
+        self.hold.on = false;
+        cx.tree.buffered += self.hold.bytes.len() as u64;
+        self.state = State::Central(done);
+        self.buffer_central(&[], cx, depth)
+    }
+
+    /// Adds `data` to a zip buffered for its central directory, within the tree's buffering
+    /// limit; past it the zip is `MaxBufferSize` (and the stream's fault stays recorded).
+    fn buffer_central(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        cx.tree.buffered += data.len() as u64;
+        if cx.tree.buffered > cx.tree.limits.buffer_bytes_max {
+            cx.tree.buffered = cx.tree.buffered.saturating_sub(self.hold.bytes.len() as u64 + data.len() as u64);
+            self.hold.clear();
+            self.state = State::Plain;
+            return act(cx.tree.over(tree::THREAT_BUFFER, depth));
+        }
+        self.hold.bytes.extend_from_slice(data);
+        ControlFlow::Continue(())
+    }
+
+    /// Reads the zip held for its central directory: its result replaces the stream's fault.
+    fn read_central(&mut self, done: &[whole::ZipDone], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        let limits = self.whole_limits(cx);
+        let held_max = cx.tree.limits.buffer_bytes_max.saturating_sub(cx.tree.buffered);
+        let hold = std::mem::take(&mut self.hold);
+        let mut sink = WholeSink { child: &mut self.child, member: &mut self.member, cx, depth: depth + 1 };
+        let result = whole::extract_zip(&hold.bytes, hold.base, done, held_max, &limits, &mut sink);
+        let result = result.map_err(Fault::from).map(|()| sink.stopped());
+        cx.tree.buffered = cx.tree.buffered.saturating_sub(hold.bytes.len() as u64);
+        self.hold = hold;
+        self.hold.clear();
+        self.fault = None;
+        self.settle(result, cx, depth)
+    }
+
+    /// The random-access library's limits for this level, from what the tree has left.
+    fn whole_limits(&self, cx: &Cx<'_>) -> whole::Limits {
+        whole::Limits {
+            member_bytes_max: cx.tree.limits.file_bytes_max,
+            members_max: cx.tree.limits.files_max.saturating_sub(cx.tree.members),
+            ratio_max: cx.tree.limits.ratio_max,
         }
     }
 
@@ -317,6 +522,7 @@ impl Level {
         }
         // Abandoned: close the open member (what it got is still judged).
         self.state = State::Plain;
+        self.hold.clear();
         if self.member.open {
             let flow = on_event(&mut self.child, &mut self.member, cx, depth + 1, Event::End);
             if flow.is_break() && cx.tree.hit.is_some() {
@@ -337,29 +543,23 @@ impl Level {
             self.head = head;
             flow?;
         }
+        if let State::Stream(feeder) = &mut self.state {
+            let (child, member) = (&mut self.child, &mut self.member);
+            let result = feeder.finish(&mut |ev| on_event(child, member, cx, depth + 1, ev));
+            self.after_stream(result, &[], cx, depth)?;
+        }
         match &mut self.state {
-            State::Stream(feeder) => {
-                let (child, member) = (&mut self.child, &mut self.member);
-                let result = feeder.finish(&mut |ev| on_event(child, member, cx, depth + 1, ev));
-                self.settle(result, cx, depth)?;
+            State::Central(done) => {
+                let done = std::mem::take(done);
+                self.read_central(&done, cx, depth)?;
             }
             State::Whole(kind) => {
                 let kind = *kind;
-                let limits = whole::Limits {
-                    member_bytes_max: cx.tree.limits.file_bytes_max,
-                    members_max: cx.tree.limits.files_max.saturating_sub(cx.tree.members),
-                    ratio_max: cx.tree.limits.ratio_max,
-                };
+                let limits = self.whole_limits(cx);
                 let buf = std::mem::take(&mut self.buf);
                 let mut sink = WholeSink { child: &mut self.child, member: &mut self.member, cx, depth: depth + 1 };
-                let result = whole::extract(kind, &buf, &limits, &mut sink).map_err(Fault::from).map(|()| {
-                    // The library stops quietly when the sink says stop: find out why.
-                    if sink.cx.tree.hit.is_some() || sink.member.open {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                });
+                let result =
+                    whole::extract(kind, &buf, &limits, &mut sink).map_err(Fault::from).map(|()| sink.stopped());
                 cx.tree.buffered = cx.tree.buffered.saturating_sub(buf.len() as u64);
                 self.buf = buf;
                 self.release_buf();
@@ -368,6 +568,7 @@ impl Level {
             _ => {}
         }
         self.state = State::Plain;
+        self.hold.clear();
         if let Some(hit) = self.scan.finish(cx.time_left) {
             cx.tree.found(hit, depth);
             return ControlFlow::Break(());
@@ -383,17 +584,23 @@ impl Level {
         ControlFlow::Continue(())
     }
 
-    /// The object was cut short (the transaction ended early): give lent scanners back.
-    fn end(&mut self) {
-        self.scan.end();
-        self.state = State::Plain;
-        self.release_buf();
-        let mut child = self.child.as_deref_mut();
-        while let Some(level) = child {
-            level.scan.end();
-            level.state = State::Plain;
-            level.release_buf();
-            child = level.child.as_deref_mut();
+    /// The object was cut short (the transaction ended early, or the member is no longer
+    /// scanned): give lent scanners and the tree's buffering budget back.
+    fn end(&mut self, tree: &mut Tree) {
+        let mut level = Some(self);
+        while let Some(l) = level {
+            l.scan.end();
+            if matches!(l.state, State::Whole(_)) {
+                tree.buffered = tree.buffered.saturating_sub(l.buf.len() as u64);
+            }
+            l.release_buf();
+            if matches!(l.state, State::Central(_)) {
+                tree.buffered = tree.buffered.saturating_sub(l.hold.bytes.len() as u64);
+                l.hold.clear();
+            }
+            l.hold.clear();
+            l.state = State::Plain;
+            level = l.child.as_deref_mut();
         }
     }
 }
@@ -474,7 +681,7 @@ fn on_event(
                 // What was scanned of it stays scanned; the rest is skipped.
                 member.skip = true;
                 if let Some(level) = child.as_deref_mut() {
-                    level.end();
+                    level.end(cx.tree);
                 }
                 cx.tree.defer(tree::THREAT_FILE_SIZE);
                 return ControlFlow::Continue(());
@@ -504,6 +711,17 @@ struct WholeSink<'a, 'c> {
     member: &'a mut Member,
     cx: &'a mut Cx<'c>,
     depth: u32,
+}
+
+impl WholeSink<'_, '_> {
+    /// The library stops quietly when the sink says stop: whether it did, and so why it ended.
+    fn stopped(&self) -> ControlFlow<()> {
+        if self.cx.tree.hit.is_some() || self.member.open {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
 }
 
 impl whole::Sink for WholeSink<'_, '_> {
@@ -544,7 +762,7 @@ impl Unpacker {
     /// Starts a top-level object named `name` (from its URL; may be empty), under the
     /// transaction's over-limit policy (the operator's `strict` blocks whatever the setting).
     pub fn begin(&mut self, sg: &Rc<ShardGen>, name: &str, over_limit: OverLimit) {
-        self.root.end();
+        self.root.end(&mut self.tree);
         self.tree.reset(name);
         self.tree.policy.over_limit = over_limit;
         self.root.begin(sg, self.settings, name);
@@ -559,7 +777,7 @@ impl Unpacker {
         self.tree.input += data.len() as u64;
         let mut cx = Cx { tree: &mut self.tree, sg, settings: self.settings, store: &self.store, time_left };
         if self.root.feed(data, &mut cx, 0).is_break() {
-            self.root.end();
+            self.root.end(cx.tree);
         }
         self.tree.hit.clone()
     }
@@ -571,7 +789,7 @@ impl Unpacker {
         }
         let mut cx = Cx { tree: &mut self.tree, sg, settings: self.settings, store: &self.store, time_left };
         let _ = self.root.finish(&mut cx, 0);
-        self.root.end();
+        self.root.end(cx.tree);
         self.tree.settle_pending();
         self.tree.hit.clone()
     }
@@ -583,7 +801,7 @@ impl Unpacker {
         }
         let hit = self.root.scan.flush()?;
         self.tree.found(hit, 0);
-        self.root.end();
+        self.root.end(&mut self.tree);
         self.tree.hit.clone()
     }
 
@@ -594,7 +812,7 @@ impl Unpacker {
 
     /// The transaction ended before the object did.
     pub fn end(&mut self) {
-        self.root.end();
+        self.root.end(&mut self.tree);
     }
 
     /// The member path of the find, when it was inside a container.
@@ -610,3 +828,5 @@ impl Unpacker {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_central;

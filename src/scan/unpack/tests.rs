@@ -16,22 +16,27 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-const EICAR: &[u8] = include_bytes!("../../../tests/samples/eicar.com");
-const FOUND: &str = "Eicar-Test-Signature";
+pub(super) const EICAR: &[u8] = include_bytes!("../../../tests/samples/eicar.com");
+pub(super) const FOUND: &str = "Eicar-Test-Signature";
 
-fn ctx_with(limits: Limits, over_limit: OverLimit, encrypted: EncryptedPolicy) -> Rc<ScanCtx> {
+pub(super) fn ctx_with(limits: Limits, over_limit: OverLimit, encrypted: EncryptedPolicy) -> Rc<ScanCtx> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("signatures");
     let gen = load(&dir, LoadOptions::default()).expect("signatures load");
     ScanCtx::new(Arc::new(gen), limits.scan(), ScanPolicy { over_limit, early_204: Early204::default(), encrypted })
 }
 
-fn engine() -> EngineInspector {
+pub(super) fn engine() -> EngineInspector {
     EngineInspector::new(ctx_with(Limits::default(), OverLimit::Block, EncryptedPolicy::Block))
 }
 
 /// The verdict and member path for `body` fed in the pieces `cuts` gives; the request URL
 /// names the object `name`.
-fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize]) -> (Verdict, Option<String>) {
+pub(super) fn run(
+    inspector: &mut EngineInspector,
+    name: &str,
+    body: &[u8],
+    cuts: &[usize],
+) -> (Verdict, Option<String>) {
     let req = format!("GET http://example.com/dl/{name} HTTP/1.1\r\nHost: example.com\r\n\r\n");
     let res = b"HTTP/1.1 200 OK\r\n\r\n";
     let txn = Txn {
@@ -45,12 +50,12 @@ fn run(inspector: &mut EngineInspector, name: &str, body: &[u8], cuts: &[usize])
     (v, inspector.found_in().map(str::to_string))
 }
 
-fn infected(name: &str) -> Verdict {
+pub(super) fn infected(name: &str) -> Verdict {
     Verdict::Infected { threat: name.into() }
 }
 
 /// Checks `body` gives `want` (and `path`) at every split.
-fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option<&str>) {
+pub(super) fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option<&str>) {
     let mut inspector = engine();
     for_each_split(body.len(), |cuts| {
         let (v, p) = run(&mut inspector, name, body, cuts);
@@ -60,7 +65,7 @@ fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option<&str>) {
     });
 }
 
-const CLEAN: &[u8] = b"A harmless text member: nothing to see here, just some words.\n";
+pub(super) const CLEAN: &[u8] = b"A harmless text member: nothing to see here, just some words.\n";
 
 fn zip_of(members: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -377,12 +382,14 @@ fn members_and_member_bytes_are_limited() {
     assert_eq!(pass.limit_hit(), Some("Heuristics.Limits.Exceeded.MaxFileSize"));
 }
 
-/// Sets the encryption flag of every local header (the data is left as it is).
+/// Sets the encryption flag of every local and central header (the data is left as it is).
 fn mark_encrypted(mut zip: Vec<u8>) -> Vec<u8> {
-    let mut at = 0;
-    while let Some(p) = memchr::memmem::find(&zip[at..], b"PK\x03\x04") {
-        zip[at + p + 6] |= 1;
-        at += p + 4;
+    for (sig, flags_at) in [(b"PK\x03\x04", 6), (b"PK\x01\x02", 8)] {
+        let mut at = 0;
+        while let Some(p) = memchr::memmem::find(&zip[at..], sig) {
+            zip[at + p + flags_at] |= 1;
+            at += p + 4;
+        }
     }
     zip
 }
@@ -403,9 +410,12 @@ fn encrypted_and_broken_zips_are_never_silently_clean() {
     }
     let dirty = zip_of(&[("e", EICAR), ("b", CLEAN)], zip::CompressionMethod::Deflated);
     assert_eq!(run(&mut inspector, "t.zip", &dirty[..dirty.len() / 2 + 60], &[]).0, infected(FOUND));
-    // A corrupt CRC is broken too.
+    // A CRC that the data does not have is broken too. (Only in the local header, the
+    // central directory's is taken: see tests_central.)
     let mut bad = zip_of(&[("a", CLEAN)], zip::CompressionMethod::Stored);
     bad[14] ^= 0xff;
+    let central = memchr::memmem::find(&bad, b"PK\x01\x02").unwrap();
+    bad[central + 16] ^= 0xff;
     assert_eq!(run(&mut inspector, "c.zip", &bad, &[]).0, infected("Heuristics.Broken.Zip"));
     let tgz = gzip(&tar_of(&[("a", CLEAN)]));
     assert_eq!(run(&mut inspector, "t.tgz", &tgz[..tgz.len() - 4], &[]).0, infected("Heuristics.Broken.Gzip"));
@@ -447,6 +457,25 @@ fn uploads_multipart_form_data_parts_are_members() {
     for_each_split(b.len(), |cuts| {
         assert_eq!(run(&mut inspector, "post", &b, cuts).0, infected("Member-MD5"));
     });
+}
+
+/// An upload whose file part has its own Content-Transfer-Encoding (base64, as some clients
+/// and mail-to-web gateways send): decoded like a mail part, at every split.
+#[test]
+fn upload_parts_with_their_own_transfer_encoding_are_decoded() {
+    let zip = zip_of(&[("eicar.com", EICAR)], zip::CompressionMethod::Deflated);
+    let part = |data: &[u8]| {
+        format!(
+            "--f0rm\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--f0rm\r\n\
+             Content-Disposition: form-data; name=\"file\"; filename=\"up.zip\"\r\n\
+             Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--f0rm--\r\n",
+            base64(data)
+        )
+        .into_bytes()
+    };
+    check_splits("upload", &part(&zip), &infected(FOUND), Some("upload/up.zip/eicar.com"));
+    let clean = zip_of(&[("a.txt", CLEAN)], zip::CompressionMethod::Deflated);
+    check_splits("upload", &part(&clean), &Verdict::Clean, None);
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod rtf;
 mod sevenz;
 mod tnef;
 mod upx;
+pub mod zip_central;
 
 #[cfg(test)]
 mod tests;
@@ -51,11 +52,14 @@ mod tests_seeds;
 mod tests_tnef;
 #[cfg(test)]
 mod tests_upx;
+#[cfg(test)]
+mod tests_zip_central;
 
 use std::ops::ControlFlow;
 
 pub use out::PIECE_BYTES;
 pub use sevenz::DICTIONARY_BYTES_MAX;
+pub use zip_central::ZipDone;
 
 /// A format this module extracts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,6 +205,24 @@ pub fn extract(kind: Kind, data: &[u8], limits: &Limits, sink: &mut dyn Sink) ->
         Kind::Html => html::extract(data, &mut out),
     };
     match r {
+        Ok(()) | Err(out::Stop::Break) => Ok(()),
+        Err(out::Stop::Fault(f)) => Err(f),
+    }
+}
+
+/// Reads a zip from its central directory into `sink`, within `limits`: `data` is the archive
+/// from offset `base` on, `done` (sorted) the entries already read from their local headers,
+/// `held_max` the most bytes a legacy decoder may keep (see [`zip_central`]).
+pub fn extract_zip(
+    data: &[u8],
+    base: u64,
+    done: &[ZipDone],
+    held_max: u64,
+    limits: &Limits,
+    sink: &mut dyn Sink,
+) -> Result<(), Fault> {
+    let mut out = out::Out::new(sink, limits, base + data.len() as u64);
+    match zip_central::extract(data, base, done, held_max, &mut out) {
         Ok(()) | Err(out::Stop::Break) => Ok(()),
         Err(out::Stop::Fault(f)) => Err(f),
     }

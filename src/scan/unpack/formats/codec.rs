@@ -102,19 +102,21 @@ impl Codec {
                     failed: status.is_err(),
                 }
             }
-            Codec::Zstd(d) => match d.decode(input, out) {
-                Ok(s) => Step {
+            // The decoders return the output made before a fault with it.
+            Codec::Zstd(d) => {
+                let s = d.decode(input, out);
+                let failed = s.fault.is_some();
+                Step {
                     consumed: s.consumed,
                     produced: s.produced,
-                    ended: s.consumed > 0 && d.is_complete(),
-                    failed: false,
-                },
-                Err(_) => Step { consumed: 0, produced: 0, ended: false, failed: true },
-            },
-            Codec::Gzip(d) => match d.decode(input, out) {
-                Ok(s) => Step { consumed: s.consumed, produced: s.produced, ended: false, failed: false },
-                Err(_) => Step { consumed: 0, produced: 0, ended: false, failed: true },
-            },
+                    ended: !failed && s.consumed > 0 && d.is_complete(),
+                    failed,
+                }
+            }
+            Codec::Gzip(d) => {
+                let s = d.decode(input, out);
+                Step { consumed: s.consumed, produced: s.produced, ended: false, failed: s.fault.is_some() }
+            }
             Codec::Lzma(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
                 let status = d.process(input, out, liblzma::stream::Action::Run);

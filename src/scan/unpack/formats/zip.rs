@@ -9,19 +9,36 @@
 //! entry's CRC-32 is checked. Encrypted entries are [`Fault::Encrypted`]; other methods
 //! (implode, shrink, reduce, ppmd, ...) and a broken structure are [`Fault::Broken`];
 //! an archive must reach its central directory to be complete.
+//!
+//! The central directory is read too, as it streams past: every entry it lists must be one the
+//! local headers led to. An entry it lists elsewhere (inside another entry's data, where a
+//! reader of the central directory finds it and this one would not) is
+//! `Heuristics.Broken.Zip.HiddenEntry`, since its bytes have gone by unread.
+//!
+//! A zip this reader cannot finish (a method it lacks, a local header that disagrees with the
+//! data, sizes only the central directory knows) may still be readable from its central
+//! directory. So that the level can hand it to that reader ([`crate::scan::whole::zip_central`])
+//! without scanning a member twice, the feeder says where the record it is reading began
+//! ([`Feed::keep_from`]: the bytes before it are no longer needed) and which entries it read in
+//! full ([`Feed::take_done`]).
 
 use super::codec::{pump, Codec};
 use crate::scan::unpack::{Emit, Event, Fault, Feed};
+use crate::scan::whole::ZipDone;
 use std::ops::ControlFlow;
 
 const BROKEN: Fault = Fault::Broken("Heuristics.Broken.Zip");
 const UNSUPPORTED: Fault = Fault::Broken("Heuristics.Unsupported.Zip.Method");
 const ENCRYPTED: Fault = Fault::Encrypted("Heuristics.Encrypted.Zip");
+const HIDDEN: Fault = Fault::Broken("Heuristics.Broken.Zip.HiddenEntry");
 
 const LOCAL: [u8; 4] = *b"PK\x03\x04";
 const DESCRIPTOR: [u8; 4] = *b"PK\x07\x08";
 /// Signatures that end the entries: central directory, zip64 end records, end record.
 const CENTRAL: [[u8; 4]; 4] = [*b"PK\x01\x02", *b"PK\x06\x06", *b"PK\x06\x07", *b"PK\x05\x06"];
+const CENTRAL_HEADER: [u8; 4] = *b"PK\x01\x02";
+/// A central directory header after its signature: up to the local header's offset.
+const CENTRAL_FIXED_BYTES: usize = 42;
 /// Markers a spanned or split archive may start with (followed by the first local header).
 const MARKERS: [[u8; 4]; 2] = [*b"PK\x07\x08", *b"PK00"];
 
@@ -38,14 +55,20 @@ enum State {
     LzmaProps,
     Compressed,
     Descriptor,
-    /// The central directory began: nothing after it is read.
+    /// In the central directory, after a header's signature: its fixed fields.
+    CentralFixed,
+    /// Its name, extra field and comment (`hold` collects the extra field).
+    CentralVar,
+    /// Between central directory headers.
+    CentralSig,
+    /// Past the central directory headers: nothing after them is read.
     Done,
 }
 
 pub struct Zip {
     state: State,
     /// Fixed-size fields being collected.
-    buf: [u8; 30],
+    buf: [u8; CENTRAL_FIXED_BYTES],
     got: usize,
     flags: u16,
     method: u16,
@@ -69,13 +92,29 @@ pub struct Zip {
     entries: u64,
     first: bool,
     lzma_memory_max: u64,
+    /// Bytes given to `feed` so far (every `run` input is a suffix of them).
+    fed: u64,
+    /// Offset of the record being read: the current entry's local header, or the signature
+    /// being collected between entries.
+    record_at: u64,
+    /// Offset of the current entry's local header.
+    entry_at: u64,
+    /// Entries read in full, by increasing offset.
+    done: Vec<ZipDone>,
+    /// The archive began with a spanning marker (its offsets may not be from its first byte).
+    marked: bool,
+    /// The central directory header being read: what is left of its name, extra field and
+    /// comment, and the local header offset it gives.
+    central_left: (usize, usize, usize),
+    central_offset: u64,
+    central_sizes: (u64, u64),
 }
 
 impl Zip {
     pub fn new(out_bytes: usize, lzma_memory_max: u64) -> Zip {
         Zip {
             state: State::Signature,
-            buf: [0; 30],
+            buf: [0; CENTRAL_FIXED_BYTES],
             got: 0,
             flags: 0,
             method: 0,
@@ -97,6 +136,14 @@ impl Zip {
             entries: 0,
             first: true,
             lzma_memory_max,
+            fed: 0,
+            record_at: 0,
+            entry_at: 0,
+            done: Vec::new(),
+            marked: false,
+            central_left: (0, 0, 0),
+            central_offset: 0,
+            central_sizes: (0, 0),
         }
     }
 
@@ -195,8 +242,22 @@ impl Zip {
             return Ok(ControlFlow::Continue(()));
         }
         self.check_entry(self.crc_want, self.made)?;
+        let csize = if self.state == State::StoredSearch { self.made } else { self.taken };
+        self.entry_done(self.crc_want, csize);
         self.state = State::Signature;
         Ok(emit(Event::End))
+    }
+
+    /// The entry at `entry_at` was read in full and checked.
+    fn entry_done(&mut self, crc: u32, csize: u64) {
+        self.done.push(ZipDone { offset: self.entry_at, crc, csize });
+    }
+
+    /// Notes where the record being read began, once between records.
+    fn mark(&mut self, input_len: usize, used: usize) {
+        if self.state == State::Signature && self.got == 0 {
+            self.record_at = self.fed - (input_len - used) as u64;
+        }
     }
 
     fn check_entry(&self, crc: u32, size: u64) -> Result<(), Fault> {
@@ -215,8 +276,51 @@ impl Zip {
     fn run(&mut self, input: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
         let mut used = 0;
         while used < input.len() {
+            self.mark(input.len(), used);
             match self.state {
                 State::Done => return Ok(ControlFlow::Continue(())),
+                State::CentralSig => {
+                    if !self.collect(input, &mut used, 4) {
+                        break;
+                    }
+                    self.got = 0;
+                    let sig: [u8; 4] = self.buf[..4].try_into().expect("4 bytes");
+                    self.state = if sig == CENTRAL_HEADER { State::CentralFixed } else { State::Done };
+                }
+                State::CentralFixed => {
+                    if !self.collect(input, &mut used, CENTRAL_FIXED_BYTES) {
+                        break;
+                    }
+                    self.got = 0;
+                    self.central_sizes = (u64::from(self.u32_at(20)), u64::from(self.u32_at(16)));
+                    self.central_offset = u64::from(self.u32_at(38));
+                    let len = |at| usize::from(self.u16_at(at));
+                    self.central_left = (len(24), len(26), len(28));
+                    self.hold.clear();
+                    self.state = State::CentralVar;
+                }
+                State::CentralVar => {
+                    let (name, extra, comment) = self.central_left;
+                    let avail = input.len() - used;
+                    if name > 0 {
+                        let n = name.min(avail);
+                        self.central_left.0 -= n;
+                        used += n;
+                    } else if extra > 0 {
+                        let n = extra.min(avail);
+                        self.hold.extend_from_slice(&input[used..used + n]);
+                        self.central_left.1 -= n;
+                        used += n;
+                    } else {
+                        let n = comment.min(avail);
+                        self.central_left.2 -= n;
+                        used += n;
+                    }
+                    if self.central_left == (0, 0, 0) {
+                        self.check_central()?;
+                        self.state = State::CentralSig;
+                    }
+                }
                 State::Signature => {
                     if !self.collect(input, &mut used, 4) {
                         break;
@@ -224,10 +328,15 @@ impl Zip {
                     self.got = 0;
                     let sig: [u8; 4] = self.buf[..4].try_into().expect("4 bytes");
                     if sig == LOCAL {
+                        self.entry_at = self.record_at;
                         self.state = State::Local;
+                    } else if sig == CENTRAL_HEADER && !self.first {
+                        self.state = State::CentralFixed;
                     } else if CENTRAL.contains(&sig) && !self.first {
                         self.state = State::Done;
-                    } else if !(self.first && MARKERS.contains(&sig)) {
+                    } else if self.first && MARKERS.contains(&sig) {
+                        self.marked = true;
+                    } else {
                         return Err(BROKEN);
                     }
                     self.first = false;
@@ -270,6 +379,7 @@ impl Zip {
                     let piece = &input[used..used + n];
                     used += n;
                     self.left -= n as u64;
+                    self.taken += n as u64;
                     if n > 0 && self.data(piece, emit) {
                         return Ok(ControlFlow::Break(()));
                     }
@@ -295,6 +405,7 @@ impl Zip {
                         break;
                     }
                     self.got = 0;
+                    self.taken += 9;
                     if self.sizes_known() {
                         self.left = self.left.checked_sub(9).ok_or(BROKEN)?;
                     }
@@ -355,6 +466,7 @@ impl Zip {
                     let crc = self.u32_at(at);
                     let size = if self.zip64 { self.u64_at(at + 12) } else { u64::from(self.u32_at(at + 8)) };
                     self.check_entry(crc, size)?;
+                    self.entry_done(crc, self.taken);
                     self.got = 0;
                     self.state = State::Signature;
                     if emit(Event::End).is_break() {
@@ -363,7 +475,35 @@ impl Zip {
                 }
             }
         }
+        self.mark(input.len(), used);
         Ok(ControlFlow::Continue(()))
+    }
+
+    /// A central directory header was read: the entry it lists must be one the local headers
+    /// led to (its offset among those read in full).
+    fn check_central(&mut self) -> Result<(), Fault> {
+        let mut offset = self.central_offset;
+        if offset == u64::from(u32::MAX) {
+            // zip64: the extra field (id 1) holds, in order, the fields that are all ones.
+            let mut x = &self.hold[..];
+            while x.len() >= 4 {
+                let id = u16::from_le_bytes([x[0], x[1]]);
+                let len = usize::from(u16::from_le_bytes([x[2], x[3]]));
+                let body = x.get(4..4 + len).ok_or(BROKEN)?;
+                if id == 1 {
+                    let skip = 8
+                        * (usize::from(self.central_sizes.0 == u64::from(u32::MAX))
+                            + usize::from(self.central_sizes.1 == u64::from(u32::MAX)));
+                    offset = u64::from_le_bytes(body.get(skip..skip + 8).ok_or(BROKEN)?.try_into().expect("8 bytes"));
+                }
+                x = &x[4 + len..];
+            }
+        }
+        self.hold.clear();
+        if self.marked || self.done.binary_search_by_key(&offset, |d| d.offset).is_ok() {
+            return Ok(());
+        }
+        Err(HIDDEN)
     }
 
     /// Stored data of unknown size, staged in `hold`: emits what cannot be a descriptor, and
@@ -416,11 +556,23 @@ impl Zip {
 
 impl Feed for Zip {
     fn feed(&mut self, input: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
+        self.fed += input.len() as u64;
         self.run(input, emit)
     }
 
+    fn keep_from(&self) -> Option<u64> {
+        // Past the last entry nothing can fail but a missing end, which a rescue cannot mend.
+        let central = matches!(self.state, State::CentralFixed | State::CentralVar | State::CentralSig | State::Done);
+        (!central).then_some(self.record_at)
+    }
+
+    fn take_done(&mut self) -> Vec<ZipDone> {
+        std::mem::take(&mut self.done)
+    }
+
     fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
-        if self.state != State::Done {
+        // Cut inside the central directory, every entry was read: not broken.
+        if !matches!(self.state, State::Done | State::CentralSig | State::CentralFixed | State::CentralVar) {
             return Err(BROKEN);
         }
         Ok(ControlFlow::Continue(()))

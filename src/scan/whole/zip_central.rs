@@ -1,0 +1,139 @@
+//! zip read from its central directory, by the `zip` crate: the reader the streamed one
+//! (`scan/unpack/formats/zip.rs`) hands over to when it cannot finish an archive from its local
+//! headers: a method it does not decode (implode, shrink, reduce), a local header whose sizes
+//! disagree with the data, or sizes that only the central directory knows.
+//!
+//! The level holds the archive from the start of the record the stream failed in, so the bytes
+//! before `base` are not here: [`Held`] reads them as zeros, and an entry that lies there
+//! (which the stream did not read in full) is broken rather than skipped. Entries the
+//! stream read in full ([`ZipDone`]: same local-header offset, CRC-32 and compressed size) are
+//! not scanned again. Encrypted entries are `Heuristics.Encrypted.Zip` and methods this build
+//! leaves out `Heuristics.Unsupported.Zip.Method`, as in the streamed reader; both leave the
+//! other entries to be read, and decide the object at the end if nothing is found.
+//!
+//! The legacy decoders (implode, shrink, reduce) keep what they have decoded of an entry, so an
+//! entry with such a method may produce at most `held_max` bytes (the caller's buffering room),
+//! past which it is `Heuristics.Limits.Exceeded.MaxBufferSize`.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use zip::read::{ArchiveOffset, Config};
+use zip::{CompressionMethod, ZipArchive};
+
+use super::out::{broken, Out, Stop, PIECE_BYTES, R};
+use super::Fault;
+
+const BROKEN: &str = "Heuristics.Broken.Zip";
+const UNSUPPORTED: &str = "Heuristics.Unsupported.Zip.Method";
+const ENCRYPTED: &str = "Heuristics.Encrypted.Zip";
+const LIMIT_BUFFER: &str = "Heuristics.Limits.Exceeded.MaxBufferSize";
+
+/// An entry the streamed reader read in full and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ZipDone {
+    /// Offset of its local header in the archive.
+    pub offset: u64,
+    pub crc: u32,
+    /// Its compressed size (what the central directory says for it).
+    pub csize: u64,
+}
+
+/// The archive's bytes from `base` on, read as the whole archive: bytes before `base` read as
+/// zeros. The crate looks for the end record in the last 64 KiB, which may reach before the
+/// base; a local header there reads as no header at all, so its entry is broken.
+struct Held<'a> {
+    base: u64,
+    bytes: &'a [u8],
+    pos: u64,
+}
+
+impl Read for Held<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let end = self.base + self.bytes.len() as u64;
+        let n = usize::try_from(end.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(buf.len());
+        let zeros = usize::try_from(self.base.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(n);
+        buf[..zeros].fill(0);
+        let from = usize::try_from(self.pos + zeros as u64 - self.base).unwrap_or(usize::MAX);
+        buf[zeros..n].copy_from_slice(&self.bytes[from..from + (n - zeros)]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Held<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let end = self.base + self.bytes.len() as u64;
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => end.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| io::Error::other("seek out of range"))?;
+        Ok(self.pos)
+    }
+}
+
+/// Whether this build decodes `method`, and whether its decoder keeps its output.
+fn method(m: CompressionMethod) -> Option<bool> {
+    match m {
+        CompressionMethod::Stored | CompressionMethod::Deflated | CompressionMethod::Deflate64 => Some(false),
+        CompressionMethod::Bzip2 => Some(false),
+        CompressionMethod::Shrink | CompressionMethod::Reduce(_) | CompressionMethod::Implode => Some(true),
+        _ => None,
+    }
+}
+
+/// Reads every entry of the archive held in `bytes` (its bytes from `base` on) that is not in
+/// `done` (sorted by offset) into `out`.
+pub fn extract(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out) -> R {
+    // The crate is not ours: a panic in it is a broken archive, not a dead shard.
+    match catch_unwind(AssertUnwindSafe(|| read(bytes, base, done, held_max, out))) {
+        Ok(r) => r,
+        Err(_) => Err(broken(BROKEN)),
+    }
+}
+
+fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out) -> R {
+    let held = Held { base, bytes, pos: base };
+    let config = Config { archive_offset: ArchiveOffset::Known(0) };
+    let mut archive = ZipArchive::with_config(config, held).map_err(|_| broken(BROKEN))?;
+    // Entries of the same name are one entry to the crate: the others would go unread.
+    let mut fault = archive.has_duplicate_names().then_some(Fault::Broken(BROKEN));
+    let mut buf = vec![0u8; PIECE_BYTES];
+    for i in 0..archive.len() {
+        let entry = archive.by_index_data(i).map_err(|_| broken(BROKEN))?;
+        if entry.is_dir() && entry.compressed_size() == 0 {
+            continue;
+        }
+        let this = ZipDone { offset: entry.header_start(), crc: entry.crc32(), csize: entry.compressed_size() };
+        if done.binary_search(&this).is_ok() {
+            continue;
+        }
+        if entry.encrypted() {
+            fault.get_or_insert(Fault::Encrypted(ENCRYPTED));
+            continue;
+        }
+        let Some(keeps) = method(entry.compression()) else {
+            fault.get_or_insert(Fault::Broken(UNSUPPORTED));
+            continue;
+        };
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let mut file = archive.by_index(i).map_err(|_| broken(BROKEN))?;
+        out.start(&name)?;
+        let mut made = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|_| broken(BROKEN))?;
+            if n == 0 {
+                break;
+            }
+            made += n as u64;
+            if keeps && made > held_max {
+                return Err(Stop::Fault(Fault::Limit(LIMIT_BUFFER)));
+            }
+            out.data(&buf[..n])?;
+        }
+        out.end()?;
+    }
+    fault.map_or(Ok(()), |f| Err(Stop::Fault(f)))
+}
