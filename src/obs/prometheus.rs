@@ -35,57 +35,52 @@ pub fn render(p: &ProcessInfo, shards: &[ShardSnapshot], labels_max: usize) -> S
     for (shard, cpu) in p.cpus.iter().enumerate() {
         let _ = writeln!(o, "icapd_shard_cpu{{shard=\"{shard}\"}} {cpu}");
     }
-    header(o, "icapd_active_connections", "gauge", "Open ICAP connections per shard, busy or idle.");
-    for s in shards {
-        let _ = writeln!(o, "icapd_active_connections{{shard=\"{}\"}} {}", s.shard, s.active);
-    }
-    header(o, "icapd_shard_transactions_total", "counter", "Transactions finished per shard.");
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_transactions_total{{shard=\"{}\"}} {}", s.shard, s.metrics.transactions());
-    }
-    header(
-        o,
-        "icapd_shard_busy_seconds_total",
-        "counter",
-        "Processing time per shard (parsing, decoding, scanning); its rate is the shard's busy fraction.",
-    );
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_busy_seconds_total{{shard=\"{}\"}} {}", s.shard, s.metrics.busy.sum_us as f64 / 1e6);
-    }
-    header(
-        o,
-        "icapd_shard_connections_handed_off_total",
-        "counter",
-        "Connections a shard accepted and handed to a shard with fewer connections.",
-    );
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_connections_handed_off_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_handed_off);
-    }
-    header(o, "icapd_shard_connections_received_total", "counter", "Connections a shard was handed by another shard.");
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_connections_received_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_received);
-    }
-    header(
-        o,
-        "icapd_shard_busy_fraction",
-        "gauge",
-        "A shard's busy fraction over its last balance window (smoothed), which move decisions use.",
-    );
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_busy_fraction{{shard=\"{}\"}} {}", s.shard, f64::from(s.metrics.busy_permille) / 1000.0);
-    }
-    header(
-        o,
-        "icapd_shard_connections_moved_out_total",
-        "counter",
-        "Keep-alive connections a shard moved to a less busy shard at a transaction boundary.",
-    );
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_connections_moved_out_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_moved_out);
-    }
-    header(o, "icapd_shard_connections_moved_in_total", "counter", "Keep-alive connections moved to a shard by another shard.");
-    for s in shards {
-        let _ = writeln!(o, "icapd_shard_connections_moved_in_total{{shard=\"{}\"}} {}", s.shard, s.metrics.connections_moved_in);
+    // One series per shard for each of these: (name, type, help, value).
+    type PerShard = (&'static str, &'static str, &'static str, fn(&ShardSnapshot) -> f64);
+    const PER_SHARD: &[PerShard] = &[
+        ("icapd_active_connections", "gauge", "Open ICAP connections per shard, busy or idle.", |s| s.active as f64),
+        ("icapd_shard_transactions_total", "counter", "Transactions finished per shard.", |s| {
+            s.metrics.transactions() as f64
+        }),
+        (
+            "icapd_shard_busy_seconds_total",
+            "counter",
+            "Processing time per shard (parsing, decoding, scanning); its rate is the shard's busy fraction.",
+            |s| s.metrics.busy.sum_us as f64 / 1e6,
+        ),
+        (
+            "icapd_shard_connections_handed_off_total",
+            "counter",
+            "Connections a shard accepted and handed to a shard with fewer connections.",
+            |s| s.metrics.connections_handed_off as f64,
+        ),
+        ("icapd_shard_connections_received_total", "counter", "Connections a shard was handed by another shard.", |s| {
+            s.metrics.connections_received as f64
+        }),
+        (
+            "icapd_shard_busy_fraction",
+            "gauge",
+            "A shard's busy fraction over its last balance window (smoothed), which move decisions use.",
+            |s| f64::from(s.metrics.busy_permille) / 1000.0,
+        ),
+        (
+            "icapd_shard_connections_moved_out_total",
+            "counter",
+            "Keep-alive connections a shard moved to a less busy shard at a transaction boundary.",
+            |s| s.metrics.connections_moved_out as f64,
+        ),
+        (
+            "icapd_shard_connections_moved_in_total",
+            "counter",
+            "Keep-alive connections moved to a shard by another shard.",
+            |s| s.metrics.connections_moved_in as f64,
+        ),
+    ];
+    for (name, kind, help, value) in PER_SHARD {
+        header(o, name, kind, help);
+        for s in shards {
+            let _ = writeln!(o, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
     }
 
     header(o, "icapd_requests_total", "counter", "ICAP transactions by method, service and answer status.");

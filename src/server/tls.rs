@@ -228,16 +228,16 @@ async fn handshake(stream: TcpStream, config: Arc<ServerConfig>, ctx: Rc<ShardCt
         Err(io::ErrorKind::TimedOut.into())
     })
     .await;
-    let mut metrics = ctx.metrics.borrow_mut();
+    // The counters are borrowed only for the update, never across the shutdown's await.
     match done {
         Ok(()) => {
+            let mut metrics = ctx.metrics.borrow_mut();
             metrics.tls_handshakes += 1;
             metrics.tls_handshake.record(started.elapsed());
             Some(conn)
         }
         Err(e) => {
-            metrics.tls_handshake_failures[failure_slot(&e)] += 1;
-            drop(metrics);
+            ctx.metrics.borrow_mut().tls_handshake_failures[failure_slot(&e)] += 1;
             let _ = conn.tcp.shutdown(std::net::Shutdown::Both).await;
             None
         }
