@@ -54,8 +54,12 @@ impl Read for Held<'_> {
         let n = usize::try_from(end.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(buf.len());
         let zeros = usize::try_from(self.base.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(n);
         buf[..zeros].fill(0);
-        let from = usize::try_from(self.pos + zeros as u64 - self.base).unwrap_or(usize::MAX);
-        buf[zeros..n].copy_from_slice(&self.bytes[from..from + (n - zeros)]);
+        if n > zeros {
+            // Past the zeros the read starts at or after `base` (and before the end, since
+            // n > 0): a read wholly before the base, or at or past the end, copies nothing.
+            let from = usize::try_from(self.pos + zeros as u64 - self.base).unwrap_or(usize::MAX);
+            buf[zeros..n].copy_from_slice(&self.bytes[from..from + (n - zeros)]);
+        }
         self.pos += n as u64;
         Ok(n)
     }
@@ -136,4 +140,30 @@ fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out)
         out.end()?;
     }
     fault.map_or(Ok(()), |f| Err(Stop::Fault(f)))
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::Held;
+    use std::io::{Read, Seek, SeekFrom};
+
+    /// Reads wholly inside the zeros before the base, across the base, and at or past the end
+    /// (the unpack fuzz target found a read before the base that indexed far past the bytes).
+    #[test]
+    fn reads_before_the_base_across_it_and_past_the_end() {
+        let mut h = Held { base: 100, bytes: b"abcdef", pos: 0 };
+        let mut buf = [9u8; 8];
+        h.seek(SeekFrom::Start(10)).unwrap();
+        assert_eq!(h.read(&mut buf[..4]).unwrap(), 4);
+        assert_eq!(buf[..4], [0; 4]);
+        h.seek(SeekFrom::Start(98)).unwrap();
+        assert_eq!(h.read(&mut buf).unwrap(), 8);
+        assert_eq!(&buf, b"\0\0abcdef");
+        assert_eq!(h.read(&mut buf).unwrap(), 0);
+        h.seek(SeekFrom::Start(500)).unwrap();
+        assert_eq!(h.read(&mut buf).unwrap(), 0);
+        h.seek(SeekFrom::End(-2)).unwrap();
+        assert_eq!(h.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"ef");
+    }
 }
