@@ -105,7 +105,8 @@ pub fn drive(input: &[u8], cuts: &[usize], kind: InspectorKind, limits: Limits) 
     Run { resps: decode_responses(&out), state: conn.state() }
 }
 
-fn flush(conn: &mut Conn, pool: &mut BlockPool, out: &mut Vec<u8>) {
+/// Writes out everything the connection offers, as a socket that takes it all would.
+pub fn flush(conn: &mut Conn, pool: &mut BlockPool, out: &mut Vec<u8>) {
     while conn.has_output() {
         let mut iov = [IoSlice::new(&[]); 8];
         let n = conn.poll_transmit(&mut iov);

@@ -313,7 +313,7 @@ impl BodyStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::testutil::for_each_split;
+    use crate::proto::testutil::{for_each_split, pieces};
     use crate::signatures::ndb::parse_ndb;
     use std::path::Path;
 
@@ -325,10 +325,8 @@ mod tests {
 
     fn scan(set: &BodySet, data: &[u8], cuts: &[usize]) -> Option<String> {
         let mut stream = BodyStream::new(set);
-        let mut prev = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
-            stream.feed(set, &data[prev..cut]);
-            prev = cut;
+        for piece in pieces(data, cuts) {
+            stream.feed(set, piece);
         }
         stream.finish(set).map(|s| set.name(s).to_string())
     }

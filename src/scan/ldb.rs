@@ -956,7 +956,7 @@ fn edge_ok(edge: Edge, b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::testutil::for_each_split;
+    use crate::proto::testutil::{for_each_split, pieces};
     use crate::signatures::clamav::ldb::{ndb_as_ldb, parse_ldb_line};
 
     fn set(lines: &[&str]) -> LdbSet {
@@ -972,10 +972,8 @@ mod tests {
     fn scan(set: &LdbSet, data: &[u8], cuts: &[usize]) -> Option<String> {
         let mut stream = LdbStream::new(set, 1 << 20);
         stream.reset(set);
-        let mut prev = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
-            stream.feed(set, &data[prev..cut]);
-            prev = cut;
+        for piece in pieces(data, cuts) {
+            stream.feed(set, piece);
         }
         stream.finish(set).map(|s| set.name(s).to_string())
     }

@@ -6,7 +6,7 @@
 //! by byte.
 
 use super::ldb::{LdbSet, LdbStream};
-use crate::proto::testutil::for_each_split;
+use crate::proto::testutil::{for_each_split, pieces};
 use crate::signatures::clamav::ldb::{ndb_as_ldb, parse_ldb_line};
 
 fn set(lines: &[String]) -> LdbSet {
@@ -23,10 +23,8 @@ fn lines(l: &[&str]) -> Vec<String> {
 
 fn scan_with(set: &LdbSet, stream: &mut LdbStream, data: &[u8], cuts: &[usize]) -> Option<String> {
     stream.reset(set);
-    let mut prev = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
-        stream.feed(set, &data[prev..cut]);
-        prev = cut;
+    for piece in pieces(data, cuts) {
+        stream.feed(set, piece);
     }
     stream.finish(set).map(|s| set.name(s).to_string())
 }

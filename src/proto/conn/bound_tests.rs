@@ -6,10 +6,9 @@ use super::{Conn, State};
 use crate::inspect::{InspectorKind, TEST_MARKER};
 use crate::limits::Limits;
 use crate::proto::blocks::BlockPool;
-use crate::proto::conn_tests::{decode_responses, respmod, Resp};
+use crate::proto::conn_tests::{decode_responses, flush, respmod, Resp};
 use crate::proto::response::ServerInfo;
 use crate::proto::testutil::for_each_split;
-use std::io::IoSlice;
 use std::time::Instant;
 
 const INFO: ServerInfo = ServerInfo { max_connections: 100, preview_bytes: 1024, options_ttl_secs: 3600 };
@@ -89,19 +88,6 @@ fn drive(input: &[u8], cuts: &[usize], limits: Limits, reader: Reader) -> Run {
         conn.held_bytes()
     };
     Run { resps: decode_responses(&out), state: conn.state(), peak, after }
-}
-
-fn flush(conn: &mut Conn, pool: &mut BlockPool, out: &mut Vec<u8>) {
-    while conn.has_output() {
-        let mut iov = [IoSlice::new(&[]); 8];
-        let n = conn.poll_transmit(&mut iov);
-        let mut written = 0;
-        for s in &iov[..n] {
-            out.extend_from_slice(s);
-            written += s.len();
-        }
-        conn.handle_written(written, pool);
-    }
 }
 
 /// Runs `input` whole, at (sampled) single splits and byte by byte, with both readers; every run

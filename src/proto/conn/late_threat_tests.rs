@@ -6,10 +6,9 @@ use super::{Conn, State};
 use crate::inspect::{Inspector, Progress, Txn, Verdict};
 use crate::limits::Limits;
 use crate::proto::blocks::BlockPool;
-use crate::proto::conn_tests::{decode_responses, respmod};
+use crate::proto::conn_tests::{decode_responses, flush, respmod};
 use crate::proto::response::ServerInfo;
 use crate::proto::testutil::for_each_split;
-use std::io::IoSlice;
 use std::time::Instant;
 
 const INFO: ServerInfo = ServerInfo { max_connections: 100, preview_bytes: 1024, options_ttl_secs: 3600 };
@@ -52,16 +51,7 @@ fn drive(input: &[u8], cuts: &[usize]) -> (Vec<u8>, State, usize) {
             buf[..n].copy_from_slice(&piece[..n]);
             piece = &piece[n..];
             conn.handle_read(n, now, 0);
-            while conn.has_output() {
-                let mut iov = [IoSlice::new(&[]); 8];
-                let k = conn.poll_transmit(&mut iov);
-                let mut written = 0;
-                for s in &iov[..k] {
-                    out.extend_from_slice(s);
-                    written += s.len();
-                }
-                conn.handle_written(written, &mut pool);
-            }
+            flush(&mut conn, &mut pool, &mut out);
             while let Some(o) = conn.poll_outcome() {
                 outcomes += 1;
                 assert!(o.aborted, "the only transaction answered is the cut-off one");
