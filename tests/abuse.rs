@@ -373,3 +373,25 @@ fn at_the_cap_the_connection_idle_longest_makes_room() {
     assert_eq!(metric(&m, "icapd_connections_evicted_total"), 1.0);
     assert_eq!(metric(&m, "icapd_connections_refused_total"), 1.0);
 }
+
+/// Clients that connect and reset at once (SO_LINGER 0), in a burst, while a well-behaved
+/// client checks the same shard: some resets reach the kernel before the shard looks at the
+/// accepted connection's peer address, whose lookup then fails. The shard must close such a
+/// connection exactly once and go on serving (closing it twice aborted a debug build and, in a
+/// release build, closed whatever connection had reused the descriptor number; HAProxy's
+/// retries when a node dies produce exactly this).
+#[test]
+fn connections_reset_before_the_accept_are_closed_once_and_the_shard_serves_on() {
+    let server = start(DEADLINES);
+    let prober = Prober::start(&server, false);
+    let persistent = Prober::start(&server, true);
+    for _ in 0..3000 {
+        let s = TcpStream::connect(("127.0.0.1", server.port)).expect("the server still accepts (it did not die)");
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    prober.finish("resets before the accept (fresh connections)");
+    persistent.finish("resets before the accept (one kept connection)");
+    check_serves(&server).expect("the shard still serves after the resets");
+}

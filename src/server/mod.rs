@@ -7,6 +7,7 @@
 //! threads or locked. The main thread only starts shards, forwards signals to them over
 //! crossbeam channels and watches for a shard that dies.
 
+mod accepted;
 mod agent;
 mod conn_task;
 mod handoff;
@@ -21,6 +22,7 @@ mod shard;
 pub mod tls;
 mod transport;
 
+use accepted::accepted_peer;
 use crate::config::Config;
 use crate::inspect::InspectorKind;
 use crate::obs::snapshot::{ShardSnapshot, SignatureInfo};

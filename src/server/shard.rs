@@ -378,7 +378,8 @@ pub async fn run(args: ShardArgs) {
             Some(Ok(stream)) => {
                 // Before any work: an address outside allow_clients is closed unanswered, as
                 // c-icap does (an ICAP status would tell a scanner it found a server).
-                if !stream.peer_addr().is_ok_and(|peer| ctx.allow.allows(peer.ip())) {
+                let Some(peer) = super::accepted_peer(&stream) else { continue };
+                if !ctx.allow.allows(peer.ip()) {
                     ctx.metrics.borrow_mut().connections_denied += 1;
                     drop(stream.bind_to_executor());
                     continue;

@@ -172,7 +172,8 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
         match listener.shared_accept().await {
             Ok(stream) => {
                 // The allow-list holds for TLS as for plain ICAP, before the handshake.
-                if !stream.peer_addr().is_ok_and(|peer| ctx.allow.allows(peer.ip())) {
+                let Some(peer) = super::accepted_peer(&stream) else { continue };
+                if !ctx.allow.allows(peer.ip()) {
                     ctx.metrics.borrow_mut().connections_denied += 1;
                     drop(stream.bind_to_executor());
                     continue;

@@ -91,6 +91,11 @@ pub fn spawn_with_stderr(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // ICAPD_TEST_ECHO=1 shows the server's stderr in the test output, for a failure
+            // that the test's own message does not explain (a crash, an abort).
+            if std::env::var_os("ICAPD_TEST_ECHO").is_some() {
+                eprintln!("icapd stderr: {line}");
+            }
             let _ = tx.send(line);
         }
     });
