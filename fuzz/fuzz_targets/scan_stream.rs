@@ -10,8 +10,12 @@
 //! string longer than the old fixed overlap, a hex jump, a count, an offset, fullword, a
 //! negation and a whole-object condition).
 //!
-//! A payload starting `~gz` or `~df` is sent gzip- or deflate-encoded (the deflate one followed
-//! by stray bytes, a decoding fault in the middle of the body), after the plants.
+//! A payload starting `~gz`, `~df`, `~br` or `~zs` is sent gzip-, deflate-, brotli- or
+//! zstd-encoded (the deflate, brotli and zstd ones followed by stray bytes, a decoding fault in
+//! the middle of the body), after the plants; one starting `~bx` or `~zx` is sent brotli- or
+//! zstd-encoded with a byte in the middle of the stream flipped, so the decoder meets a corrupt
+//! spot wherever the fuzzer's cuts fall. For those two only the differential check runs (the
+//! readable part of a corrupt stream is not the body the oracles read).
 //!
 //! Flags: bits 0-3 plant one of the sample matches into the body (0: none) at the position
 //! given by the payload's first byte, so that the fuzzer starts next to real matches and
@@ -243,6 +247,19 @@ fn zlib(data: &[u8]) -> Vec<u8> {
     e.finish().expect("writing to memory")
 }
 
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+    e.write_all(data).expect("writing to memory");
+    e.into_inner()
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; zstd_safe::compress_bound(data.len())];
+    let n = zstd_safe::compress(&mut out[..], data, 3).expect("zstd compresses into its bound");
+    out.truncate(n);
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else { return };
     let mut body = input.payload.to_vec();
@@ -256,22 +273,35 @@ fuzz_target!(|data: &[u8]| {
         let at = (body.remove(0) as usize).min(body.len());
         body.splice(at..at, LDB_PLANTS[ldb_plant - 1].iter().copied());
     }
-    // A body starting `~gz` or `~df` is sent gzip- or deflate-encoded, the deflate one with
-    // stray bytes after its stream (a fault the decoder meets in the middle of the body); the
-    // oracles judge the decoded bytes, which every scanner must have seen.
-    let coding = match body.get(..3) {
-        Some(b"~gz") => Some("gzip"),
-        Some(b"~df") => Some("deflate"),
-        _ => None,
+    // A body starting `~gz`, `~df`, `~br` or `~zs` is sent encoded, all but gzip with stray
+    // bytes after the stream (a fault the decoder meets in the middle of the body); the oracles
+    // judge the decoded bytes, which every scanner must have seen. `~bx` and `~zx` flip a byte
+    // inside the stream instead.
+    let (coding, corrupt) = match body.get(..3) {
+        Some(b"~gz") => (Some("gzip"), false),
+        Some(b"~df") => (Some("deflate"), false),
+        Some(b"~br") => (Some("br"), false),
+        Some(b"~zs") => (Some("zstd"), false),
+        Some(b"~bx") => (Some("br"), true),
+        Some(b"~zx") => (Some("zstd"), true),
+        _ => (None, false),
     };
     let wire = match coding {
         Some(c) => {
             body.drain(..3);
-            if c == "gzip" {
-                gzip(&body)
-            } else {
-                [zlib(&body).as_slice(), b"stray"].concat()
+            let mut stream = match c {
+                "gzip" => gzip(&body),
+                "deflate" => zlib(&body),
+                "br" => brotli(&body),
+                _ => zstd(&body),
+            };
+            if corrupt {
+                let at = stream.len() / 2;
+                stream[at] ^= 0x5a;
+            } else if c != "gzip" {
+                stream.extend_from_slice(b"stray");
             }
+            stream
         }
         None => body.clone(),
     };
@@ -287,6 +317,9 @@ fuzz_target!(|data: &[u8]| {
         let whole = verdict(&mut inspector, res_hdr, &wire, &[]);
         assert_eq!(verdict(&mut inspector, res_hdr, &wire, &cuts), whole, "split at {cuts:?}");
         assert_eq!(verdict(&mut inspector, res_hdr, &wire, &every_byte(wire.len())), whole, "byte by byte");
+        if corrupt {
+            return;
+        }
 
         // A find inside a container member, or a container that could not be read, is not in
         // the raw bytes; the unpack target checks those.

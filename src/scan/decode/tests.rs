@@ -454,11 +454,15 @@ fn what_was_decoded_before_a_fault_is_handed_out() {
         }
     }
     // Corrupt in the middle of a long stream: the same readable part under every split, more
-    // than the first buffer of it. (Not brotli and zstd: their decoders drop the output they
-    // still hold when they meet a corrupt spot, up to a window or a block, and how much that
-    // is depends on the cuts; the README states this limit.)
+    // than the first buffer of it, for every coding (brotli hands out what its ring buffer
+    // still holds at the corrupt spot; zstd, what it decoded of the blocks before it).
     let long = text(300_000);
-    for (coding, encoded) in [(Coding::Gzip, gzip(&long)), (Coding::Deflate, zlib(&long))] {
+    for (coding, encoded) in [
+        (Coding::Gzip, gzip(&long)),
+        (Coding::Deflate, zlib(&long)),
+        (Coding::Brotli, brotli(&long)),
+        (Coding::Zstd, zstd(&long)),
+    ] {
         let mut broken = encoded.clone();
         let at = broken.len() * 3 / 5;
         for b in &mut broken[at..at + 16] {
@@ -466,6 +470,10 @@ fn what_was_decoded_before_a_fault_is_handed_out() {
         }
         let (out, fault) = lossy_all(limits(), &[coding], &broken);
         assert_eq!(fault, Some(Fault::Broken), "{coding:?}");
+        // Byte by byte through the corrupt spot too (the sampled splits cut only the start).
+        let every: Vec<usize> = (1..broken.len()).collect();
+        let by_byte = run_lossy(&mut DecodeChain::new(limits()), &[coding], &broken, &every);
+        assert!(by_byte == (out.clone(), fault), "{coding:?} byte by byte: {} vs {} bytes", by_byte.0.len(), out.len());
         let good = out.iter().zip(&long).take_while(|(a, b)| a == b).count();
         assert!(good > 32 << 10, "{coding:?}: {good} good bytes of {}", out.len());
     }
@@ -482,4 +490,35 @@ fn what_was_decoded_before_a_fault_is_handed_out() {
     // Stacked: the inner stream's readable part reaches the sink through the outer one.
     let stacked = gzip(&[zlib(&data).as_slice(), b"junk"].concat());
     assert_eq!(lossy_all(limits(), &[Coding::Gzip, Coding::Deflate], &stacked), (data.clone(), Some(Fault::Broken)));
+}
+
+// Issue 13, item 7, for every coding: a corrupt spot anywhere in a long stream leaves the same
+// readable part whole, at sampled splits and byte by byte. Brotli would otherwise keep what
+// its ring buffer held at the spot, and zstd what one call had written before failing.
+#[test]
+fn the_readable_part_of_a_corrupt_stream_does_not_depend_on_the_cuts() {
+    let long = text(120_000);
+    for (coding, encoded) in [
+        (Coding::Gzip, gzip(&long)),
+        (Coding::Deflate, zlib(&long)),
+        (Coding::Brotli, brotli(&long)),
+        (Coding::Zstd, zstd(&long)),
+    ] {
+        for (k, flip) in [(1usize, 0x01u8), (3, 0x80), (5, 0x5a), (7, 0xff), (9, 0x10)] {
+            let mut broken = encoded.clone();
+            let at = broken.len() * k / 10;
+            broken[at] ^= flip;
+            let whole = lossy_all(limits(), &[coding], &broken);
+            let every: Vec<usize> = (1..broken.len()).collect();
+            let by_byte = run_lossy(&mut DecodeChain::new(limits()), &[coding], &broken, &every);
+            assert!(
+                by_byte == whole,
+                "{coding:?}, byte {at} ^ {flip:#x}: {} bytes and {:?} byte by byte, {} and {:?} whole",
+                by_byte.0.len(),
+                by_byte.1,
+                whole.0.len(),
+                whole.1
+            );
+        }
+    }
 }
