@@ -15,7 +15,11 @@
 //! the middle of the body), after the plants; one starting `~bx` or `~zx` is sent brotli- or
 //! zstd-encoded with a byte in the middle of the stream flipped, so the decoder meets a corrupt
 //! spot wherever the fuzzer's cuts fall. For those two only the differential check runs (the
-//! readable part of a corrupt stream is not the body the oracles read).
+//! readable part of a corrupt stream is not the body the oracles read). One starting `~zp` is
+//! sent as the only (stored) member of a zip, and one starting `~tz` as the only member of a
+//! gzip-compressed tar: the container layer must extract it at every split, and a clean
+//! verdict must mean that the member really is clean (a threat may also be found in the
+//! container's own bytes, which the oracles do not model, so a block is not checked further).
 //!
 //! Flags: bits 0-3 plant one of the sample matches into the body (0: none) at the position
 //! given by the payload's first byte, so that the fuzzer starts next to real matches and
@@ -247,6 +251,76 @@ fn zlib(data: &[u8]) -> Vec<u8> {
     e.finish().expect("writing to memory")
 }
 
+#[derive(Clone, Copy)]
+enum Container {
+    Zip,
+    TarGz,
+}
+
+/// A zip with `data` as its only member, stored (the layout of APPNOTE 4.3: local header,
+/// data, central directory, end record).
+fn stored_zip(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let (crc, len, name_len) = (crc32fast::hash(data), data.len() as u32, name.len() as u16);
+    let mut z = Vec::new();
+    z.extend_from_slice(b"PK\x03\x04");
+    for v in [20u16, 0, 0, 0, 0x21] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [crc, len, len] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    z.extend_from_slice(&name_len.to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z.extend_from_slice(name);
+    z.extend_from_slice(data);
+    let central_at = z.len() as u32;
+    z.extend_from_slice(b"PK\x01\x02");
+    for v in [20u16, 20, 0, 0, 0, 0x21] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [crc, len, len] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [name_len, 0, 0, 0, 0] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    z.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+    z.extend_from_slice(&0u32.to_le_bytes()); // the local header's offset
+    z.extend_from_slice(name);
+    let central_len = z.len() as u32 - central_at;
+    z.extend_from_slice(b"PK\x05\x06");
+    for v in [0u16, 0, 1, 1] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [central_len, central_at] {
+        z.extend_from_slice(&v.to_le_bytes());
+    }
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z
+}
+
+/// A ustar archive with `data` as its only regular file.
+fn tar(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    // The checksum is taken with its own field as spaces.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut t = h.to_vec();
+    t.extend_from_slice(data);
+    t.resize(t.len().div_ceil(512) * 512 + 1024, 0);
+    t
+}
+
 fn brotli(data: &[u8]) -> Vec<u8> {
     let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
     e.write_all(data).expect("writing to memory");
@@ -286,6 +360,11 @@ fuzz_target!(|data: &[u8]| {
         Some(b"~zx") => (Some("zstd"), true),
         _ => (None, false),
     };
+    let container = match body.get(..3) {
+        Some(b"~zp") => Some(Container::Zip),
+        Some(b"~tz") => Some(Container::TarGz),
+        _ => None,
+    };
     let wire = match coding {
         Some(c) => {
             body.drain(..3);
@@ -303,7 +382,16 @@ fuzz_target!(|data: &[u8]| {
             }
             stream
         }
-        None => body.clone(),
+        None => match container {
+            Some(kind) => {
+                body.drain(..3);
+                match kind {
+                    Container::Zip => stored_zip(b"member.bin", &body),
+                    Container::TarGz => gzip(&tar(b"member.bin", &body)),
+                }
+            }
+            None => body.clone(),
+        },
     };
     let res_hdr = match coding {
         Some(c) => Some(format!("HTTP/1.1 200 OK\r\nContent-Encoding: {c}\r\n\r\n").into_bytes()),
@@ -346,6 +434,7 @@ fuzz_target!(|data: &[u8]| {
             .map(|r| format!("YARA.{}", r.identifier()))
             .collect();
         match &whole {
+            Verdict::Infected { .. } if container.is_some() => {}
             Verdict::Infected { threat } if in_member || threat.starts_with("Heuristics.") => {}
             Verdict::Infected { threat } if &**threat == "Fuzz.Hash" => {
                 assert!(hashed, "hash reported for another object");

@@ -387,8 +387,24 @@ impl Inspector for EngineInspector {
         // The decoders' memory goes back to the budget whichever way this returns.
         let _decoders = self.decode_charge.take();
         if self.decode.is_active() {
-            let complete = self.decode.finish();
+            // What a decoder held back (an unfinished brotli piece) is decoded and scanned now;
+            // as in `feed`, the chain is moved out so that its sink can borrow the scanners.
+            let mut chain = std::mem::replace(&mut self.decode, DecodeChain::new(self.ctx.limits.decode));
+            let mut progress = Progress::More;
+            let complete = chain.finish(&mut |piece| match self.scan(piece) {
+                Progress::More => ControlFlow::Continue(()),
+                done => {
+                    progress = done;
+                    ControlFlow::Break(())
+                }
+            });
+            self.decode = chain;
             self.decode.end();
+            if let Progress::Done(v) = progress {
+                // A scanner reached its verdict on the last decoded bytes.
+                self.done = None;
+                return v;
+            }
             if let Err(fault) = complete {
                 // What was decoded is still judged: a signature found in it names the threat,
                 // and under `pass` a broken stream must not skip the end-of-object rules.

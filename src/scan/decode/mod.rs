@@ -187,6 +187,15 @@ impl Decoder {
         }
     }
 
+    /// At the end of the object: decodes input the decoder held back (brotli keeps an
+    /// unfinished piece; see [`brotli`]). The others hold none.
+    fn finish_input(&mut self, out: &mut [u8]) -> Step {
+        match self {
+            Decoder::Brotli(d) => d.finish_input(out),
+            _ => Step::default(),
+        }
+    }
+
     fn is_complete(&self) -> bool {
         match self {
             Decoder::Gzip(d) => d.is_complete(),
@@ -276,13 +285,22 @@ impl DecodeChain {
     /// the floor, and never more than `decoded_bytes_max` in all.
     pub fn feed(&mut self, input: &[u8], sink: Sink<'_>) -> Result<ControlFlow<()>, Fault> {
         let limits = self.limits;
-        push(&mut self.stages[..self.active], &limits, None, input, sink)
+        run_stages(&mut self.stages[..self.active], &limits, None, input, Feed::Input, sink)
     }
 
-    /// The body ended: every stage must have seen a complete stream (or none at all), and the
-    /// final totals must respect the ratio cap.
-    pub fn finish(&mut self) -> Result<(), Fault> {
+    /// The body ended: input a decoder held back is decoded (outermost stage first, its output
+    /// flowing through the inner ones to `sink`), then every stage must have seen a complete
+    /// stream (or none at all), and the final totals must respect the ratio cap.
+    pub fn finish(&mut self, sink: Sink<'_>) -> Result<ControlFlow<()>, Fault> {
+        let limits = self.limits;
         let raw = self.stages.first().map_or(0, |s| s.in_total);
+        for first in 0..self.active {
+            let stages = &mut self.stages[first..self.active];
+            let raw = (first > 0).then_some(raw);
+            if run_stages(stages, &limits, raw, &[], Feed::Finish, &mut *sink)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
         for stage in &self.stages[..self.active] {
             let complete = stage.in_total == 0 || stage.decoder.as_ref().is_some_and(Decoder::is_complete);
             if !complete && !self.partial {
@@ -290,7 +308,7 @@ impl DecodeChain {
             }
             check_ratio(&self.limits, stage.out_total, raw)?;
         }
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     }
 
     /// The object is over (finished or abandoned): release large decoder state.
@@ -319,13 +337,33 @@ fn check_ratio(limits: &DecodeLimits, out_total: u64, raw: u64) -> Result<(), Fa
     Ok(())
 }
 
+/// What `stages[0]` is given in [`run_stages`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// The next received (or decoded) bytes.
+    Input,
+    /// The end of the object: only what the decoder held back (`input` is empty).
+    Finish,
+}
+
 /// Runs `input` through `stages[0]`, pushing each decoded piece through the rest and finally
 /// to `sink`. `raw` is the received-byte count of the first stage (None: this is the first).
 fn push(
     stages: &mut [Stage],
     limits: &DecodeLimits,
     raw: Option<u64>,
+    input: &[u8],
+    sink: Sink<'_>,
+) -> Result<ControlFlow<()>, Fault> {
+    run_stages(stages, limits, raw, input, Feed::Input, sink)
+}
+
+fn run_stages(
+    stages: &mut [Stage],
+    limits: &DecodeLimits,
+    raw: Option<u64>,
     mut input: &[u8],
+    feed: Feed,
     sink: Sink<'_>,
 ) -> Result<ControlFlow<()>, Fault> {
     let Some((stage, rest)) = stages.split_first_mut() else { return Ok(sink(input)) };
@@ -335,7 +373,10 @@ fn push(
         // Output pieces end at multiples of the buffer size in the decoded stream, whatever the
         // input pieces were: that is where the ratio is checked.
         let space = (granule - stage.out_total % granule) as usize;
-        let step = decoder.decode(input, &mut stage.out[..space]);
+        let step = match feed {
+            Feed::Input => decoder.decode(input, &mut stage.out[..space]),
+            Feed::Finish => decoder.finish_input(&mut stage.out[..space]),
+        };
         input = &input[step.consumed..];
         stage.in_total += step.consumed as u64;
         let raw_now = raw.unwrap_or(stage.in_total);
