@@ -45,7 +45,14 @@ pub struct BrotliDecoder {
 impl BrotliDecoder {
     pub fn new() -> BrotliDecoder {
         let state = State::new_strict(StandardAlloc::default(), StandardAlloc::default(), StandardAlloc::default());
-        BrotliDecoder { state: Box::new(state), done: false, failed: None, held: Vec::with_capacity(PIECE_BYTES), fed: 0, wants_output: false }
+        BrotliDecoder {
+            state: Box::new(state),
+            done: false,
+            failed: None,
+            held: Vec::with_capacity(PIECE_BYTES),
+            fed: 0,
+            wants_output: false,
+        }
     }
 
     pub fn is_complete(&self) -> bool {

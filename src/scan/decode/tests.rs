@@ -543,4 +543,3 @@ fn the_readable_part_of_a_corrupt_stream_does_not_depend_on_the_cuts() {
         }
     }
 }
-

@@ -85,11 +85,12 @@ impl ZstdDecoder {
                 // that one has begun.
                 Ok(_) => {}
                 Err(code) => {
-                    let fault = if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge) {
-                        Fault::Window
-                    } else {
-                        Fault::Broken
-                    };
+                    let fault =
+                        if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge) {
+                            Fault::Window
+                        } else {
+                            Fault::Broken
+                        };
                     return Step { consumed, produced, fault: Some(fault) };
                 }
             }
