@@ -33,7 +33,7 @@
 //! end: only if they find nothing does the fault become the verdict.
 
 pub mod detect;
-mod formats;
+pub(crate) mod formats;
 pub mod tree;
 
 pub(crate) mod mime;
@@ -489,9 +489,10 @@ impl Level {
     fn read_central(&mut self, done: &[whole::ZipDone], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
         let limits = self.whole_limits(cx);
         let held_max = cx.tree.limits.buffer_bytes_max.saturating_sub(cx.tree.buffered);
+        let lzma_max = cx.tree.limits.lzma_memory_bytes_max;
         let hold = std::mem::take(&mut self.hold);
         let mut sink = WholeSink { child: &mut self.child, member: &mut self.member, cx, depth: depth + 1 };
-        let result = whole::extract_zip(&hold.bytes, hold.base, done, held_max, &limits, &mut sink);
+        let result = whole::extract_zip(&hold.bytes, hold.base, done, held_max, lzma_max, &limits, &mut sink);
         let result = result.map_err(Fault::from).map(|()| sink.stopped());
         cx.tree.buffered = cx.tree.buffered.saturating_sub(hold.bytes.len() as u64);
         self.hold = hold;

@@ -534,7 +534,7 @@ fn zip_raw(name: &str, method: u16, flags: u16, compressed: &[u8], data: &[u8]) 
 }
 
 /// zip method 14: version, properties length, the LZMA1 properties, then raw LZMA1.
-fn zip_lzma_entry(data: &[u8]) -> Vec<u8> {
+pub(super) fn zip_lzma_entry(data: &[u8]) -> Vec<u8> {
     let opts = liblzma::stream::LzmaOptions::new_preset(6).unwrap();
     let mut filters = liblzma::stream::Filters::new();
     filters.lzma1(&opts);

@@ -3,7 +3,7 @@
 //! encrypted entry among others; whole, at every split and byte by byte, with clean twins; and
 //! the limits (members not counted or scanned twice, the buffering limit).
 
-use super::tests::{check_splits, ctx_with, engine, infected, run, CLEAN, EICAR, FOUND};
+use super::tests::{check_splits, ctx_with, engine, infected, run, zip_lzma_entry, CLEAN, EICAR, FOUND};
 use crate::inspect::{Inspector, Verdict};
 use crate::limits::Limits;
 use crate::proto::testutil::for_each_split;
@@ -252,4 +252,42 @@ fn a_zip_read_from_its_central_directory_is_held_within_the_buffering_limit() {
     assert_eq!(run(&mut inspector, "f.zip", &fine, &[]).0, infected(FOUND));
     let fine = zip_cd(&[stored("big.txt", &big), stored("b.txt", CLEAN)]);
     assert_eq!(run(&mut inspector, "f.zip", &fine, &[]).0, Verdict::Clean);
+}
+
+/// LZMA (14) and zstd (93) entries after an encrypted one: the stream stops at the encrypted
+/// entry, and the central-directory reader decodes the next one itself (the crate, as built
+/// here, does not); a corrupt one is broken, not clean.
+#[test]
+fn lzma_and_zstd_entries_are_read_from_the_central_directory_too() {
+    let lzma = |data: &'static [u8]| Entry::new("x.com", 14, data, zip_lzma_entry(data));
+    let zstd = |data: &'static [u8]| Entry::new("x.com", 93, data, crate::scan::decode::tests::zstd(data));
+    let secret = || {
+        let mut e = stored("secret.bin", CLEAN);
+        e.flags = (1, 1);
+        e
+    };
+    // zstd keeps a 68-byte EICAR as a raw block, in the clear: the top-level object's own
+    // scanners may name it first, so only LZMA's find must come from the member.
+    let lzma: fn(&'static [u8]) -> Entry<'static> = lzma;
+    let zstd: fn(&'static [u8]) -> Entry<'static> = zstd;
+    for (make, found_in) in [(lzma, Some("m.zip/x.com")), (zstd, None)] {
+        let body = zip_cd(&[secret(), make(EICAR)]);
+        if found_in.is_some() {
+            check_splits("m.zip", &body, &infected(FOUND), found_in);
+        } else {
+            let mut inspector = engine();
+            for_each_split(body.len(), |cuts| assert_eq!(run(&mut inspector, "m.zip", &body, cuts).0, infected(FOUND)));
+        }
+        let body = zip_cd(&[secret(), make(CLEAN)]);
+        check_splits("m.zip", &body, &infected("Heuristics.Encrypted.Zip"), None);
+        let mut pass = EngineInspector::new(ctx_with(Limits::default(), OverLimit::Block, EncryptedPolicy::Pass));
+        assert_eq!(run(&mut pass, "m.zip", &body, &[]).0, Verdict::Clean);
+        // Corrupt data (the decoder fails, or the CRC-32 no longer holds) is broken.
+        let mut e = make(CLEAN);
+        let last = e.compressed.len() - 1;
+        e.compressed[last] ^= 0x55;
+        let body = zip_cd(&[secret(), e]);
+        let mut inspector = engine();
+        assert_eq!(run(&mut inspector, "m.zip", &body, &[]).0, infected("Heuristics.Broken.Zip"));
+    }
 }

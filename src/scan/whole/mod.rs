@@ -212,17 +212,19 @@ pub fn extract(kind: Kind, data: &[u8], limits: &Limits, sink: &mut dyn Sink) ->
 
 /// Reads a zip from its central directory into `sink`, within `limits`: `data` is the archive
 /// from offset `base` on, `done` (sorted) the entries already read from their local headers,
-/// `held_max` the most bytes a legacy decoder may keep (see [`zip_central`]).
+/// `held_max` the most bytes a legacy decoder may keep (see [`zip_central`]), `lzma_memory_max`
+/// the largest LZMA dictionary accepted.
 pub fn extract_zip(
     data: &[u8],
     base: u64,
     done: &[ZipDone],
     held_max: u64,
+    lzma_memory_max: u64,
     limits: &Limits,
     sink: &mut dyn Sink,
 ) -> Result<(), Fault> {
     let mut out = out::Out::new(sink, limits, base + data.len() as u64);
-    match zip_central::extract(data, base, done, held_max, &mut out) {
+    match zip_central::extract(data, base, done, held_max, lzma_memory_max, &mut out) {
         Ok(()) | Err(out::Stop::Break) => Ok(()),
         Err(out::Stop::Fault(f)) => Err(f),
     }

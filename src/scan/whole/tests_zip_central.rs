@@ -19,7 +19,7 @@ fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 fn read(data: &[u8], base: u64, done: &[ZipDone]) -> (Result<(), Fault>, Collect) {
     let mut c = Collect::default();
-    let r = extract_zip(&data[base as usize..], base, done, 1 << 20, &LOOSE, &mut c);
+    let r = extract_zip(&data[base as usize..], base, done, 1 << 20, crate::limits::LZMA_MEMORY_BYTES_MAX, &LOOSE, &mut c);
     (r, c)
 }
 

@@ -11,6 +11,10 @@
 //! leaves out `Heuristics.Unsupported.Zip.Method`, as in the streamed reader; both leave the
 //! other entries to be read, and decide the object at the end if nothing is found.
 //!
+//! LZMA (14) and zstd (93) entries, which this build of the crate does not decode, are read
+//! raw and decoded by the same decoders the streamed reader uses ([`Codec`]), so both readers
+//! accept the same methods; PPMd and the rest are unsupported in both.
+//!
 //! The legacy decoders (implode, shrink, reduce) keep what they have decoded of an entry, so an
 //! entry with such a method may produce at most `held_max` bytes (the caller's buffering room),
 //! past which it is `Heuristics.Limits.Exceeded.MaxBufferSize`.
@@ -23,6 +27,7 @@ use zip::{CompressionMethod, ZipArchive};
 
 use super::out::{broken, Out, Stop, PIECE_BYTES, R};
 use super::Fault;
+use crate::scan::unpack::formats::codec::Codec;
 
 const BROKEN: &str = "Heuristics.Broken.Zip";
 const UNSUPPORTED: &str = "Heuristics.Unsupported.Zip.Method";
@@ -78,27 +83,45 @@ impl Seek for Held<'_> {
     }
 }
 
-/// Whether this build decodes `method`, and whether its decoder keeps its output.
-fn method(m: CompressionMethod) -> Option<bool> {
+/// How an entry's data is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// By the crate; `true` when its decoder keeps what it decoded (the legacy ones).
+    Crate(bool),
+    /// Raw, through our LZMA1 decoder (zip's 9-byte header first).
+    Lzma,
+    /// Raw, through our zstd decoder.
+    Zstd,
+}
+
+/// How this build reads `method`; `None`: it does not.
+fn method(m: CompressionMethod) -> Option<Method> {
     match m {
-        CompressionMethod::Stored | CompressionMethod::Deflated | CompressionMethod::Deflate64 => Some(false),
-        CompressionMethod::Bzip2 => Some(false),
-        CompressionMethod::Shrink | CompressionMethod::Reduce(_) | CompressionMethod::Implode => Some(true),
+        CompressionMethod::Stored | CompressionMethod::Deflated | CompressionMethod::Deflate64 => {
+            Some(Method::Crate(false))
+        }
+        CompressionMethod::Bzip2 => Some(Method::Crate(false)),
+        CompressionMethod::Shrink | CompressionMethod::Reduce(_) | CompressionMethod::Implode => {
+            Some(Method::Crate(true))
+        }
+        m if m == CompressionMethod::LZMA => Some(Method::Lzma),
+        m if m == CompressionMethod::ZSTD => Some(Method::Zstd),
         _ => None,
     }
 }
 
 /// Reads every entry of the archive held in `bytes` (its bytes from `base` on) that is not in
 /// `done` (sorted by offset) into `out`.
-pub fn extract(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out) -> R {
+/// `lzma_memory_max` bounds an LZMA entry's dictionary, as in the streamed reader.
+pub fn extract(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, lzma_memory_max: u64, out: &mut Out) -> R {
     // The crate is not ours: a panic in it is a broken archive, not a dead shard.
-    match catch_unwind(AssertUnwindSafe(|| read(bytes, base, done, held_max, out))) {
+    match catch_unwind(AssertUnwindSafe(|| read(bytes, base, done, held_max, lzma_memory_max, out))) {
         Ok(r) => r,
         Err(_) => Err(broken(BROKEN)),
     }
 }
 
-fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out) -> R {
+fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, lzma_memory_max: u64, out: &mut Out) -> R {
     let held = Held { base, bytes, pos: base };
     let config = Config { archive_offset: ArchiveOffset::Known(0) };
     let mut archive = ZipArchive::with_config(config, held).map_err(|_| broken(BROKEN))?;
@@ -118,11 +141,29 @@ fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out)
             fault.get_or_insert(Fault::Encrypted(ENCRYPTED));
             continue;
         }
-        let Some(keeps) = method(entry.compression()) else {
+        let Some(how) = method(entry.compression()) else {
             fault.get_or_insert(Fault::Broken(UNSUPPORTED));
             continue;
         };
         let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let want = (entry.crc32(), entry.size());
+        drop(entry);
+        let keeps = match how {
+            Method::Crate(keeps) => keeps,
+            Method::Lzma | Method::Zstd => {
+                let mut raw = archive.by_index_raw(i).map_err(|_| broken(BROKEN))?;
+                match decode_raw(&mut raw, how, want, lzma_memory_max, &name, &mut buf, out) {
+                    // A method the decoder refuses (LZMA properties, a dictionary over the
+                    // bound) leaves the other entries to be read, as in the streamed reader.
+                    Err(Stop::Fault(Fault::Broken(UNSUPPORTED))) => {
+                        fault.get_or_insert(Fault::Broken(UNSUPPORTED));
+                        continue;
+                    }
+                    r => r?,
+                }
+                continue;
+            }
+        };
         let mut file = archive.by_index(i).map_err(|_| broken(BROKEN))?;
         out.start(&name)?;
         let mut made = 0u64;
@@ -140,6 +181,71 @@ fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, out: &mut Out)
         out.end()?;
     }
     fault.map_or(Ok(()), |f| Err(Stop::Fault(f)))
+}
+
+/// Decodes one LZMA or zstd entry's raw data (`raw`, its compressed bytes) into `out` as
+/// member `name`. Corrupt or truncated data, or data after the stream's end, is broken;
+/// properties the LZMA decoder refuses are [`UNSUPPORTED`], before the member starts.
+/// `want` is the CRC-32 and size the central directory gives for the decoded data.
+fn decode_raw(
+    raw: &mut impl Read,
+    how: Method,
+    want: (u32, u64),
+    lzma_memory_max: u64,
+    name: &str,
+    buf: &mut [u8],
+    out: &mut Out,
+) -> R {
+    let mut codec = if how == Method::Lzma {
+        // Version (2 bytes), the properties' length (2, always 5), the LZMA1 properties.
+        let mut head = [0u8; 9];
+        raw.read_exact(&mut head).map_err(|_| broken(BROKEN))?;
+        if u16::from_le_bytes([head[2], head[3]]) != 5 {
+            return Err(broken(BROKEN));
+        }
+        Codec::lzma1(&head[4..9], lzma_memory_max).ok_or(Stop::Fault(Fault::Broken(UNSUPPORTED)))?
+    } else {
+        Codec::zstd()
+    };
+    out.start(name)?;
+    let mut input = vec![0u8; PIECE_BYTES];
+    let mut ended = false;
+    let (mut crc, mut made) = (crc32fast::Hasher::new(), 0u64);
+    loop {
+        let n = raw.read(&mut input).map_err(|_| broken(BROKEN))?;
+        if n == 0 {
+            break;
+        }
+        let mut rest = &input[..n];
+        while !rest.is_empty() || !ended {
+            if ended {
+                // Bytes after the end of the stream belong to no member.
+                return Err(broken(BROKEN));
+            }
+            let step = codec.decode(rest, buf);
+            rest = &rest[step.consumed..];
+            if step.produced > 0 {
+                crc.update(&buf[..step.produced]);
+                made += step.produced as u64;
+                out.data(&buf[..step.produced])?;
+            }
+            if step.failed {
+                return Err(broken(BROKEN));
+            }
+            ended = step.ended;
+            if step.consumed == 0 && step.produced == 0 {
+                break;
+            }
+        }
+    }
+    // Raw LZMA without an end marker ends with its compressed size; zstd must end itself.
+    if !ended && how != Method::Lzma {
+        return Err(broken(BROKEN));
+    }
+    if crc.finalize() != want.0 || made != want.1 {
+        return Err(broken(BROKEN));
+    }
+    out.end()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! One streamed feeder per format family, chosen by [`feeder`] from the detected kind.
 
 mod binhex;
-mod codec;
+pub(crate) mod codec;
 mod cpio;
 mod stream;
 mod szdd;
