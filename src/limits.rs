@@ -61,6 +61,14 @@ pub const YARA_WHOLE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const YARA_OVERLAP_BYTES: usize = 16 * 1024;
 /// YARA block scanners a shard may build (each reserves virtual memory for a WASM instance).
 pub const YARA_BLOCK_SCANNERS_MAX: usize = 256;
+/// Matches yara-x records per pattern and object (its own default): each costs a few tens of
+/// bytes, so this bounds the memory one pattern can take on a pathological object (a file of
+/// zeros against a pattern of zeros). A pattern that reaches it drops later matches, which can
+/// change a rule that counts matches or tests their offsets (`#a`, `@a[i]`, `$a in (...)`);
+/// when that happens to such a rule the object goes through `policy.over_limit` as
+/// `Heuristics.Limits.Exceeded.MaxYaraMatches` (a rule that only asks whether `$a` occurs
+/// cannot change).
+pub const YARA_MATCHES_PER_PATTERN_MAX: usize = 1_000_000;
 /// Partial multi-segment matches held per object, by the `.ndb` matcher and, separately, by the
 /// `.ldb` subsignature matcher (one per signature segment seen whose signature is not complete
 /// yet). None is ever evicted to make room, since evicting lets an
@@ -226,6 +234,7 @@ pub struct Limits {
     pub yara_whole_bytes_max: usize,
     pub yara_overlap_bytes: usize,
     pub yara_block_scanners_max: usize,
+    pub yara_matches_per_pattern_max: usize,
     pub body_partials_max: usize,
     pub body_partial_ends_max: usize,
     pub threat_labels_max: usize,
@@ -288,6 +297,7 @@ impl Default for Limits {
             yara_whole_bytes_max: YARA_WHOLE_BYTES_MAX,
             yara_overlap_bytes: YARA_OVERLAP_BYTES,
             yara_block_scanners_max: YARA_BLOCK_SCANNERS_MAX,
+            yara_matches_per_pattern_max: YARA_MATCHES_PER_PATTERN_MAX,
             body_partials_max: BODY_PARTIALS_MAX,
             body_partial_ends_max: BODY_PARTIAL_ENDS_MAX,
             threat_labels_max: THREAT_LABELS_MAX,
@@ -345,6 +355,7 @@ impl Limits {
             yara_whole_bytes_max: self.yara_whole_bytes_max,
             yara_overlap_bytes: self.yara_overlap_bytes,
             yara_block_scanners_max: self.yara_block_scanners_max,
+            yara_matches_per_pattern_max: self.yara_matches_per_pattern_max,
             body_partials_max: self.body_partials_max,
             body_partial_ends_max: self.body_partial_ends_max,
             preview_bytes: self.preview_bytes_max,
@@ -411,6 +422,9 @@ impl Limits {
         }
         if self.icap_header_count_max > u16::MAX as usize {
             return Err("icap_header_count_max must be at most 65535".into());
+        }
+        if self.yara_matches_per_pattern_max == 0 {
+            return Err("yara_matches_per_pattern_max must be greater than 0".into());
         }
         if self.yara_overlap_bytes == 0 || self.yara_overlap_bytes > 64 * 1024 {
             return Err("yara_overlap_bytes must be between 1 and 65536".into());

@@ -57,12 +57,13 @@ impl ScanCtx {
         budget: Rc<ShardBudget>,
         spool_dir: Option<std::path::PathBuf>,
     ) -> Rc<ScanCtx> {
-        Rc::new(ScanCtx { current: RefCell::new(ShardGen::new(gen)), limits, policy, budget, spool_dir })
+        let current = RefCell::new(ShardGen::new(gen, limits.yara_matches_per_pattern_max));
+        Rc::new(ScanCtx { current, limits, policy, budget, spool_dir })
     }
 
     /// Switches to a new generation; objects in flight keep the one they started with.
     pub fn install(&self, gen: Arc<Generation>) {
-        *self.current.borrow_mut() = ShardGen::new(gen);
+        *self.current.borrow_mut() = ShardGen::new(gen, self.limits.yara_matches_per_pattern_max);
     }
 
     pub fn current(&self) -> Rc<ShardGen> {
@@ -476,9 +477,13 @@ impl EngineInspector {
         // An allowlist hash may still clear the object: then the end decides.
         let allow_open = self.unpack.allow_open();
         match self.sg.scan_preview_rules(&self.preview, self.time_left()) {
-            Ok(Some(_)) if allow_open => return None,
-            Ok(Some(name)) => return Some(Verdict::Infected { threat: name.into() }),
-            Ok(None) => {}
+            Ok(found) if found.rule.is_some() && allow_open => return None,
+            Ok(found) if found.rule.is_some() => {
+                return Some(Verdict::Infected { threat: found.rule.unwrap_or_default().into() })
+            }
+            // A rule whose outcome the cap on matches left unknown: the body decides.
+            Ok(found) if found.saturated => return None,
+            Ok(_) => {}
             Err(_) => return Some(self.over_limit(policy::THREAT_TIME)),
         }
         // `strict` never answers a clean preview early: the whole object is judged.

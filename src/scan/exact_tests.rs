@@ -379,3 +379,42 @@ fn only_monotone_rules_answer_at_preview_time() {
         assert_eq!(preview_verdict(&mut inspector, &txn, &marked, cuts), Some(infected("YARA.Any")), "cuts {cuts:?}");
     });
 }
+
+// Issue 12: yara-x keeps at most `yara_matches_per_pattern_max` matches per pattern. A rule that
+// counts matches or tests offsets can change at the cap, so reaching it there is a named limit
+// through `over_limit`; a rule that only asks whether a string occurs cannot, and still names
+// the threat.
+#[test]
+fn the_cap_on_yara_matches_is_a_named_limit_for_rules_that_count() {
+    let rules = "rule Counted { strings: $a = \"ab\" condition: #a > 20 }\n\
+                 rule Plain { strings: $b = \"xy\" condition: $b }\n\
+                 rule Sized { strings: $c = \"cd\" condition: filesize > 10 and #c > 20 }\n\
+                 rule Few { strings: $d = \"ef\" condition: #d > 3 }\n";
+    let capped = Limits { yara_matches_per_pattern_max: 8, ..Limits::default() };
+    let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+    let many = |s: &str| s.repeat(30).into_bytes();
+    for policy in [block(), pass()] {
+        let (_f, ctx) = yara_ctx("cap", rules, capped, policy.clone());
+        assert!(ctx.current().gen.yara.saturable.contains("Counted"));
+        assert!(!ctx.current().gen.yara.saturable.contains("Plain"));
+        let mut inspector = EngineInspector::new(ctx);
+        let limited = if policy.over_limit == OverLimit::Block {
+            infected(super::policy::THREAT_YARA_MATCHES)
+        } else {
+            Verdict::Clean
+        };
+        // A streamed rule and a whole-object rule, each past the cap.
+        for body in [many("ab "), many("cd ")] {
+            assert_eq!(every_way(&mut inspector, &txn, &body), (limited.clone(), Some(super::policy::THREAT_YARA_MATCHES)));
+        }
+        // A rule that only needs one match is unaffected, and names the threat.
+        assert_eq!(every_way(&mut inspector, &txn, &many("xy ")), (infected("YARA.Plain"), None));
+        // Below the cap nothing changes.
+        assert_eq!(every_way(&mut inspector, &txn, b"ef ef ef ef ef ......"), (infected("YARA.Few"), None));
+    }
+    // With the default cap the counting rules decide as written.
+    let (_f, ctx) = yara_ctx("nocap", rules, Limits::default(), block());
+    let mut inspector = EngineInspector::new(ctx);
+    assert_eq!(every_way(&mut inspector, &txn, &many("ab ")), (infected("YARA.Counted"), None));
+    assert_eq!(every_way(&mut inspector, &txn, &many("cd ")), (infected("YARA.Sized"), None));
+}

@@ -42,6 +42,8 @@ pub struct ScanLimits {
     pub yara_whole_bytes_max: usize,
     pub yara_overlap_bytes: usize,
     pub yara_block_scanners_max: usize,
+    /// See [`crate::limits::YARA_MATCHES_PER_PATTERN_MAX`].
+    pub yara_matches_per_pattern_max: usize,
     pub body_partials_max: usize,
     pub body_partial_ends_max: usize,
     /// The preview size the server advertises: how many leading bytes the engine keeps for

@@ -159,6 +159,16 @@ impl ObjectScan {
         self.whole.clear();
     }
 
+    /// A YARA evaluation's threat, if any. A cap on matches that left some rule's outcome
+    /// unknown is a scanner limit like the others met at the end: a threat found elsewhere
+    /// still names the object, otherwise the over-limit policy decides.
+    fn yara_found(&mut self, found: super::shard_gen::YaraFound) -> Option<Hit> {
+        if found.saturated {
+            self.skipped.get_or_insert(policy::THREAT_YARA_MATCHES);
+        }
+        found.rule.map(|name| Hit::Threat(name.into()))
+    }
+
     /// Bytes of the current object scanned so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -344,9 +354,12 @@ impl ObjectScan {
             if self.feeder.scanned_any() {
                 lent.mark_used();
             }
-            match flushed.and_then(|()| lent.finish()) {
-                Ok(Some(name)) => return Some(Hit::Threat(name.into())),
-                Ok(None) => {}
+            match flushed.and_then(|()| lent.finish(self.bytes)) {
+                Ok(found) => {
+                    if let Some(hit) = self.yara_found(found) {
+                        return Some(hit);
+                    }
+                }
                 Err(_) => return Some(timeout),
             }
         } else if self.whole_fits && gen.yara.stream.is_some() {
@@ -355,8 +368,11 @@ impl ObjectScan {
                 Err(_) => return Some(Hit::Limit(policy::THREAT_YARA_WHOLE)),
             };
             match result {
-                Ok(Some(name)) => return Some(Hit::Threat(name.into())),
-                Ok(None) => {}
+                Ok(found) => {
+                    if let Some(hit) = self.yara_found(found) {
+                        return Some(hit);
+                    }
+                }
                 Err(_) => return Some(timeout),
             }
         }
@@ -366,8 +382,11 @@ impl ObjectScan {
                 Err(_) => return Some(Hit::Limit(policy::THREAT_YARA_WHOLE)),
             };
             match result {
-                Ok(Some(name)) => return Some(Hit::Threat(name.into())),
-                Ok(None) => {}
+                Ok(found) => {
+                    if let Some(hit) = self.yara_found(found) {
+                        return Some(hit);
+                    }
+                }
                 Err(_) => return Some(timeout),
             }
         }

@@ -25,6 +25,9 @@ pub const THREAT_PARTIALS: &str = "Heuristics.Limits.Exceeded.MaxPartialMatches"
 /// Every YARA block scanner of the shard was lent to other objects for as long as this object
 /// fitted in its whole-object copy, so the streaming YARA rules could not see it all.
 pub const THREAT_YARA_SCANNERS: &str = "Heuristics.Limits.Exceeded.MaxYaraScanners";
+/// A YARA pattern reached `yara_matches_per_pattern_max` in a rule whose condition counts its
+/// matches or tests their offsets, so that rule's outcome is not known.
+pub const THREAT_YARA_MATCHES: &str = "Heuristics.Limits.Exceeded.MaxYaraMatches";
 /// The object could not be kept whole for the whole-object YARA rules (modules, `filesize`,
 /// unbounded strings): past `yara_whole_bytes_max` with the spool off, or the spool failed.
 pub const THREAT_YARA_WHOLE: &str = "Heuristics.Limits.Exceeded.MaxYaraWholeSize";

@@ -19,6 +19,12 @@
 //!   scanners past the cap instead would make the cap meaningless, and blocking the object at
 //!   `begin` would refuse objects that a moment later could be scanned.
 //!
+//! Every scanner records at most `yara_matches_per_pattern_max` matches per pattern. Only an
+//! object at least that long can reach it, so only then are the results checked: when a rule
+//! whose condition counts matches or tests their offsets has a pattern at the cap, that rule's
+//! outcome is not known, and the scan reports it ([`YaraFound::saturated`]) for the caller's
+//! over-limit policy; a matching rule that does not depend on the cap still names the threat.
+//!
 //! The scanners' borrow of the rules is extended to `'static` because the rules live in the
 //! `Arc<Generation>` held by the same [`ShardGen`]; every scanner is dropped before that `Arc`
 //! (field order here, and [`LentBlock`] holds an `Rc<ShardGen>` that outlives its scanner).
@@ -55,11 +61,23 @@ pub struct ShardGen {
     // Declared before `gen` so that every scanner is dropped before the rules it borrows.
     pool: RefCell<Pool>,
     pub gen: Arc<Generation>,
+    /// `yara_matches_per_pattern_max`, set on every scanner.
+    matches_max: usize,
+}
+
+/// What one YARA evaluation found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct YaraFound {
+    /// The first matching rule (`YARA.<name>`) whose outcome is known.
+    pub rule: Option<String>,
+    /// A rule that counts matches or tests offsets had a pattern at the cap on matches: its
+    /// outcome is not known (`Heuristics.Limits.Exceeded.MaxYaraMatches`).
+    pub saturated: bool,
 }
 
 impl ShardGen {
-    pub fn new(gen: Arc<Generation>) -> Rc<ShardGen> {
-        Rc::new(ShardGen { pool: RefCell::new(Pool::default()), gen })
+    pub fn new(gen: Arc<Generation>, matches_max: usize) -> Rc<ShardGen> {
+        Rc::new(ShardGen { pool: RefCell::new(Pool::default()), gen, matches_max: matches_max.max(1) })
     }
 
     fn rules_static(rules: &yara_x::Rules) -> &'static yara_x::Rules {
@@ -76,7 +94,9 @@ impl ShardGen {
             Some(s) => s,
             None if pool.created < max => {
                 pool.created += 1;
-                yara_x::blocks::Scanner::new(Self::rules_static(rules))
+                let mut s = yara_x::blocks::Scanner::new(Self::rules_static(rules));
+                s.max_matches_per_pattern(self.matches_max);
+                s
             }
             None => return None,
         };
@@ -85,20 +105,20 @@ impl ShardGen {
 
     /// Runs the monotone streaming rules over a preview: a rule that holds on it holds on the
     /// whole object, so it may answer now. The first matching rule's name.
-    pub fn scan_preview_rules(&self, data: &[u8], time_left: Duration) -> Result<Option<String>, yara_x::ScanError> {
+    pub fn scan_preview_rules(&self, data: &[u8], time_left: Duration) -> Result<YaraFound, yara_x::ScanError> {
         self.scan_whole_buffer(self.gen.yara.preview.as_ref(), |pool| &mut pool.preview, data, time_left)
     }
 
     /// Runs the streaming rules over one contiguous buffer (the whole object, when no block
     /// scanner was free); the first matching rule's name.
-    pub fn scan_stream_rules(&self, data: &[u8], time_left: Duration) -> Result<Option<String>, yara_x::ScanError> {
+    pub fn scan_stream_rules(&self, data: &[u8], time_left: Duration) -> Result<YaraFound, yara_x::ScanError> {
         self.scan_whole_buffer(self.gen.yara.stream.as_ref(), |pool| &mut pool.stream_whole, data, time_left)
     }
 
     /// Runs the whole-object rules over the complete object: the set with the rules that need
     /// `MZ` at the start only on an object that starts with it (on any other they are false;
     /// see [`crate::signatures::yara`]).
-    pub fn scan_whole_rules(&self, data: &[u8], time_left: Duration) -> Result<Option<String>, yara_x::ScanError> {
+    pub fn scan_whole_rules(&self, data: &[u8], time_left: Duration) -> Result<YaraFound, yara_x::ScanError> {
         let set = &self.gen.yara;
         if set.whole_mz.is_some() && data.starts_with(b"MZ") {
             self.scan_whole_buffer(set.whole_mz.as_ref(), |pool| &mut pool.whole_mz, data, time_left)
@@ -114,19 +134,36 @@ impl ShardGen {
         slot: impl FnOnce(&mut Pool) -> &mut Option<WholeScanner>,
         data: &[u8],
         time_left: Duration,
-    ) -> Result<Option<String>, yara_x::ScanError> {
-        let Some(rules) = rules else { return Ok(None) };
+    ) -> Result<YaraFound, yara_x::ScanError> {
+        let Some(rules) = rules else { return Ok(YaraFound::default()) };
         let mut pool = self.pool.borrow_mut();
-        let scanner = slot(&mut pool).get_or_insert_with(|| yara_x::Scanner::new(Self::rules_static(rules)));
+        let scanner = slot(&mut pool).get_or_insert_with(|| {
+            let mut s = yara_x::Scanner::new(Self::rules_static(rules));
+            s.max_matches_per_pattern(self.matches_max);
+            s
+        });
         scanner.set_timeout(time_left.max(Duration::from_millis(1)));
-        first_match(scanner.scan(data)?.matching_rules())
+        let results = scanner.scan(data)?;
+        Ok(self.found(&results, data.len() as u64))
     }
-}
 
-fn first_match<'a, 'r: 'a>(
-    mut rules: impl Iterator<Item = yara_x::Rule<'a, 'r>>,
-) -> Result<Option<String>, yara_x::ScanError> {
-    Ok(rules.next().map(|r| format!("YARA.{}", r.identifier())))
+    /// The first matching rule, and whether the cap on matches made some rule's outcome
+    /// unknown (checked only on an object long enough to reach it, private rules included).
+    fn found(&self, results: &yara_x::ScanResults<'_, '_>, len: u64) -> YaraFound {
+        let saturable = &self.gen.yara.saturable;
+        let at_cap = |r: &yara_x::Rule<'_, '_>| {
+            saturable.contains(r.identifier()) && r.patterns().any(|p| p.matches().len() >= self.matches_max)
+        };
+        let saturated = len >= self.matches_max as u64
+            && !saturable.is_empty()
+            && (results.matching_rules().include_private(true).any(|r| at_cap(&r))
+                || results.non_matching_rules().include_private(true).any(|r| at_cap(&r)));
+        let rule = results
+            .matching_rules()
+            .find(|r| !saturated || !saturable.contains(r.identifier()))
+            .map(|r| format!("YARA.{}", r.identifier()));
+        YaraFound { rule, saturated }
+    }
 }
 
 /// A block scanner on loan to one object; goes back to its pool when dropped.
@@ -147,21 +184,24 @@ impl LentBlock {
         self.scanner.as_mut().expect("present until drop")
     }
 
-    /// Evaluates the rules over everything fed; the first matching rule's name. The scanner is
-    /// reset for its next object.
     /// Records that a block was scanned. yara-x panics when asked to finish an object of
     /// which it scanned nothing, so an unused scanner is neither finished nor reset.
     pub fn mark_used(&mut self) {
         self.used = true;
     }
 
-    pub fn finish(&mut self) -> Result<Option<String>, yara_x::ScanError> {
+    /// Evaluates the rules over everything fed (`len` bytes of object); the first matching
+    /// rule's name, and whether the cap on matches made a rule's outcome unknown. The scanner
+    /// is reset for its next object.
+    pub fn finish(&mut self, len: u64) -> Result<YaraFound, yara_x::ScanError> {
         if !self.used {
             // Nothing was scanned: no pattern can have matched.
-            return Ok(None);
+            return Ok(YaraFound::default());
         }
         self.finished = true;
-        first_match(self.scanner().finish()?.matching_rules())
+        let scanner = self.scanner.as_mut().expect("present until drop");
+        let results = scanner.finish()?;
+        Ok(self.owner.found(&results, len))
     }
 }
 

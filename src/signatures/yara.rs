@@ -64,6 +64,9 @@ pub struct YaraSet {
     pub whole_mz_rules: usize,
     /// Bytes consecutive blocks must share: the longest match of any streaming rule.
     pub overlap: usize,
+    /// The rules whose outcome a cap on the matches per pattern could change (they count
+    /// matches or test offsets; [`super::yara_rules::RuleFacts::match_details`]), by name.
+    pub saturable: std::collections::HashSet<String>,
 }
 
 impl YaraSet {
@@ -83,6 +86,7 @@ impl YaraSet {
             preview_rules: 0,
             whole_rules: 0,
             whole_mz_rules: 0,
+            saturable: Default::default(),
             overlap: 1,
         }
     }
@@ -167,6 +171,7 @@ pub fn compile_with(
         whole_rules: whole_mz.as_ref().or(whole.as_ref()).map_or(0, |s| s.1),
         whole_mz_rules: whole_mz.as_ref().map_or(0, |s| s.1 - whole.as_ref().map_or(0, |w| w.1)),
         overlap: plan.overlap.max(1),
+        saturable: facts.iter().flat_map(|f| &f.rules).filter(|r| r.match_details).map(|r| r.name.clone()).collect(),
         stream: stream.map(|s| s.0),
         preview: preview.map(|s| s.0),
         whole: whole.map(|s| s.0),

@@ -46,6 +46,11 @@ pub struct RuleFacts {
     /// rule is false on every object that does not start with them, so it need not be
     /// evaluated there (see [`crate::signatures::yara`]).
     pub required_start: Option<Vec<u8>>,
+    /// The condition counts a pattern's matches or looks at their offsets or lengths (`#a`,
+    /// `@a[i]`, `!a[i]`, `$a at`, `$a in`, `any of them in`): capping the matches yara-x
+    /// records per pattern could change its outcome (see
+    /// [`crate::limits::YARA_MATCHES_PER_PATTERN_MAX`]).
+    pub match_details: bool,
 }
 
 /// One rule file, analysed.
@@ -111,7 +116,7 @@ fn rule_facts(rule: &ast::Rule, text: Range<usize>, modules: &HashSet<&str>, spa
     if span > span_max {
         whole.get_or_insert("a string longer than yara_overlap_bytes");
     }
-    let mut walk = Walk { modules, refs: Vec::new(), whole: None };
+    let mut walk = Walk { modules, refs: Vec::new(), whole: None, match_details: false };
     walk.expr(&rule.condition);
     if let Some(why) = walk.whole {
         whole.get_or_insert(why);
@@ -126,6 +131,7 @@ fn rule_facts(rule: &ast::Rule, text: Range<usize>, modules: &HashSet<&str>, spa
         monotone: ctx.mono(&rule.condition),
         refs: walk.refs,
         required_start: required_start(&rule.condition),
+        match_details: walk.match_details,
     }
 }
 
@@ -230,6 +236,8 @@ struct Walk<'a> {
     modules: &'a HashSet<&'a str>,
     refs: Vec<String>,
     whole: Option<&'static str>,
+    /// See [`RuleFacts::match_details`].
+    match_details: bool,
 }
 
 impl Walk<'_> {
@@ -254,18 +262,24 @@ impl Walk<'_> {
                     self.refs.push(id.name.to_string());
                 }
             }
-            Expr::PatternMatch(pm) => self.anchor(pm.anchor.as_ref()),
+            Expr::PatternMatch(pm) => {
+                self.match_details |= pm.anchor.is_some();
+                self.anchor(pm.anchor.as_ref())
+            }
             Expr::PatternCount(c) => {
+                self.match_details = true;
                 if let Some(r) = &c.range {
                     self.range(r);
                 }
             }
             Expr::PatternOffset(o) | Expr::PatternLength(o) => {
+                self.match_details = true;
                 if let Some(i) = &o.index {
                     self.expr(i);
                 }
             }
             Expr::Of(of) => {
+                self.match_details |= of.anchor.is_some();
                 self.quantifier(&of.quantifier);
                 if let OfItems::BoolExprTuple(items) = &of.items {
                     items.iter().for_each(|i| self.expr(i));
@@ -496,6 +510,29 @@ mod tests {
         assert_eq!(span(&format!("{{ {long} }}")).span, 3000);
         let facts = analyse(&format!("rule a {{ strings: $a = {{ {long} }} condition: $a }}"), 2048).unwrap();
         assert!(facts.rules[0].whole.is_some(), "longer than the largest overlap");
+    }
+
+    #[test]
+    fn conditions_that_count_or_locate_matches() {
+        let d = |cond: &str| {
+            one(&format!("rule a {{ strings: $a = \"abc\" $b = \"def\" condition: {cond} }}")).match_details
+        };
+        for yes in [
+            "#a > 2",
+            "$a at 100",
+            "$a in (0..100)",
+            "@a[1] == 10",
+            "!a[1] == 3",
+            "any of them in (0..10)",
+            "for any of them : (@ > 10)",
+            "for all i in (1..#a) : (@a[i] > 5)",
+            "$b and #a == 1",
+        ] {
+            assert!(d(yes), "{yes}");
+        }
+        for no in ["$a", "$a and not $b", "any of them", "2 of ($a, $b)", "all of them", "none of them"] {
+            assert!(!d(no), "{no}");
+        }
     }
 
     #[test]
