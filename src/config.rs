@@ -493,7 +493,9 @@ fn apply_limits(f: FileLimits) -> Result<Limits, String> {
         scrape_request_bytes_max: f.scrape_request_bytes_max.unwrap_or(d.scrape_request_bytes_max),
         scrape_deadline: ms(f.scrape_deadline_ms, d.scrape_deadline),
         idle_evict_after: ms(f.idle_evict_after_ms, d.idle_evict_after),
-        balance_accept_slack_connections: f.balance_accept_slack_connections.unwrap_or(d.balance_accept_slack_connections),
+        balance_accept_slack_connections: f
+            .balance_accept_slack_connections
+            .unwrap_or(d.balance_accept_slack_connections),
         balance_move_margin_permille: f.balance_move_margin_permille.unwrap_or(d.balance_move_margin_permille),
         balance_move_cooldown: ms(f.balance_move_cooldown_ms, d.balance_move_cooldown),
         balance_window: ms(f.balance_window_ms, d.balance_window),

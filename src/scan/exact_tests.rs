@@ -405,7 +405,10 @@ fn the_cap_on_yara_matches_is_a_named_limit_for_rules_that_count() {
         };
         // A streamed rule and a whole-object rule, each past the cap.
         for body in [many("ab "), many("cd ")] {
-            assert_eq!(every_way(&mut inspector, &txn, &body), (limited.clone(), Some(super::policy::THREAT_YARA_MATCHES)));
+            assert_eq!(
+                every_way(&mut inspector, &txn, &body),
+                (limited.clone(), Some(super::policy::THREAT_YARA_MATCHES))
+            );
         }
         // A rule that only needs one match is unaffected, and names the threat.
         assert_eq!(every_way(&mut inspector, &txn, &many("xy ")), (infected("YARA.Plain"), None));
