@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
         let done = [ZipDone { offset: 0, crc: 0, csize: 0 }];
         for break_at in [0u32, 1] {
             let mut sink = Check { open: false, members: 0, member_bytes: 0, total: 0, break_at, broke: false };
-            let r = extract_zip(&payload[base..], base as u64, &done, 1 << 20, &LIMITS, &mut sink);
+            let r = extract_zip(&payload[base..], base as u64, &done, 1 << 20, icapd::limits::LZMA_MEMORY_BYTES_MAX, &LIMITS, &mut sink);
             assert!(sink.total <= LIMITS.ratio_max * (payload.len() as u64).max(1), "ratio_max passed");
             if sink.broke {
                 assert!(r.is_ok(), "Break must end with Ok, got {r:?}");
