@@ -108,24 +108,17 @@ fn decode(c: &mut Criterion) {
                 chain.begin(&[coding], false);
                 let mut len = 0usize;
                 let mut sum = crc32fast::Hasher::new();
+                let mut take = |out: &[u8]| {
+                    len += out.len();
+                    sum.update(out);
+                    ControlFlow::Continue(())
+                };
                 for piece in encoded.chunks(PIECE_BYTES) {
-                    let flow = chain
-                        .feed(black_box(piece), &mut |out| {
-                            len += out.len();
-                            sum.update(out);
-                            ControlFlow::Continue(())
-                        })
-                        .expect("decodes");
+                    let flow = chain.feed(black_box(piece), &mut take).expect("decodes");
                     assert!(flow.is_continue());
                 }
                 // What a decoder held back (brotli's unfinished piece) comes out at the end.
-                let flow = chain
-                    .finish(&mut |out| {
-                        len += out.len();
-                        sum.update(out);
-                        ControlFlow::Continue(())
-                    })
-                    .expect("complete");
+                let flow = chain.finish(&mut take).expect("complete");
                 assert!(flow.is_continue());
                 chain.end();
                 assert_eq!((len, sum.finalize()), (data.len(), want), "{name} decoded the page exactly");

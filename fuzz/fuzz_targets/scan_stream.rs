@@ -299,28 +299,6 @@ fn stored_zip(name: &[u8], data: &[u8]) -> Vec<u8> {
     z
 }
 
-/// A ustar archive with `data` as its only regular file.
-fn tar(name: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    // The checksum is taken with its own field as spaces.
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut t = h.to_vec();
-    t.extend_from_slice(data);
-    t.resize(t.len().div_ceil(512) * 512 + 1024, 0);
-    t
-}
-
 fn brotli(data: &[u8]) -> Vec<u8> {
     let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
     e.write_all(data).expect("writing to memory");
@@ -387,7 +365,7 @@ fuzz_target!(|data: &[u8]| {
                 body.drain(..3);
                 match kind {
                     Container::Zip => stored_zip(b"member.bin", &body),
-                    Container::TarGz => gzip(&tar(b"member.bin", &body)),
+                    Container::TarGz => gzip(&icapd_fuzz::ustar(b"member.bin", &body)),
                 }
             }
             None => body.clone(),

@@ -56,18 +56,7 @@ fn wrap(kind: u8, payload: &[u8]) -> Vec<u8> {
             z.extend_from_slice(b"PK\x05\x06");
             z
         }
-        2 => {
-            let mut t = vec![0u8; 512];
-            t[..4].copy_from_slice(b"file");
-            t[124..135].copy_from_slice(format!("{:011o}", payload.len()).as_bytes());
-            t[257..263].copy_from_slice(b"ustar\0");
-            t[148..156].fill(b' ');
-            let sum: u32 = t.iter().map(|&b| u32::from(b)).sum();
-            t[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-            t.extend_from_slice(payload);
-            t.resize(t.len().div_ceil(512) * 512 + 1024, 0);
-            t
-        }
+        2 => icapd_fuzz::ustar(b"file", payload),
         3 => [b"From: a@b\r\nTo: c@d\r\nContent-Transfer-Encoding: base64\r\n\r\n", payload].concat(),
         4 => [b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n", payload, b"\r\n--b--\r\n"].concat(),
         5 => [b"begin 644 f\n", payload].concat(),

@@ -17,6 +17,23 @@
 
 pub mod icap;
 
+/// A ustar archive whose only entry is `data`, named `name` (at most 100 bytes): the header
+/// fields a reader needs (name, size, checksum, magic), the data padded to a block, and the
+/// two empty blocks that end an archive.
+pub fn ustar(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut t = vec![0u8; 512];
+    t[..name.len()].copy_from_slice(name);
+    t[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    t[257..263].copy_from_slice(b"ustar\0");
+    // The checksum is taken with its own field as spaces.
+    t[148..156].fill(b' ');
+    let sum: u32 = t.iter().map(|&b| u32::from(b)).sum();
+    t[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    t.extend_from_slice(data);
+    t.resize(t.len().div_ceil(512) * 512 + 1024, 0);
+    t
+}
+
 /// Most split bytes read from an input.
 pub const SPLIT_BYTES_MAX: usize = 32;
 

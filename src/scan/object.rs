@@ -159,10 +159,12 @@ impl ObjectScan {
         self.whole.clear();
     }
 
-    /// A YARA evaluation's threat, if any. A cap on matches that left some rule's outcome
-    /// unknown is a scanner limit like the others met at the end: a threat found elsewhere
-    /// still names the object, otherwise the over-limit policy decides.
-    fn yara_found(&mut self, found: super::shard_gen::YaraFound) -> Option<Hit> {
+    /// What a YARA evaluation decides, if anything: its threat, or `MaxScanTime` when it ran
+    /// out of time. A cap on matches that left some rule's outcome unknown is a scanner limit
+    /// like the others met at the end: a threat found elsewhere still names the object,
+    /// otherwise the over-limit policy decides.
+    fn yara_found(&mut self, result: Result<super::shard_gen::YaraFound, yara_x::ScanError>) -> Option<Hit> {
+        let Ok(found) = result else { return Some(Hit::Limit(policy::THREAT_TIME)) };
         if found.saturated {
             self.skipped.get_or_insert(policy::THREAT_YARA_MATCHES);
         }
@@ -348,32 +350,21 @@ impl ObjectScan {
             self.yara = None;
             return Some(Hit::Threat(gen.ldb.name(sig).into()));
         }
-        let timeout = Hit::Limit(policy::THREAT_TIME);
         if let Some(mut lent) = self.yara.take() {
             let flushed = self.feeder.finish(lent.scanner());
             if self.feeder.scanned_any() {
                 lent.mark_used();
             }
-            match flushed.and_then(|()| lent.finish(self.bytes)) {
-                Ok(found) => {
-                    if let Some(hit) = self.yara_found(found) {
-                        return Some(hit);
-                    }
-                }
-                Err(_) => return Some(timeout),
+            if let Some(hit) = self.yara_found(flushed.and_then(|()| lent.finish(self.bytes))) {
+                return Some(hit);
             }
         } else if self.whole_fits && gen.yara.stream.is_some() {
             let result = match self.whole.contents() {
                 Ok(whole) => sg.scan_stream_rules(whole, time_left),
                 Err(_) => return Some(Hit::Limit(policy::THREAT_YARA_WHOLE)),
             };
-            match result {
-                Ok(found) => {
-                    if let Some(hit) = self.yara_found(found) {
-                        return Some(hit);
-                    }
-                }
-                Err(_) => return Some(timeout),
+            if let Some(hit) = self.yara_found(result) {
+                return Some(hit);
             }
         }
         if self.whole_fits && gen.yara.has_whole() {
@@ -381,13 +372,8 @@ impl ObjectScan {
                 Ok(whole) => sg.scan_whole_rules(whole, time_left),
                 Err(_) => return Some(Hit::Limit(policy::THREAT_YARA_WHOLE)),
             };
-            match result {
-                Ok(found) => {
-                    if let Some(hit) = self.yara_found(found) {
-                        return Some(hit);
-                    }
-                }
-                Err(_) => return Some(timeout),
+            if let Some(hit) = self.yara_found(result) {
+                return Some(hit);
             }
         }
         if self.body.overflowed() {

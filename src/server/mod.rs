@@ -22,7 +22,6 @@ mod shard;
 pub mod tls;
 mod transport;
 
-use accepted::accepted_peer;
 use crate::config::Config;
 use crate::inspect::InspectorKind;
 use crate::obs::snapshot::{ShardSnapshot, SignatureInfo};

@@ -376,14 +376,8 @@ pub async fn run(args: ShardArgs) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                // Before any work: an address outside allow_clients is closed unanswered, as
-                // c-icap does (an ICAP status would tell a scanner it found a server).
-                let Some(peer) = super::accepted_peer(&stream) else { continue };
-                if !ctx.allow.allows(peer.ip()) {
-                    ctx.metrics.borrow_mut().connections_denied += 1;
-                    drop(stream.bind_to_executor());
-                    continue;
-                }
+                // Before any work: a gone peer or an address outside allow_clients.
+                let Some(stream) = super::accepted::admissible(stream, &ctx) else { continue };
                 // A shard with fewer connections serves it, if there is one.
                 match ctx.handoff.route(Moved::Plain(stream)) {
                     Some(Moved::Plain(stream)) => admit(stream.bind_to_executor(), &ctx),

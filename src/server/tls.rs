@@ -172,12 +172,7 @@ async fn accept_loop(listener: TcpListener, tls: Arc<TlsServer>, ctx: Rc<ShardCt
         match listener.shared_accept().await {
             Ok(stream) => {
                 // The allow-list holds for TLS as for plain ICAP, before the handshake.
-                let Some(peer) = super::accepted_peer(&stream) else { continue };
-                if !ctx.allow.allows(peer.ip()) {
-                    ctx.metrics.borrow_mut().connections_denied += 1;
-                    drop(stream.bind_to_executor());
-                    continue;
-                }
+                let Some(stream) = super::accepted::admissible(stream, &ctx) else { continue };
                 // The handshake runs where the connection will live: a shard with fewer
                 // connections, if there is one.
                 match ctx.handoff.route(Moved::Tls(stream)) {

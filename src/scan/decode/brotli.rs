@@ -73,17 +73,22 @@ impl BrotliDecoder {
                 Step::fault(0, 0, Fault::Broken)
             };
         }
-        if self.wants_output {
-            // The decoder stopped for output space: it is asked first, with no input, whatever
-            // input there is now, so its calls are the same however the body was cut.
-            let (_, first) = self.run(&[], out);
-            if first.produced == out.len() || first.fault.is_some() || self.done || self.wants_output {
-                return first;
-            }
-            let rest = self.decode_pieces(input, &mut out[first.produced..]);
-            return Step { produced: first.produced + rest.produced, ..rest };
+        self.drained_then(out, |d, out| d.decode_pieces(input, out))
+    }
+
+    /// Runs `then` on `out`, after asking the decoder for the output it holds if it stopped for
+    /// output space (with no input, whatever input there is now, so that its calls are the
+    /// same however the body was cut); `then` gets the space left, if any.
+    fn drained_then(&mut self, out: &mut [u8], then: impl FnOnce(&mut Self, &mut [u8]) -> Step) -> Step {
+        if !self.wants_output {
+            return then(self, out);
         }
-        self.decode_pieces(input, out)
+        let (_, first) = self.run(&[], out);
+        if first.produced == out.len() || first.fault.is_some() || self.done || self.wants_output {
+            return first;
+        }
+        let rest = then(self, &mut out[first.produced..]);
+        Step { produced: first.produced + rest.produced, ..rest }
     }
 
     /// [`BrotliDecoder::decode`] once the decoder holds no output: whole pieces only.
@@ -120,16 +125,7 @@ impl BrotliDecoder {
         if self.failed.is_some() || self.done || self.held.is_empty() {
             return self.decode(&[], out);
         }
-        let mut produced = 0;
-        if self.wants_output {
-            let (_, first) = self.run(&[], out);
-            if first.produced == out.len() || first.fault.is_some() || self.done || self.wants_output {
-                return first;
-            }
-            produced = first.produced;
-        }
-        let rest = self.decode_held(0, &mut out[produced..]);
-        Step { produced: produced + rest.produced, ..rest }
+        self.drained_then(out, |d, out| d.decode_held(0, out))
     }
 
     /// Decodes from the held bytes; `taken` input bytes were moved into them by this call.

@@ -24,24 +24,47 @@ fn run(
     input: &[u8],
     cuts: &[usize],
 ) -> Result<Vec<u8>, Fault> {
+    match run_parts(chain, plan, partial, input, cuts) {
+        (out, None) => Ok(out),
+        (_, Some(fault)) => Err(fault),
+    }
+}
+
+/// Decodes `input` cut at `cuts`: every byte handed out, and the fault that stopped the
+/// stream, if any.
+fn run_parts(
+    chain: &mut DecodeChain,
+    plan: &[Coding],
+    partial: bool,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, Option<Fault>) {
     chain.begin(plan, partial);
     let mut out = Vec::new();
-    let mut prev = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        let flow = chain.feed(&input[prev..cut], &mut |piece| {
-            out.extend_from_slice(piece);
-            ControlFlow::Continue(())
-        })?;
-        assert!(flow.is_continue(), "this sink never stops the chain");
-        prev = cut;
-    }
-    let flow = chain.finish(&mut |piece| {
+    let mut take = |piece: &[u8]| {
         out.extend_from_slice(piece);
         ControlFlow::Continue(())
-    })?;
-    assert!(flow.is_continue(), "this sink never stops the chain");
+    };
+    let mut prev = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        match chain.feed(&input[prev..cut], &mut take) {
+            Ok(flow) => assert!(flow.is_continue(), "this sink never stops the chain"),
+            Err(fault) => {
+                chain.end();
+                return (out, Some(fault));
+            }
+        }
+        prev = cut;
+    }
+    let fault = match chain.finish(&mut take) {
+        Ok(flow) => {
+            assert!(flow.is_continue(), "this sink never stops the chain");
+            None
+        }
+        Err(fault) => Some(fault),
+    };
     chain.end();
-    Ok(out)
+    (out, fault)
 }
 
 /// Cut lists for `len` bytes: every split and byte by byte up to 4 KiB; beyond, a sample (64
@@ -385,31 +408,9 @@ fn a_stream_that_ends_at_a_buffer_boundary_is_complete() {
     }
 }
 
-/// Decodes `input` cut at `cuts`: every byte handed out, and the fault that stopped the
-/// stream, if any.
+/// [`run_parts`] for a whole (not partial) object.
 fn run_lossy(chain: &mut DecodeChain, plan: &[Coding], input: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<Fault>) {
-    chain.begin(plan, false);
-    let mut out = Vec::new();
-    let mut prev = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        let fed = chain.feed(&input[prev..cut], &mut |piece| {
-            out.extend_from_slice(piece);
-            ControlFlow::Continue(())
-        });
-        if let Err(fault) = fed {
-            chain.end();
-            return (out, Some(fault));
-        }
-        prev = cut;
-    }
-    let fault = chain
-        .finish(&mut |piece| {
-            out.extend_from_slice(piece);
-            ControlFlow::Continue(())
-        })
-        .err();
-    chain.end();
-    (out, fault)
+    run_parts(chain, plan, false, input, cuts)
 }
 
 /// The output and fault for `input` under every split (sampled for large inputs); asserts they
