@@ -421,3 +421,27 @@ fn the_cap_on_yara_matches_is_a_named_limit_for_rules_that_count() {
     assert_eq!(every_way(&mut inspector, &txn, &many("ab ")), (infected("YARA.Counted"), None));
     assert_eq!(every_way(&mut inspector, &txn, &many("cd ")), (infected("YARA.Sized"), None));
 }
+
+// Issue 12: at the preview, a counting rule whose pattern reached the cap on matches neither
+// answers nor lets an early 204 through; the whole object decides.
+#[test]
+fn a_preview_at_the_cap_on_yara_matches_does_not_answer_early() {
+    let rules = "rule Counted { strings: $a = \"ab\" condition: #a > 20 }";
+    let early = Early204 { content_types: vec!["image/".into()], magic: vec![], size_max_bytes: None };
+    let policy = ScanPolicy { over_limit: OverLimit::Block, early_204: early, encrypted: EncryptedPolicy::Block };
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 90\r\n\r\n";
+    let txn = respmod(head);
+    let preview = "ab ".repeat(30).into_bytes();
+    let capped = Limits { yara_matches_per_pattern_max: 8, ..Limits::default() };
+    let (_f, ctx) = yara_ctx("preview-cap", rules, capped, policy.clone());
+    assert_eq!(ctx.current().gen.yara.preview_rules, 1);
+    let mut inspector = EngineInspector::new(ctx);
+    for_each_split(preview.len(), |cuts| {
+        assert_eq!(preview_verdict(&mut inspector, &txn, &preview, cuts), None, "cuts {cuts:?}");
+    });
+    assert_eq!(every_way(&mut inspector, &txn, &preview).0, infected(super::policy::THREAT_YARA_MATCHES));
+    // Below the cap the monotone rule answers at the preview.
+    let (_f, ctx) = yara_ctx("preview-nocap", rules, Limits::default(), policy);
+    let mut inspector = EngineInspector::new(ctx);
+    assert_eq!(preview_verdict(&mut inspector, &txn, &preview, &[]), Some(infected("YARA.Counted")));
+}
