@@ -234,6 +234,10 @@ fn decode_raw(
             }
             ended = step.ended;
             if step.consumed == 0 && step.produced == 0 {
+                // Input the decoder will not take is data we could not read.
+                if !rest.is_empty() {
+                    return Err(broken(BROKEN));
+                }
                 break;
             }
         }
