@@ -445,3 +445,23 @@ fn a_preview_at_the_cap_on_yara_matches_does_not_answer_early() {
     let mut inspector = EngineInspector::new(ctx);
     assert_eq!(preview_verdict(&mut inspector, &txn, &preview, &[]), Some(infected("YARA.Counted")));
 }
+
+// A rule that refers to a counting rule inherits its unknown outcome at the cap: `not A` must
+// not fire because A lost matches.
+#[test]
+fn a_rule_that_refers_to_a_counting_rule_at_the_cap_is_not_reported() {
+    let rules = "private rule A { strings: $a = \"ab\" condition: #a > 20 }\n\
+                 rule B { condition: not A }\n";
+    let txn = respmod(b"HTTP/1.1 200 OK\r\n\r\n");
+    let body = "ab ".repeat(30).into_bytes();
+    let capped = Limits { yara_matches_per_pattern_max: 8, ..Limits::default() };
+    let (_f, ctx) = yara_ctx("cap-ref", rules, capped, block());
+    assert!(ctx.current().gen.yara.saturable.contains("B"));
+    let mut inspector = EngineInspector::new(ctx);
+    let limited = infected(super::policy::THREAT_YARA_MATCHES);
+    assert_eq!(every_way(&mut inspector, &txn, &body), (limited, Some(super::policy::THREAT_YARA_MATCHES)));
+    // Uncapped, A holds and B does not.
+    let (_f, ctx) = yara_ctx("nocap-ref", rules, Limits::default(), block());
+    let mut inspector = EngineInspector::new(ctx);
+    assert_eq!(every_way(&mut inspector, &txn, &body), (Verdict::Clean, None));
+}

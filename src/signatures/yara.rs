@@ -64,8 +64,9 @@ pub struct YaraSet {
     pub whole_mz_rules: usize,
     /// Bytes consecutive blocks must share: the longest match of any streaming rule.
     pub overlap: usize,
-    /// The rules whose outcome a cap on the matches per pattern could change (they count
-    /// matches or test offsets; [`super::yara_rules::RuleFacts::match_details`]), by name.
+    /// The rules whose outcome a cap on the matches per pattern could change, by name: they
+    /// count matches or test offsets ([`super::yara_rules::RuleFacts::match_details`]), or refer
+    /// to a rule that does.
     pub saturable: std::collections::HashSet<String>,
 }
 
@@ -171,12 +172,24 @@ pub fn compile_with(
         whole_rules: whole_mz.as_ref().or(whole.as_ref()).map_or(0, |s| s.1),
         whole_mz_rules: whole_mz.as_ref().map_or(0, |s| s.1 - whole.as_ref().map_or(0, |w| w.1)),
         overlap: plan.overlap.max(1),
-        saturable: facts.iter().flat_map(|f| &f.rules).filter(|r| r.match_details).map(|r| r.name.clone()).collect(),
+        saturable: saturable(&facts),
         stream: stream.map(|s| s.0),
         preview: preview.map(|s| s.0),
         whole: whole.map(|s| s.0),
         whole_mz: whole_mz.map(|s| s.0),
     })
+}
+
+/// See [`YaraSet::saturable`]: the rules that count matches or test offsets, and those that
+/// refer to one (rules are defined before they are used, so one pass in order finds them all).
+fn saturable(facts: &[FileFacts]) -> std::collections::HashSet<String> {
+    let mut names = std::collections::HashSet::new();
+    for r in facts.iter().flat_map(|f| &f.rules) {
+        if r.match_details || r.refs.iter().any(|name| names.contains(name)) {
+            names.insert(r.name.clone());
+        }
+    }
+    names
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
