@@ -115,8 +115,10 @@ pub const EXTRACT_RATIO_FLOOR_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes buffered, over a whole object's tree, for the formats that need random access (OLE2,
 /// CAB, 7z, PDF, ...): past it the object is `MaxBufferSize`.
 pub const CONTAINER_BUFFER_BYTES_MAX: u64 = 32 * 1024 * 1024;
-/// Memory the LZMA decoders (`.xz`, `.lzma`, zip method 14) may use per stream; a stream
-/// whose dictionary needs more is refused as broken. `xz -9` needs 65 MiB.
+/// Memory the LZMA decoders (`.xz`, `.lzma`, zip method 14, NSIS) may use per stream; a stream
+/// whose dictionary needs more is refused as broken. `xz -9` needs 65 MiB. A zip PPMd entry's
+/// model is held to the same bound (7-Zip's and WinZip's usual ones are 16-64 MiB), so that
+/// one bound covers every decoder whose memory the archive chooses.
 pub const LZMA_MEMORY_BYTES_MAX: u64 = 80 * 1024 * 1024;
 /// `Options-TTL` advertised in OPTIONS.
 pub const OPTIONS_TTL: Duration = Duration::from_secs(3600);

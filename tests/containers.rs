@@ -28,7 +28,6 @@ const CODE_NAME: &str = "ClamExe-Code";
 const OUT_OF_REACH: &[(&str, &str)] = &[
     ("clam-aspack.exe", "ASPack-packed PE: no unpacker (ClamAV emulates the unpacking stub)"),
     ("clam-mew.exe", "MEW-packed PE: no unpacker"),
-    ("clam-nsis.exe", "NSIS installer: the payload after the PE (a solid LZMA stream) has no decoder here"),
     ("clam-pespin.exe", "PESpin-packed PE: no unpacker"),
     ("clam-petite.exe", "Petite-packed PE: no unpacker"),
     ("clam-upack.exe", "Upack-packed PE: no unpacker"),
@@ -39,7 +38,7 @@ const OUT_OF_REACH: &[(&str, &str)] = &[
     ("clam.sis", "Symbian SIS: no decoder"),
     (
         "clam_IScab_int.exe",
-        "InstallShield setup: its cabinet (MSZIP) lies inside the PE, and only an object's start is typed",
+        "InstallShield setup: clam.exe is in data1.cab, InstallShield's own cabinet format (ISc(), which no crate reads",
     ),
     ("clam_ISmsi_ext.exe", "InstallShield setup stream: the MSI is obfuscated and compressed inside the PE"),
     ("clam_ISmsi_int.exe", "InstallShield setup stream: the MSI is obfuscated and compressed inside the PE"),

@@ -7,6 +7,7 @@
 //! ends. It depends only on the bytes, never on how they were cut into pieces. An object that
 //! is no container pays for copying its head and these comparisons, once.
 
+use super::formats;
 use super::whole;
 
 /// Bytes of an object's start kept for detection (the random-access library looks at up to
@@ -45,6 +46,11 @@ pub enum Kind {
     Binhex,
     /// Microsoft's `compress.exe` (SZDD) LZSS format.
     Szdd,
+    /// An NSIS installer's data block (the overlay of its setup program).
+    Nsis,
+    /// A PE (not UPX-packed) whose sections' file data ends at this offset: what follows, its
+    /// overlay, is handed on as a member, where a self-extractor keeps its payload.
+    PeOverlay(u64),
     /// Formats that need the whole object (see [`super::whole`]).
     Whole(whole::Kind),
 }
@@ -129,6 +135,9 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
             return Detect::Container(kind);
         }
     }
+    if head.len() >= 4 + formats::NSIS_MAGIC.len() && head[4..].starts_with(formats::NSIS_MAGIC) {
+        return Detect::Container(Kind::Nsis);
+    }
     if lzma_alone(head) {
         return Detect::Container(Kind::Lzma);
     }
@@ -166,10 +175,45 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
         Some(kind) => return Detect::Container(Kind::Whole(kind)),
         None => {}
     }
+    // A PE (other than UPX, unpacked whole above): its overlay may carry an SFX's payload.
+    if let Some(at) = formats::overlay_offset(head) {
+        return Detect::Container(Kind::PeOverlay(at));
+    }
     if let Some(kind) = text_kind(head) {
         return Detect::Container(kind);
     }
     Detect::Plain
+}
+
+/// [`detect`] for a member that is a region of its container's own bytes (`embedded`, a PE's
+/// overlay): only a container with a strong magic ([`is_strong`]) is opened there.
+pub fn detect_embedded(head: &[u8], complete: bool, embedded: bool) -> Detect {
+    match detect(head, complete) {
+        Detect::Container(kind) if embedded && !is_strong(kind) => Detect::Plain,
+        found => found,
+    }
+}
+
+/// Whether `kind` is recognised by a magic that ordinary data does not carry by chance: the
+/// archive and compression formats with a signature of four bytes or more, NSIS's data block,
+/// and a PE (whose headers must also parse). Text containers, cpio, `.lzma` (no magic at all),
+/// PDF, RTF and HTML are not.
+pub fn is_strong(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Zip
+            | Kind::Gzip
+            | Kind::Bzip2
+            | Kind::Xz
+            | Kind::Zstd
+            | Kind::Tar
+            | Kind::Szdd
+            | Kind::Nsis
+            | Kind::PeOverlay(_)
+            | Kind::Whole(
+                whole::Kind::SevenZip | whole::Kind::Cab | whole::Kind::Ole2 | whole::Kind::Chm | whole::Kind::Pe
+            )
+    )
 }
 
 /// Whether `head` holds `data:` in any case (an HTML `data:` URI starts so).

@@ -66,6 +66,10 @@ pub struct WholeStore {
 pub enum Event<'a> {
     /// A member begins; its name as the container gives it (may be empty).
     Start(&'a str),
+    /// A member that is a region of its container's own bytes (a PE's overlay) begins: it is
+    /// typed by strong magics only ([`detect::is_strong`]), since a weak one there would call
+    /// an ordinary file broken.
+    Embedded(&'a str),
     /// The next bytes of the open member, decoded.
     Data(&'a [u8]),
     /// The open member ended.
@@ -257,6 +261,8 @@ struct Member {
 struct Level {
     scan: ObjectScan,
     head: Vec<u8>,
+    /// The object is a region of its container's bytes ([`Event::Embedded`]).
+    embedded: bool,
     state: State,
     /// The object's name, for naming members that have none (a gzip's content).
     name: String,
@@ -280,6 +286,7 @@ impl Level {
         Level {
             scan: ObjectScan::new(sg, s.partials_max, s.partial_ends_max, s.whole_max, store),
             head: Vec::with_capacity(DETECT_BYTES),
+            embedded: false,
             state: State::Sniffing,
             name: String::new(),
             buf: Vec::new(),
@@ -291,8 +298,9 @@ impl Level {
         }
     }
 
-    fn begin(&mut self, sg: &Rc<ShardGen>, s: ScanSettings, name: &str) {
+    fn begin(&mut self, sg: &Rc<ShardGen>, s: ScanSettings, name: &str, embedded: bool) {
         self.scan.begin(sg, s.yara_scanners_max, s.whole_max);
+        self.embedded = embedded;
         self.head.clear();
         self.state = State::Sniffing;
         self.name.clear();
@@ -355,7 +363,7 @@ impl Level {
             let take = (DETECT_BYTES - self.head.len()).min(rest.len());
             self.head.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            match detect::detect(&self.head, false) {
+            match detect::detect_embedded(&self.head, false, self.embedded) {
                 Detect::NeedMore => return ControlFlow::Continue(()),
                 found => {
                     self.start(found, cx);
@@ -537,7 +545,7 @@ impl Level {
     /// fault, if any, decides.
     fn finish(&mut self, cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
         if let State::Sniffing = self.state {
-            let found = detect::detect(&self.head, true);
+            let found = detect::detect_embedded(&self.head, true, self.embedded);
             self.start(found, cx);
             let head = std::mem::take(&mut self.head);
             let flow = self.open(&head, cx, depth);
@@ -641,8 +649,9 @@ fn on_event(
     depth: u32,
     ev: Event<'_>,
 ) -> ControlFlow<()> {
+    let embedded = matches!(ev, Event::Embedded(_));
     match ev {
-        Event::Start(name) => {
+        Event::Start(name) | Event::Embedded(name) => {
             if member.open {
                 // A feeder that starts a member without ending the last one ends it here.
                 on_event(child, member, cx, depth, Event::End)?;
@@ -663,7 +672,7 @@ fn on_event(
                 return ControlFlow::Continue(());
             }
             let level = child.get_or_insert_with(|| Box::new(Level::new(cx.sg, cx.settings, cx.store)));
-            level.begin(cx.sg, cx.settings, name);
+            level.begin(cx.sg, cx.settings, name, embedded);
             ControlFlow::Continue(())
         }
         Event::Data(data) => {
@@ -766,7 +775,7 @@ impl Unpacker {
         self.root.end(&mut self.tree);
         self.tree.reset(name);
         self.tree.policy.over_limit = over_limit;
-        self.root.begin(sg, self.settings, name);
+        self.root.begin(sg, self.settings, name, false);
     }
 
     /// The next bytes of the top-level object; a hit once one is certain. `time_left` is what
@@ -831,3 +840,5 @@ impl Unpacker {
 mod tests;
 #[cfg(test)]
 mod tests_central;
+#[cfg(test)]
+mod tests_sfx;

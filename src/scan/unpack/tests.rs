@@ -67,7 +67,7 @@ pub(super) fn check_splits(name: &str, body: &[u8], want: &Verdict, path: Option
 
 pub(super) const CLEAN: &[u8] = b"A harmless text member: nothing to see here, just some words.\n";
 
-fn zip_of(members: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
+pub(super) fn zip_of(members: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default().compression_method(method);
     for (name, data) in members {
@@ -491,7 +491,7 @@ fn quoted_printable_parts_are_decoded() {
 }
 
 /// Runs `input` through a liblzma encoder to its end.
-fn lzma_encode(mut s: liblzma::stream::Stream, input: &[u8]) -> Vec<u8> {
+pub(super) fn lzma_encode(mut s: liblzma::stream::Stream, input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + 1024);
     loop {
         let before = s.total_in() as usize;

@@ -220,11 +220,11 @@ fn encrypted_entries_and_missing_methods_are_reported_and_the_rest_is_read() {
     let mut pass = EngineInspector::new(ctx_with(Limits::default(), OverLimit::Block, EncryptedPolicy::Pass));
     assert_eq!(run(&mut pass, "e.zip", &body, &[]).0, Verdict::Clean);
     assert_eq!(pass.limit_hit(), Some("Heuristics.Encrypted.Zip"));
-    // A method neither reader has (PPMd, 98) is reported; the entry after it is still read.
-    let odd = Entry::new("p.bin", 98, CLEAN, CLEAN.to_vec());
+    // A method neither reader has (WavPack, 97) is reported; the entry after it is still read.
+    let odd = Entry::new("p.bin", 97, CLEAN, CLEAN.to_vec());
     let body = zip_cd(&[odd, deflated("eicar.com", EICAR)]);
     check_splits("p.zip", &body, &infected(FOUND), Some("p.zip/eicar.com"));
-    let odd = Entry::new("p.bin", 98, CLEAN, CLEAN.to_vec());
+    let odd = Entry::new("p.bin", 97, CLEAN, CLEAN.to_vec());
     let body = zip_cd(&[odd, stored("b.txt", CLEAN)]);
     check_splits("p.zip", &body, &infected("Heuristics.Unsupported.Zip.Method"), None);
     // Without a central directory there is nothing to read it from: broken, as before.
@@ -290,4 +290,35 @@ fn lzma_and_zstd_entries_are_read_from_the_central_directory_too() {
         let mut inspector = engine();
         assert_eq!(run(&mut inspector, "m.zip", &body, &[]).0, infected("Heuristics.Broken.Zip"));
     }
+}
+
+/// A PPMd entry as 7-Zip and WinZip write one: the 16-bit header (order, model size in MiB,
+/// restore method), then the PPMd variant I stream.
+fn ppmd_entry(data: &[u8], order: u32, memory_mib: u32) -> Vec<u8> {
+    let header = (order - 1) as u16 | (((memory_mib - 1) as u16) << 4);
+    let mut out = header.to_le_bytes().to_vec();
+    let mut e =
+        ppmd_rust::Ppmd8Encoder::new(Vec::new(), order, memory_mib << 20, ppmd_rust::RestoreMethod::Restart).unwrap();
+    std::io::Write::write_all(&mut e, data).unwrap();
+    out.extend_from_slice(&e.finish(false).unwrap());
+    out
+}
+
+/// PPMd (method 98): the streamed reader hands the zip over and the central-directory reader
+/// decodes the entry; a model larger than the decoder bound is unsupported, and corrupt data
+/// broken, never clean.
+#[test]
+fn ppmd_entries_are_read_from_the_central_directory() {
+    let ppmd = |data: &'static [u8], mib| Entry::new("x.com", 98, data, ppmd_entry(data, 6, mib));
+    let body = zip_cd(&[stored("a.txt", CLEAN), ppmd(EICAR, 16)]);
+    check_splits("p.zip", &body, &infected(FOUND), Some("p.zip/x.com"));
+    check_splits("p.zip", &zip_cd(&[ppmd(CLEAN, 16), stored("a.txt", CLEAN)]), &Verdict::Clean, None);
+    // 128 MiB of model is over the 80 MiB the decoder bound allows: reported, not allocated.
+    let body = zip_cd(&[ppmd(CLEAN, 128), stored("b.txt", CLEAN)]);
+    check_splits("p.zip", &body, &infected("Heuristics.Unsupported.Zip.Method"), None);
+    let mut e = ppmd(CLEAN, 16);
+    let at = e.compressed.len() / 2;
+    e.compressed[at] ^= 0x5A;
+    let mut inspector = engine();
+    assert_eq!(run(&mut inspector, "p.zip", &zip_cd(&[e]), &[]).0, infected("Heuristics.Broken.Zip"));
 }

@@ -29,11 +29,11 @@ mod upx;
 pub mod zip_central;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
-mod tests_7z;
+pub(crate) mod tests_7z;
 #[cfg(test)]
-mod tests_cab;
+pub(crate) mod tests_cab;
 #[cfg(test)]
 mod tests_chm;
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! 7-Zip archives, decoded by the `sevenz-rust2` crate (LZMA, LZMA2, BCJ filters, Delta, Copy),
-//! one thread, from the slice.
+//! 7-Zip archives, decoded by the `sevenz-rust2` crate (LZMA, LZMA2, PPMd, BCJ filters, Delta,
+//! Copy), one thread, from the slice.
 //!
 //! The crate trusts the counts and sizes in an archive's header (a file count becomes a vector
 //! length, a header size an allocation), so the header is walked here first (written from
 //! 7-Zip's `7zFormat.txt`) and refused where a count cannot be right for its bytes, where the
-//! file count passes the member limit, or where a coder's dictionary passes
-//! [`DICTIONARY_BYTES_MAX`]. A compressed header is decoded here (LZMA, bounded) and walked the
+//! file count passes the member limit, or where a coder's dictionary (PPMd: its model's memory)
+//! passes [`DICTIONARY_BYTES_MAX`]. A compressed header is decoded here (LZMA, bounded) and walked the
 //! same way before the crate reads it. Any AES-256 coder, in the header (names encrypted) or in
-//! a folder, is `Heuristics.Encrypted.7Zip`; other methods the build leaves out (PPMd, BZip2,
-//! Deflate, Zstd) are `Heuristics.Broken.7Zip.Unsupported`.
+//! a folder, is `Heuristics.Encrypted.7Zip`; other methods the build leaves out (BZip2, Deflate,
+//! Zstd) are `Heuristics.Broken.7Zip.Unsupported`.
 
 use std::io::{Cursor, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,8 +31,10 @@ const LIMIT_DICTIONARY: &str = "Heuristics.Limits.Exceeded.MaxDictionary";
 const ID_AES: &[u8] = &[0x06, 0xF1, 0x07, 0x01];
 const ID_LZMA: &[u8] = &[0x03, 0x01, 0x01];
 const ID_LZMA2: &[u8] = &[0x21];
+const ID_PPMD: &[u8] = &[0x03, 0x04, 0x01];
 /// Methods the crate decodes in this build.
-const SUPPORTED: [&[u8]; 13] = [
+const SUPPORTED: [&[u8]; 14] = [
+    ID_PPMD,
     &[0x00],
     &[0x03],
     ID_LZMA,
@@ -444,9 +446,14 @@ fn folder(h: &mut H, seen: &mut Seen) -> R<u64> {
     Ok(outs)
 }
 
-/// The dictionary a coder's properties ask for (0 for coders without one).
+/// The dictionary a coder's properties ask for (PPMd: its model's memory; 0 for coders
+/// without one).
 fn dictionary(id: &[u8], props: &[u8]) -> u64 {
     match id {
+        // Order (1 byte), then the model's size.
+        ID_PPMD if props.len() >= 5 => u32::from_le_bytes([props[1], props[2], props[3], props[4]]) as u64,
+        // Too short to say: the crate refuses it.
+        ID_PPMD => 0,
         ID_LZMA if props.len() >= 5 => u32::from_le_bytes([props[1], props[2], props[3], props[4]]) as u64,
         ID_LZMA2 if !props.is_empty() => {
             let p = props[0] as u64;

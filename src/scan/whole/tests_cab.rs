@@ -6,7 +6,7 @@ use std::io::{Cursor, Write};
 use super::tests::*;
 use super::*;
 
-pub(super) fn build(ctype: ::cab::CompressionType, files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn build(ctype: ::cab::CompressionType, files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = ::cab::CabinetBuilder::new();
     let folder = b.add_folder(ctype);
     for (name, _) in files {

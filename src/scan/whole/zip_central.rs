@@ -13,7 +13,9 @@
 //!
 //! LZMA (14) and zstd (93) entries, which this build of the crate does not decode, are read
 //! raw and decoded by the same decoders the streamed reader uses ([`Codec`]), so both readers
-//! accept the same methods; PPMd and the rest are unsupported in both.
+//! accept the same methods. PPMd (98), which the streamed reader hands over, is read raw too
+//! and decoded by `ppmd-rust` once its header's model size is within `lzma_memory_max` (the
+//! bound on one decoder's model or dictionary); the rest are unsupported.
 //!
 //! The legacy decoders (implode, shrink, reduce) keep what they have decoded of an entry, so an
 //! entry with such a method may produce at most `held_max` bytes (the caller's buffering room),
@@ -92,6 +94,8 @@ enum Method {
     Lzma,
     /// Raw, through our zstd decoder.
     Zstd,
+    /// Raw, through `ppmd-rust` (its 2-byte header first).
+    Ppmd,
 }
 
 /// How this build reads `method`; `None`: it does not.
@@ -106,6 +110,7 @@ fn method(m: CompressionMethod) -> Option<Method> {
         }
         m if m == CompressionMethod::LZMA => Some(Method::Lzma),
         m if m == CompressionMethod::ZSTD => Some(Method::Zstd),
+        m if m == CompressionMethod::PPMD => Some(Method::Ppmd),
         _ => None,
     }
 }
@@ -150,9 +155,14 @@ fn read(bytes: &[u8], base: u64, done: &[ZipDone], held_max: u64, lzma_memory_ma
         drop(entry);
         let keeps = match how {
             Method::Crate(keeps) => keeps,
-            Method::Lzma | Method::Zstd => {
+            Method::Lzma | Method::Zstd | Method::Ppmd => {
                 let mut raw = archive.by_index_raw(i).map_err(|_| broken(BROKEN))?;
-                match decode_raw(&mut raw, how, want, lzma_memory_max, &name, &mut buf, out) {
+                let decoded = if how == Method::Ppmd {
+                    decode_ppmd(&mut raw, want, lzma_memory_max, &name, &mut buf, out)
+                } else {
+                    decode_raw(&mut raw, how, want, lzma_memory_max, &name, &mut buf, out)
+                };
+                match decoded {
                     // A method the decoder refuses (LZMA properties, a dictionary over the
                     // bound) leaves the other entries to be read, as in the streamed reader.
                     Err(Stop::Fault(Fault::Broken(UNSUPPORTED))) => {
@@ -247,6 +257,44 @@ fn decode_raw(
         return Err(broken(BROKEN));
     }
     if crc.finalize() != want.0 || made != want.1 {
+        return Err(broken(BROKEN));
+    }
+    out.end()
+}
+
+/// Decodes one PPMd (variant I, revision 1) entry's raw data into `out` as member `name`: a
+/// 16-bit header (order - 1 in bits 0-3, the model's size in MiB - 1 in bits 4-11, the restore
+/// method in bits 12-15), then the range-coded data, which has no end of its own: exactly the
+/// size the central directory gives is decoded, and its CRC-32 checked. A model over
+/// `memory_max`, an order or restore method PPMd does not define, is [`UNSUPPORTED`] before
+/// the member starts (and before the model is allocated).
+fn decode_ppmd(raw: &mut impl Read, want: (u32, u64), memory_max: u64, name: &str, buf: &mut [u8], out: &mut Out) -> R {
+    let mut head = [0u8; 2];
+    raw.read_exact(&mut head).map_err(|_| broken(BROKEN))?;
+    let v = u16::from_le_bytes(head);
+    let order = u32::from(v & 0xF) + 1;
+    let memory = (u32::from((v >> 4) & 0xFF) + 1) << 20;
+    let restore = v >> 12;
+    let unsupported = Stop::Fault(Fault::Broken(UNSUPPORTED));
+    if order < ppmd_rust::PPMD8_MIN_ORDER || u64::from(memory) > memory_max || restore > 1 {
+        return Err(unsupported);
+    }
+    let mut decoder = ppmd_rust::Ppmd8Decoder::new(raw, order, memory, ppmd_rust::RestoreMethod::from(restore))
+        .map_err(|_| broken(BROKEN))?;
+    out.start(name)?;
+    let (mut crc, mut left) = (crc32fast::Hasher::new(), want.1);
+    while left > 0 {
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = decoder.read(&mut buf[..n]).map_err(|_| broken(BROKEN))?;
+        if got == 0 {
+            // The data ended (or held an end mark) before the size was reached.
+            return Err(broken(BROKEN));
+        }
+        crc.update(&buf[..got]);
+        left -= got as u64;
+        out.data(&buf[..got])?;
+    }
+    if crc.finalize() != want.0 {
         return Err(broken(BROKEN));
     }
     out.end()

@@ -3,6 +3,8 @@
 mod binhex;
 pub(crate) mod codec;
 mod cpio;
+mod nsis;
+mod overlay;
 mod stream;
 mod szdd;
 mod tar;
@@ -10,6 +12,9 @@ mod zip;
 
 use super::detect::Kind;
 use super::{Cx, Feed};
+
+pub use nsis::MAGIC as NSIS_MAGIC;
+pub use overlay::overlay_offset;
 
 /// Output buffer of each decompressing feeder.
 const OUT_BYTES: usize = 32 * 1024;
@@ -33,6 +38,8 @@ pub(super) fn feeder(kind: Kind, name: &str, cx: &Cx<'_>) -> Option<Box<dyn Feed
         Kind::Uuencode => Box::new(super::uu::Uu::new()),
         Kind::Binhex => Box::new(binhex::Binhex::new()),
         Kind::Szdd => Box::new(szdd::Szdd::new(name)),
+        Kind::Nsis => Box::new(nsis::Nsis::new(OUT_BYTES, lzma_max)),
+        Kind::PeOverlay(at) => Box::new(overlay::Overlay::new(at)),
         Kind::Whole(_) => unreachable!("whole formats are buffered, not fed"),
     })
 }
