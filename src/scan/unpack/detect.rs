@@ -48,6 +48,8 @@ pub enum Kind {
     Szdd,
     /// An NSIS installer's data block (the overlay of its setup program).
     Nsis,
+    /// InstallShield's file list (the overlay of its setup program).
+    InstallShield,
     /// A PE (not UPX-packed) whose sections' file data ends at this offset: what follows, its
     /// overlay, is handed on as a member, where a self-extractor keeps its payload.
     PeOverlay(u64),
@@ -175,6 +177,9 @@ pub fn detect(head: &[u8], complete: bool) -> Detect {
         Some(kind) => return Detect::Container(Kind::Whole(kind)),
         None => {}
     }
+    if formats::starts_installshield_list(head) {
+        return Detect::Container(Kind::InstallShield);
+    }
     // A PE (other than UPX, unpacked whole above): its overlay may carry an SFX's payload.
     if let Some(at) = formats::overlay_offset(head) {
         return Detect::Container(Kind::PeOverlay(at));
@@ -196,7 +201,8 @@ pub fn detect_embedded(head: &[u8], complete: bool, embedded: bool) -> Detect {
 
 /// Whether `kind` is recognised by a magic that ordinary data does not carry by chance: the
 /// archive and compression formats with a signature of four bytes or more, NSIS's data block,
-/// and a PE (whose headers must also parse). Text containers, cpio, `.lzma` (no magic at all),
+/// InstallShield's file list (four fields of a strict shape), and a PE (whose headers must
+/// also parse). Text containers, cpio, `.lzma` (no magic at all),
 /// PDF, RTF and HTML are not.
 pub fn is_strong(kind: Kind) -> bool {
     matches!(
@@ -209,6 +215,7 @@ pub fn is_strong(kind: Kind) -> bool {
             | Kind::Tar
             | Kind::Szdd
             | Kind::Nsis
+            | Kind::InstallShield
             | Kind::PeOverlay(_)
             | Kind::Whole(
                 whole::Kind::SevenZip | whole::Kind::Cab | whole::Kind::Ole2 | whole::Kind::Chm | whole::Kind::Pe

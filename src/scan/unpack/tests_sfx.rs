@@ -227,3 +227,45 @@ fn the_corpus_nsis_installer_yields_clam_exe() {
     let mut inspector = md5_engine(&clam, "Clam-MD5");
     check_md5(&mut inspector, "clam-nsis.exe", &exe, "Clam-MD5", "clam-nsis.exe/[overlay]/[nsis-1]");
 }
+
+/// InstallShield's file list: four text fields, then the file, per entry.
+fn is_list(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        out.extend_from_slice(format!("{name}\0Disk1\\{name}\0{}\0{}\0", "0.0.0.0", data.len()).as_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+#[test]
+fn installshield_file_lists_are_opened() {
+    let payload = build_test_pe(&[b"the program the setup installs"], 0);
+    let zip = zip_of(&[("eicar.com", EICAR)], zip::CompressionMethod::Deflated);
+    let list = is_list(&[("setup.ini", b"[Startup]\r\n"), ("files.zip", &zip), ("app.exe", &payload)]);
+    check_splits("setup.exe", &sfx(&list), &infected(FOUND), Some("setup.exe/[overlay]/files.zip/eicar.com"));
+    // A loose file is a member of its own: its MD5 matches.
+    let list = is_list(&[("setup.ini", b"[Startup]\r\n"), ("app.exe", &payload), ("empty", b"")]);
+    let mut inspector = md5_engine(&payload, "App-MD5");
+    check_md5(&mut inspector, "setup.exe", &sfx(&list), "App-MD5", "setup.exe/[overlay]/app.exe");
+    check_splits("setup.exe", &sfx(&list), &Verdict::Clean, None);
+    // Cut inside a file, or inside an entry's fields: broken, never clean.
+    let cut = &list[..list.len() - 10];
+    check_splits("cut.exe", &sfx(cut), &infected("Heuristics.Broken.InstallShield"), Some("cut.exe/[overlay]"));
+    let mut partial = list.clone();
+    partial.extend_from_slice(b"next.bin\0Disk1\\ne");
+    check_splits("cut.exe", &sfx(&partial), &infected("Heuristics.Broken.InstallShield"), Some("cut.exe/[overlay]"));
+    // Fields that do not have the shape are no list: the overlay is a plain member.
+    let odd = is_list(&[("a/b", CLEAN)]);
+    assert_eq!(detect(&odd, true), Detect::Plain);
+    check_splits("odd.exe", &sfx(&odd), &Verdict::Clean, None);
+}
+
+/// ClamAV's corpus: an InstallShield setup that stores clam.exe loose in its file list.
+#[test]
+fn the_corpus_installshield_setup_yields_clam_exe() {
+    let Some(exe) = crate::scan::whole::tests::corpus("clam_IScab_ext.exe") else { return };
+    let clam = crate::scan::whole::tests::corpus("clam.exe").unwrap();
+    let mut inspector = md5_engine(&clam, "Clam-MD5");
+    check_md5(&mut inspector, "clam_IScab_ext.exe", &exe, "Clam-MD5", "clam_IScab_ext.exe/[overlay]/clam.exe");
+}

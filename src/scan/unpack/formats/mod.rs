@@ -3,6 +3,7 @@
 mod binhex;
 pub(crate) mod codec;
 mod cpio;
+mod isfiles;
 mod nsis;
 mod overlay;
 mod stream;
@@ -13,6 +14,7 @@ mod zip;
 use super::detect::Kind;
 use super::{Cx, Feed};
 
+pub use isfiles::starts_list as starts_installshield_list;
 pub use nsis::MAGIC as NSIS_MAGIC;
 pub use overlay::overlay_offset;
 
@@ -39,6 +41,7 @@ pub(super) fn feeder(kind: Kind, name: &str, cx: &Cx<'_>) -> Option<Box<dyn Feed
         Kind::Binhex => Box::new(binhex::Binhex::new()),
         Kind::Szdd => Box::new(szdd::Szdd::new(name)),
         Kind::Nsis => Box::new(nsis::Nsis::new(OUT_BYTES, lzma_max)),
+        Kind::InstallShield => Box::new(isfiles::IsFiles::new()),
         Kind::PeOverlay(at) => Box::new(overlay::Overlay::new(at)),
         Kind::Whole(_) => unreachable!("whole formats are buffered, not fed"),
     })
