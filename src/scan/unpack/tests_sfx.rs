@@ -218,14 +218,18 @@ fn nsis_faults_are_never_silently_clean() {
     check_splits("bad.exe", &sfx(&bad), &infected("Heuristics.Broken.NSIS"), Some("bad.exe/[overlay]"));
 }
 
-/// NSIS's own LZMA streams (no end marker), from ClamAV's corpus: the installed file is a
-/// member of its own, so the MD5 of `clam.exe` matches it.
-#[test]
-fn the_corpus_nsis_installer_yields_clam_exe() {
-    let Some(exe) = crate::scan::whole::tests::corpus("clam-nsis.exe") else { return };
+/// A file of ClamAV's corpus yields `clam.exe` as the member `path`: its MD5 matches there.
+fn corpus_yields_clam(file: &str, path: &str) {
+    let Some(exe) = crate::scan::whole::tests::corpus(file) else { return };
     let clam = crate::scan::whole::tests::corpus("clam.exe").unwrap();
     let mut inspector = md5_engine(&clam, "Clam-MD5");
-    check_md5(&mut inspector, "clam-nsis.exe", &exe, "Clam-MD5", "clam-nsis.exe/[overlay]/[nsis-1]");
+    check_md5(&mut inspector, file, &exe, "Clam-MD5", path);
+}
+
+/// NSIS's own LZMA streams (no end marker): the installed file is a member of its own.
+#[test]
+fn the_corpus_nsis_installer_yields_clam_exe() {
+    corpus_yields_clam("clam-nsis.exe", "clam-nsis.exe/[overlay]/[nsis-1]");
 }
 
 /// InstallShield's file list: four text fields, then the file, per entry.
@@ -264,8 +268,5 @@ fn installshield_file_lists_are_opened() {
 /// ClamAV's corpus: an InstallShield setup that stores clam.exe loose in its file list.
 #[test]
 fn the_corpus_installshield_setup_yields_clam_exe() {
-    let Some(exe) = crate::scan::whole::tests::corpus("clam_IScab_ext.exe") else { return };
-    let clam = crate::scan::whole::tests::corpus("clam.exe").unwrap();
-    let mut inspector = md5_engine(&clam, "Clam-MD5");
-    check_md5(&mut inspector, "clam_IScab_ext.exe", &exe, "Clam-MD5", "clam_IScab_ext.exe/[overlay]/clam.exe");
+    corpus_yields_clam("clam_IScab_ext.exe", "clam_IScab_ext.exe/[overlay]/clam.exe");
 }

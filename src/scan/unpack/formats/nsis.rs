@@ -208,10 +208,7 @@ impl Nsis {
         let before_end = (self.data_end.saturating_sub(self.pos)) as usize;
         match self.phase {
             Phase::Head => {
-                let take = (DECIDE_BYTES - self.staged.len()).min(input.len());
-                self.staged.extend_from_slice(&input[..take]);
-                *input = &input[take..];
-                if self.staged.len() == DECIDE_BYTES {
+                if self.stage(input, DECIDE_BYTES) {
                     return self.start_data(emit);
                 }
                 Ok(ControlFlow::Continue(()))
@@ -245,20 +242,14 @@ impl Nsis {
             }
             Phase::ItemMethod { left } => {
                 let want = (METHOD_BYTES as u64).min(left) as usize;
-                let take = (want - self.staged.len()).min(input.len());
-                self.staged.extend_from_slice(&input[..take]);
-                *input = &input[take..];
-                if self.staged.len() < want {
+                if !self.stage(input, want) {
                     return Ok(ControlFlow::Continue(()));
                 }
-                let (codec, props) = self.codec_for(&self.staged)?;
-                self.codec = Some(codec);
-                let first = std::mem::take(&mut self.staged);
+                let (first, props) = self.start_stream()?;
                 self.phase = Phase::Item { left };
-                let flow = self.item_data(&first[props..], emit)?;
-                self.staged = first;
-                self.staged.clear();
-                self.advance_item(want as u64, emit, flow)
+                let flow = self.item_data(&first[props..], emit);
+                self.unstage(first);
+                self.advance_item(want as u64, emit, flow?)
             }
             Phase::Item { left } => {
                 let take = (left as usize).min(input.len());
@@ -267,21 +258,14 @@ impl Nsis {
                 self.advance_item(take as u64, emit, flow)
             }
             Phase::SolidMethod => {
-                let want = METHOD_BYTES.min(before_end);
-                let take = (want - self.staged.len()).min(input.len());
-                self.staged.extend_from_slice(&input[..take]);
-                *input = &input[take..];
-                if self.staged.len() < want {
+                if !self.stage(input, METHOD_BYTES.min(before_end)) {
                     return Ok(ControlFlow::Continue(()));
                 }
-                let (codec, props) = self.codec_for(&self.staged)?;
-                self.codec = Some(codec);
-                let first = std::mem::take(&mut self.staged);
+                let (first, props) = self.start_stream()?;
                 self.phase = Phase::Solid;
                 self.pos += first.len() as u64;
                 let flow = self.solid_data(&first[props..], emit);
-                self.staged = first;
-                self.staged.clear();
+                self.unstage(first);
                 self.solid_end_check(flow)
             }
             Phase::Solid => {
@@ -296,6 +280,28 @@ impl Nsis {
                 Ok(ControlFlow::Continue(()))
             }
         }
+    }
+
+    /// Moves up to `want` bytes of `input` into the staging buffer; `true` once it holds them.
+    fn stage(&mut self, input: &mut &[u8], want: usize) -> bool {
+        let take = want.saturating_sub(self.staged.len()).min(input.len());
+        self.staged.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        self.staged.len() >= want
+    }
+
+    /// A stream's staged first bytes choose its codec. They are returned, with how many of
+    /// them are properties, for the caller to decode the rest and [`Nsis::unstage`] them.
+    fn start_stream(&mut self) -> Result<(Vec<u8>, usize), Fault> {
+        let (codec, props) = self.codec_for(&self.staged)?;
+        self.codec = Some(codec);
+        Ok((std::mem::take(&mut self.staged), props))
+    }
+
+    /// Gives the staging buffer back, empty.
+    fn unstage(&mut self, mut first: Vec<u8>) {
+        first.clear();
+        self.staged = first;
     }
 
     /// The first header is read: the data starts with the bytes staged after it.
