@@ -263,6 +263,11 @@ struct Level {
     head: Vec<u8>,
     /// The object is a region of its container's bytes ([`Event::Embedded`]).
     embedded: bool,
+    /// How much of the head the object's own scanners have had (see [`Level::feed`]).
+    head_scanned: usize,
+    /// What the object's own scanners found while its members were still to be fed, and the
+    /// place to name ([`Level::scan_own`]).
+    held: Option<(Hit, Option<String>)>,
     state: State,
     /// The object's name, for naming members that have none (a gzip's content).
     name: String,
@@ -287,6 +292,8 @@ impl Level {
             scan: ObjectScan::new(sg, s.partials_max, s.partial_ends_max, s.whole_max, store),
             head: Vec::with_capacity(DETECT_BYTES),
             embedded: false,
+            head_scanned: 0,
+            held: None,
             state: State::Sniffing,
             name: String::new(),
             buf: Vec::new(),
@@ -302,6 +309,8 @@ impl Level {
         self.scan.begin(sg, s.yara_scanners_max, s.whole_max);
         self.embedded = embedded;
         self.head.clear();
+        self.head_scanned = 0;
+        self.held = None;
         self.state = State::Sniffing;
         self.name.clear();
         self.name.push_str(&name[..floor_char(name, tree::NAME_BYTES_MAX)]);
@@ -341,40 +350,94 @@ impl Level {
 
     /// The next bytes of this level's object. Members go first, so that a member stored
     /// as it is (tar, a stored zip entry) is named as the place of a find in both.
+    ///
+    /// The top-level object (`depth` 0) is also typed before its own scanners see its head:
+    /// while it is being typed (at most [`DETECT_BYTES`]) it has no members, and a threat
+    /// stored as it is inside the head (a PE's overlay, a multipart body's part) would
+    /// otherwise be named in the object when the head trickles in and in the member when it
+    /// comes at once. Once typed, the head goes to the members and then, as one piece, to the
+    /// object's scanners ([`Level::scan_head`]), whichever pieces it came in. A member level
+    /// scans its head as it comes: its bytes are already behind its container's, and holding
+    /// them back would let the container's scanners find a stored member's threat first.
     fn feed(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
-        self.sniff_and_open(data, cx, depth)?;
-        if let Some(hit) = self.scan.feed(data) {
-            cx.tree.found(hit, depth);
-            return ControlFlow::Break(());
-        }
-        if let Some(threat) = self.scan.take_skip() {
-            // A scanner cannot see the whole object: under `block` that decides it now,
-            // under `pass` the limit is recorded and the other scanners go on.
-            if let Act::Stop = cx.tree.over(threat, depth) {
-                return ControlFlow::Break(());
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn sniff_and_open(&mut self, data: &[u8], cx: &mut Cx<'_>, depth: u32) -> ControlFlow<()> {
+        let top = depth == 0;
         let mut rest = data;
         if let State::Sniffing = self.state {
             let take = (DETECT_BYTES - self.head.len()).min(rest.len());
             self.head.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             match detect::detect_embedded(&self.head, false, self.embedded) {
-                Detect::NeedMore => return ControlFlow::Continue(()),
+                Detect::NeedMore if top => return ControlFlow::Continue(()),
+                Detect::NeedMore => return self.scan_head(cx.tree, depth),
                 found => {
                     self.start(found, cx);
                     let head = std::mem::take(&mut self.head);
                     let flow = self.open(&head, cx, depth);
                     self.head = head;
                     flow?;
+                    if !top {
+                        self.open(rest, cx, depth)?;
+                        self.scan_head(cx.tree, depth)?;
+                        return self.scan_own(rest, cx.tree, depth);
+                    }
+                    self.scan_head(cx.tree, depth)?;
                 }
             }
         }
-        self.open(rest, cx, depth)
+        self.open(rest, cx, depth)?;
+        self.scan_own(rest, cx.tree, depth)
+    }
+
+    /// Reports what the object's own scanners found and [`Level::scan_own`] held, if nothing
+    /// was found before it.
+    fn release_held(&mut self, tree: &mut Tree) -> ControlFlow<()> {
+        match self.held.take() {
+            Some((hit, at)) => {
+                tree.found_at(hit, at);
+                ControlFlow::Break(())
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Gives the head's bytes that the object's own scanners have not had yet to them: once
+    /// the object is typed and its members have had the head, or when a preview ends.
+    fn scan_head(&mut self, tree: &mut Tree, depth: u32) -> ControlFlow<()> {
+        let head = std::mem::take(&mut self.head);
+        let from = self.head_scanned.min(head.len());
+        self.head_scanned = head.len();
+        let flow = self.scan_own(&head[from..], tree, depth);
+        self.head = head;
+        flow
+    }
+
+    /// `data` through the object's own scanners.
+    ///
+    /// What they find in a streamed container is held until its members have had all of it
+    /// ([`Level::release_held`], at the container's end): a member is fed each piece before
+    /// the container's scanners, so when the whole container comes in one piece every member
+    /// has been scanned before the container's own find. Holding it keeps the place named the
+    /// same however the bytes were cut: a member's find, if any, comes first.
+    fn scan_own(&mut self, data: &[u8], tree: &mut Tree, depth: u32) -> ControlFlow<()> {
+        if data.is_empty() || self.held.is_some() {
+            return ControlFlow::Continue(());
+        }
+        if let Some(hit) = self.scan.feed(data) {
+            if let State::Stream(_) = self.state {
+                self.held = Some((hit, (depth > 0).then(|| tree.path.clone())));
+                return ControlFlow::Continue(());
+            }
+            tree.found(hit, depth);
+            return ControlFlow::Break(());
+        }
+        if let Some(threat) = self.scan.take_skip() {
+            // A scanner cannot see the whole object: under `block` that decides it now,
+            // under `pass` the limit is recorded and the other scanners go on.
+            if let Act::Stop = tree.over(threat, depth) {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     /// Starts opening the object as `found`.
@@ -557,6 +620,10 @@ impl Level {
             let result = feeder.finish(&mut |ev| on_event(child, member, cx, depth + 1, ev));
             self.after_stream(result, &[], cx, depth)?;
         }
+        // After the streamed members' ends, so that an object typed only at its end (shorter
+        // than its head) has its members judged first, as when it is typed sooner.
+        self.scan_head(cx.tree, depth)?;
+        self.release_held(cx.tree)?;
         match &mut self.state {
             State::Central(done) => {
                 let done = std::mem::take(done);
@@ -598,6 +665,8 @@ impl Level {
     fn end(&mut self, tree: &mut Tree) {
         let mut level = Some(self);
         while let Some(l) = level {
+            // A find already made stands, cut short or not.
+            let _ = l.release_held(tree);
             l.scan.end();
             if matches!(l.state, State::Whole(_)) {
                 tree.buffered = tree.buffered.saturating_sub(l.buf.len() as u64);
@@ -808,6 +877,17 @@ impl Unpacker {
     pub fn flush(&mut self) -> Option<Hit> {
         if let Some(hit) = &self.tree.hit {
             return Some(hit.clone());
+        }
+        if let State::Sniffing = self.root.state {
+            // The preview's verdict needs every byte of it scanned, typed or not.
+            if self.root.scan_head(&mut self.tree, 0).is_break() {
+                self.root.end(&mut self.tree);
+                return self.tree.hit.clone();
+            }
+        }
+        if self.root.release_held(&mut self.tree).is_break() {
+            self.root.end(&mut self.tree);
+            return self.tree.hit.clone();
         }
         let hit = self.root.scan.flush()?;
         self.tree.found(hit, 0);

@@ -8,12 +8,9 @@ use crate::scan::pe::build_test_pe;
 use crate::scan::unpack::detect::{detect, Detect, Kind};
 use std::io::Write;
 
-/// A small program (4 KiB of stub code, so that it is typed before its overlay ends) whose
-/// overlay is `overlay`.
+/// A small program whose overlay is `overlay`.
 fn sfx(overlay: &[u8]) -> Vec<u8> {
-    let mut code = b"\x55\x8b\xec stub code that would unpack the overlay \xc3".to_vec();
-    code.resize(4096, 0xCC);
-    let mut pe = build_test_pe(&[&code], 0);
+    let mut pe = build_test_pe(&[b"\x55\x8b\xec stub code that would unpack the overlay \xc3"], 0);
     pe.extend_from_slice(overlay);
     pe
 }
@@ -98,24 +95,17 @@ fn a_pe_is_a_container_only_through_its_overlay() {
     check_splits("signed.exe", &sfx(&cert), &Verdict::Clean, None);
     // Text that would read as mail headers is not a payload to open (it would be "broken").
     check_splits("notes.exe", &sfx(b"From: a@b\r\nTo: c@d\r\n\r\nx"), &Verdict::Clean, None);
-    // A threat stored as it is in the overlay is found however the bytes are cut. Where: the
-    // PE is typed once its first 4 KiB are in, so when they come in small pieces the PE's
-    // own scanners see the threat before the member exists (see the README's note on paths).
+    // A threat stored as it is in the overlay is named in the member however the bytes are
+    // cut, also inside the PE's first 4 KiB, which the PE's own scanners get only once it is
+    // typed (see Level::feed): at its end when it is shorter, at 4 KiB when not.
     let mut stored = vec![b'.'; 5000];
     stored[100..100 + EICAR.len()].copy_from_slice(EICAR);
-    check_verdict("raw.exe", &sfx(&stored), &infected(FOUND), "raw.exe/[overlay]");
-}
-
-/// `body` gives `want` at every split, and is found in `path` when it comes in one piece.
-fn check_verdict(name: &str, body: &[u8], want: &Verdict, path: &str) {
-    let mut inspector = super::tests::engine();
-    crate::proto::testutil::for_each_split(body.len(), |cuts| {
-        let (v, p) = super::tests::run(&mut inspector, name, body, cuts);
-        assert_eq!(&v, want, "{name} cuts {:?}", &cuts[..cuts.len().min(4)]);
-        if cuts.is_empty() {
-            assert_eq!(p.as_deref(), Some(path), "{name}");
-        }
-    });
+    check_splits("raw.exe", &sfx(&stored[..600]), &infected(FOUND), Some("raw.exe/[overlay]"));
+    check_splits("raw.exe", &sfx(&stored), &infected(FOUND), Some("raw.exe/[overlay]"));
+    // Past the head too: the PE's own find is held until its overlay member has had it all.
+    let mut late = vec![b'.'; 9000];
+    late[8000..8000 + EICAR.len()].copy_from_slice(EICAR);
+    check_splits("raw.exe", &sfx(&late), &infected(FOUND), Some("raw.exe/[overlay]"));
 }
 
 #[test]
@@ -182,12 +172,7 @@ fn nsis_installers_are_opened_in_every_layout_and_method() {
             let name = format!("nsis-{label}-{}.exe", if solid { "solid" } else { "blocks" });
             let body = sfx(&nsis(&[CLEAN, EICAR], method, solid));
             let path = format!("{name}/[overlay]/[nsis-2]");
-            if matches!(method, Method::Stored) {
-                // EICAR as it is, in the PE's first 4 KiB: see check_verdict.
-                check_verdict(&name, &body, &infected(FOUND), &path);
-            } else {
-                check_splits(&name, &body, &infected(FOUND), Some(&path));
-            }
+            check_splits(&name, &body, &infected(FOUND), Some(&path));
             check_splits(&name, &sfx(&nsis(&[CLEAN, CLEAN], method, solid)), &Verdict::Clean, None);
         }
     }
@@ -269,4 +254,17 @@ fn installshield_file_lists_are_opened() {
 #[test]
 fn the_corpus_installshield_setup_yields_clam_exe() {
     corpus_yields_clam("clam_IScab_ext.exe", "clam_IScab_ext.exe/[overlay]/clam.exe");
+}
+
+/// A threat in a streamed container's own bytes and in none of its members (here a zip entry's
+/// name) is held until the container ends, then named in the container: the same wherever
+/// the pieces end.
+#[test]
+fn a_find_in_the_container_itself_waits_for_its_members() {
+    let name = String::from_utf8(EICAR.to_vec()).unwrap();
+    let body = zip_of(&[(name.as_str(), CLEAN), ("second.txt", CLEAN)], zip::CompressionMethod::Stored);
+    check_splits("odd.zip", &body, &infected(FOUND), None);
+    let inner = zip_of(&[("eicar.com", EICAR)], zip::CompressionMethod::Stored);
+    let body = zip_of(&[(name.as_str(), CLEAN), ("inner.zip", &inner)], zip::CompressionMethod::Stored);
+    check_splits("odd.zip", &body, &infected(FOUND), Some("odd.zip/inner.zip/eicar.com"));
 }

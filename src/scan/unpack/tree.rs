@@ -96,6 +96,15 @@ impl Tree {
         Act::Stop
     }
 
+    /// A find whose place was taken when it was made (`None`: the top-level object).
+    pub fn found_at(&mut self, hit: Hit, found_in: Option<String>) -> Act {
+        if self.hit.is_none() {
+            self.hit = Some(hit);
+            self.found_in = found_in;
+        }
+        Act::Stop
+    }
+
     /// A limit was exceeded at `depth`.
     pub fn over(&mut self, threat: &'static str, depth: u32) -> Act {
         self.limit.get_or_insert(threat);
