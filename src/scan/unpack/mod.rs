@@ -424,7 +424,9 @@ impl Level {
         }
         if let Some(hit) = self.scan.feed(data) {
             if let State::Stream(_) = self.state {
-                self.held = Some((hit, (depth > 0).then(|| tree.path.clone())));
+                // The container's own place: without the member open in it, if any.
+                let own = if self.member.open { &tree.path[..self.member.path_len] } else { &tree.path[..] };
+                self.held = Some((hit, (depth > 0).then(|| own.to_string())));
                 return ControlFlow::Continue(());
             }
             tree.found(hit, depth);

@@ -267,4 +267,9 @@ fn a_find_in_the_container_itself_waits_for_its_members() {
     let inner = zip_of(&[("eicar.com", EICAR)], zip::CompressionMethod::Stored);
     let body = zip_of(&[(name.as_str(), CLEAN), ("inner.zip", &inner)], zip::CompressionMethod::Stored);
     check_splits("odd.zip", &body, &infected(FOUND), Some("odd.zip/inner.zip/eicar.com"));
+    // One level down, the container's own find names the container, not the member that
+    // happened to be open in it when its scanners got there.
+    let inner = zip_of(&[(name.as_str(), CLEAN), ("b.txt", CLEAN)], zip::CompressionMethod::Stored);
+    let body = zip_of(&[("inner.zip", &inner)], zip::CompressionMethod::Stored);
+    check_splits("odd.zip", &body, &infected(FOUND), Some("odd.zip/inner.zip"));
 }
