@@ -25,6 +25,20 @@ pub(super) fn ctx_with(limits: Limits, over_limit: OverLimit, encrypted: Encrypt
     ScanCtx::new(Arc::new(gen), limits.scan(), ScanPolicy { over_limit, early_204: Early204::default(), encrypted })
 }
 
+/// An engine whose only signature is the `.hdb` line `line` (blocking on every limit).
+pub(super) fn hdb_engine(line: &str) -> EngineInspector {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("icapd-unpack-hdb-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("m.hdb"), format!("{line}\n")).unwrap();
+    let gen = load(&dir, LoadOptions::default()).expect("signatures load");
+    let _ = std::fs::remove_dir_all(&dir);
+    let policy =
+        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block };
+    EngineInspector::new(ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy))
+}
+
 pub(super) fn engine() -> EngineInspector {
     EngineInspector::new(ctx_with(Limits::default(), OverLimit::Block, EncryptedPolicy::Block))
 }
@@ -254,14 +268,7 @@ fn every_streamed_format_finds_eicar_at_every_split_and_passes_a_clean_twin() {
 /// set shows that members are hashed on their own.
 #[test]
 fn hash_signatures_match_members() {
-    let dir = std::env::temp_dir().join(format!("icapd-unpack-hash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("m.hdb"), "44d88612fea8a8f36de82e1278abb02f:68:Member-MD5\n").unwrap();
-    let gen = load(&dir, LoadOptions::default()).expect("signatures load");
-    let _ = std::fs::remove_dir_all(&dir);
-    let policy =
-        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block };
-    let mut inspector = EngineInspector::new(ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy));
+    let mut inspector = hdb_engine("44d88612fea8a8f36de82e1278abb02f:68:Member-MD5");
     let body = gzip(&tar_of(&[("x", CLEAN), ("e.com", EICAR)]));
     for_each_split(body.len(), |cuts| {
         let (v, p) = run(&mut inspector, "a.tgz", &body, cuts);
@@ -446,14 +453,7 @@ fn uploads_multipart_form_data_parts_are_members() {
     let mut b = b"--xx\r\nContent-Disposition: form-data; name=\"f\"; filename=\"e.com\"\r\n\r\n".to_vec();
     b.extend_from_slice(EICAR);
     b.extend_from_slice(b"\r\n--xx--\r\n");
-    let dir = std::env::temp_dir().join(format!("icapd-unpack-form-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("m.hdb"), "44d88612fea8a8f36de82e1278abb02f:68:Member-MD5\n").unwrap();
-    let gen = load(&dir, LoadOptions::default()).expect("signatures load");
-    let _ = std::fs::remove_dir_all(&dir);
-    let policy =
-        ScanPolicy { over_limit: OverLimit::Block, early_204: Early204::default(), encrypted: EncryptedPolicy::Block };
-    let mut inspector = EngineInspector::new(ScanCtx::new(Arc::new(gen), Limits::default().scan(), policy));
+    let mut inspector = hdb_engine("44d88612fea8a8f36de82e1278abb02f:68:Member-MD5");
     for_each_split(b.len(), |cuts| {
         assert_eq!(run(&mut inspector, "post", &b, cuts).0, infected("Member-MD5"));
     });

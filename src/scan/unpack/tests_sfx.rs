@@ -125,23 +125,8 @@ fn zip_7z_and_cabinet_sfx_payloads_are_opened() {
 
 /// An engine whose only signature is the MD5 of `data`, named `name`.
 fn md5_engine(data: &[u8], name: &str) -> crate::scan::engine::EngineInspector {
-    let dir = std::env::temp_dir().join(format!("icapd-sfx-hash-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let line = format!("{}:{}:{name}\n", crate::scan::whole::tests::md5_hex(data), data.len());
-    std::fs::write(dir.join("m.hdb"), line).unwrap();
-    let gen = crate::signatures::load(&dir, crate::signatures::LoadOptions::default()).expect("signatures load");
-    let _ = std::fs::remove_dir_all(&dir);
-    let policy = crate::scan::ScanPolicy {
-        over_limit: crate::scan::policy::OverLimit::Block,
-        early_204: Default::default(),
-        encrypted: crate::scan::unpack::EncryptedPolicy::Block,
-    };
-    let limits = crate::limits::Limits::default().scan();
-    crate::scan::engine::EngineInspector::new(crate::scan::engine::ScanCtx::new(
-        std::sync::Arc::new(gen),
-        limits,
-        policy,
-    ))
+    let md5 = crate::scan::whole::tests::md5_hex(data);
+    super::tests::hdb_engine(&format!("{md5}:{}:{name}", data.len()))
 }
 
 /// `body` is found as `threat` in `path` whole, at many splits and byte by byte.

@@ -9,14 +9,21 @@ use super::tests::*;
 use super::*;
 
 pub(crate) fn build(files: &[(&str, &[u8])], aes: Option<bool>) -> Vec<u8> {
+    write(files, |w| {
+        if let Some(encrypt_header) = aes {
+            w.set_content_methods(vec![
+                AesEncoderOptions::new(Password::from("secret")).into(),
+                EncoderConfiguration::new(EncoderMethod::LZMA2),
+            ]);
+            w.set_encrypt_header(encrypt_header);
+        }
+    })
+}
+
+/// An archive of `files` from a writer that `configure` has set up.
+fn write(files: &[(&str, &[u8])], configure: impl FnOnce(&mut ArchiveWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
     let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
-    if let Some(encrypt_header) = aes {
-        w.set_content_methods(vec![
-            AesEncoderOptions::new(Password::from("secret")).into(),
-            EncoderConfiguration::new(EncoderMethod::LZMA2),
-        ]);
-        w.set_encrypt_header(encrypt_header);
-    }
+    configure(&mut w);
     for (name, data) in files {
         w.push_archive_entry(ArchiveEntry::new_file(name), Some(*data)).unwrap();
     }
@@ -134,20 +141,17 @@ fn break_is_final_across_blocks_and_empty_entries() {
 /// the dictionary bound is refused before the crate allocates it.
 #[test]
 fn ppmd_folders_are_decoded_within_the_dictionary_bound() {
-    let write = |files: &[(&str, &[u8])], opts: sevenz_rust2::encoder_options::PpmdOptions| {
-        let mut w = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
-        w.set_content_methods(vec![EncoderConfiguration::new(EncoderMethod::PPMD).with_options(opts.into())]);
-        for (name, data) in files {
-            w.push_archive_entry(ArchiveEntry::new_file(name), Some(*data)).unwrap();
-        }
-        w.finish().unwrap().into_inner()
+    let ppmd = |files: &[(&str, &[u8])], opts: sevenz_rust2::encoder_options::PpmdOptions| {
+        write(files, |w| {
+            w.set_content_methods(vec![EncoderConfiguration::new(EncoderMethod::PPMD).with_options(opts.into())]);
+        })
     };
-    let a = write(&[("notes.txt", b"plain words"), ("eicar.com", EICAR)], Default::default());
+    let a = ppmd(&[("notes.txt", b"plain words"), ("eicar.com", EICAR)], Default::default());
     let (r, c) = run(Kind::SevenZip, &a, &LOOSE);
     assert_eq!(r, Ok(()));
     assert!(c.members.iter().any(|m| m.0 == "eicar.com" && m.1 == EICAR && m.2));
     assert!(c.members.iter().any(|m| m.0 == "notes.txt" && m.1 == b"plain words"));
     let big = sevenz_rust2::encoder_options::PpmdOptions::from_order_memory_size(6, 96 << 20);
-    let a = write(&[("eicar.com", EICAR)], big);
+    let a = ppmd(&[("eicar.com", EICAR)], big);
     assert_eq!(run(Kind::SevenZip, &a, &LOOSE).0, Err(Fault::Limit("Heuristics.Limits.Exceeded.MaxDictionary")));
 }

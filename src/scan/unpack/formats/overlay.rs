@@ -53,7 +53,6 @@ impl Feed for Overlay {
         if rest.is_empty() {
             return Ok(ControlFlow::Continue(()));
         }
-        self.pos += rest.len() as u64;
         if !self.started {
             self.started = true;
             if emit(Event::Embedded(NAME)).is_break() {
