@@ -74,12 +74,17 @@ fn nsis(files: &[&[u8]], method: Method, solid: bool) -> Vec<u8> {
         }
         data
     };
+    nsis_of_data(&data)
+}
+
+/// An NSIS data block around `data` (the items as the layout has them), with its CRC-32 slot.
+fn nsis_of_data(data: &[u8]) -> Vec<u8> {
     let mut block = 0u32.to_le_bytes().to_vec();
     block.extend_from_slice(b"\xEF\xBE\xAD\xDENullsoftInst");
     block.extend_from_slice(&(SCRIPT.len() as u32).to_le_bytes());
     block.extend_from_slice(&((28 + data.len() + 4) as u32).to_le_bytes());
-    block.extend_from_slice(&data);
-    block.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
+    block.extend_from_slice(data);
+    block.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     block
 }
 
@@ -179,6 +184,15 @@ fn nsis_faults_are_never_silently_clean() {
     let mut long = nsis(&[CLEAN], Method::Stored, false);
     long[28..32].copy_from_slice(&0x7000u32.to_le_bytes());
     check_splits("long.exe", &sfx(&long), &infected("Heuristics.Broken.NSIS"), Some("long.exe/[overlay]"));
+    // Bytes after an item's stream has ended belong to no member.
+    let item = [deflate(CLEAN), b"trailing bytes".to_vec()].concat();
+    let mut data = Vec::new();
+    for packed in [deflate(SCRIPT), item] {
+        data.extend_from_slice(&(packed.len() as u32 | 0x8000_0000).to_le_bytes());
+        data.extend_from_slice(&packed);
+    }
+    let trailing = nsis_of_data(&data);
+    check_splits("tail.exe", &sfx(&trailing), &infected("Heuristics.Broken.NSIS"), Some("tail.exe/[overlay]"));
     // Corrupt LZMA data.
     let mut bad = nsis(&[EICAR], Method::Lzma, false);
     let end = bad.len() - 4;

@@ -62,7 +62,7 @@ pub struct Nsis {
     pos: u64,
     data_end: u64,
     codec: Option<Codec>,
-    /// The codec finished its stream before the item's end (the rest is not decoded).
+    /// The codec finished its stream; any byte of the item (or solid data) after it is broken.
     ended: bool,
     out: Box<[u8]>,
     items: Items,
@@ -162,7 +162,8 @@ impl Nsis {
     fn item_data(&mut self, data: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
         let Some(codec) = self.codec.as_mut() else { return Ok(emit(Event::Data(data))) };
         if self.ended {
-            return Ok(ControlFlow::Continue(()));
+            // Bytes after the item's stream ended belong to no member.
+            return if data.is_empty() { Ok(ControlFlow::Continue(())) } else { Err(BROKEN) };
         }
         let mut stop = false;
         let r = pump(codec, &mut self.out, data, &mut |piece| {
@@ -172,6 +173,7 @@ impl Nsis {
         .map_err(|()| BROKEN)?;
         match r {
             None => Ok(ControlFlow::Break(())),
+            Some((used, _)) if used < data.len() => Err(BROKEN),
             Some((_, ended)) => {
                 self.ended = ended;
                 Ok(ControlFlow::Continue(()))
@@ -182,7 +184,8 @@ impl Nsis {
     /// Solid: `data` (within the data) through the stream, its output split into items.
     fn solid_data(&mut self, data: &[u8], emit: &mut Emit<'_>) -> Result<ControlFlow<()>, Fault> {
         if self.ended {
-            return Ok(ControlFlow::Continue(()));
+            // Bytes after the solid stream ended belong to no member.
+            return if data.is_empty() { Ok(ControlFlow::Continue(())) } else { Err(BROKEN) };
         }
         let codec = self.codec.as_mut().expect("the solid stream's codec is set up before its data");
         let items = &mut self.items;
@@ -197,6 +200,7 @@ impl Nsis {
         }
         match r {
             None => Ok(ControlFlow::Break(())),
+            Some((used, _)) if used < data.len() => Err(BROKEN),
             Some((_, ended)) => {
                 self.ended = ended;
                 Ok(ControlFlow::Continue(()))
